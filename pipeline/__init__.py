@@ -1,0 +1,1 @@
+"""routegate: a pytest-driven acceptance gate for small models that route coding-tool calls."""
