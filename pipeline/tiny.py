@@ -110,9 +110,6 @@ _TEMPLATE_HEAD = r"""{#- routegate tiny model: ChatML with a compact tool list. 
                 {%- endfor %}
             {%- endif %}
             {{- ')' }}
-            {%- if fn.description is string and fn.description | trim %}
-                {{- ': ' ~ (fn.description | trim | replace('\n', ' ')) }}
-            {%- endif %}
         {%- endfor %}
     {%- endif %}
     {{- '<|im_end|>\n' }}
