@@ -46,3 +46,32 @@ def experiment(pytestconfig: pytest.Config) -> Experiment:
         return from_options(pytestconfig.getoption)
     except ExperimentError as err:
         pytest.fail(f"cannot load the experiment: {err}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def fused_model(experiment: Experiment, pytestconfig: pytest.Config):
+    """The quantized model folder under test: `--model PATH`, or built (or reused) here.
+
+    The build is `pipeline.build.build` with `--force` passed through; a preflight refusal or a
+    failed stage fails the requesting test with the build's own message.
+    """
+    from pathlib import Path
+
+    from pipeline.build import BuildError, BuildRefused, build
+    from pipeline.preflight import summary
+    from pipeline.train import StageError
+
+    given = pytestconfig.getoption("model")
+    if given:
+        folder = Path(given).expanduser()
+        if not (folder / "config.json").is_file():
+            what = "does not exist" if not folder.exists() else "has no config.json"
+            pytest.fail(f"--model {folder} {what}: pass a model folder", pytrace=False)
+        return folder.resolve()
+    try:
+        return build(experiment, force=pytestconfig.getoption("force")).quantized
+    except BuildRefused as err:
+        table = summary(err.findings) + "\n" if err.findings else ""
+        pytest.fail(f"{table}{err}", pytrace=False)
+    except (BuildError, StageError) as err:
+        pytest.fail(f"build failed: {err}", pytrace=False)

@@ -1750,9 +1750,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline data",
         description="Generate, convert (and check) training data in mlx_lm's chat format.",
     )
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{generate,convert,check}"
-    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{generate,convert,check}")
     gen = sub.add_parser("generate", help="write train.jsonl/valid.jsonl for an experiment")
     gen.add_argument("--experiment", required=True, help="experiment name or TOML path")
     gen.add_argument(

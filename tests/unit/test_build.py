@@ -1,0 +1,329 @@
+"""The build: real `mlx_lm lora|fuse|convert` runs on the tiny experiment, cached and resumable.
+
+The tiny experiment is shortened (a few iterations, small batches, validation only at the
+ends) and renamed, so its preflight report does not overwrite the real tiny one. Its
+max_seq_length is 2048 so the tests do not hinge on the generated data fitting tiny.toml's 512
+(when examples outgrow it, mlx_lm truncates the trained turns away and reports a nan loss, and
+the preflight's lengths check refuses the build). Runs go to tmp_path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.build import (
+    BuildError,
+    BuildRefused,
+    build,
+    manifest,
+    plan,
+    read_record,
+    trusted,
+)
+from pipeline.data import ensure_data
+from pipeline.experiment import EXPERIMENTS_DIR, ROOT, Experiment, load_experiment, with_overrides
+from pipeline.train import CorruptCheckpointError
+
+SHORT_TRAIN: dict[str, Any] = {
+    "iters": 8,
+    "batch_size": 2,
+    "save_every": 4,
+    "steps_per_report": 2,
+    "steps_per_eval": 1000,  # validation only at the first and last iteration
+    "val_batches": 2,
+    "max_seq_length": 2048,
+}
+
+
+def short_tiny(name: str, **train: Any) -> Experiment:
+    """The tiny experiment, renamed and shortened, reading the tiny data folder."""
+    tiny = load_experiment("tiny")
+    data = ensure_data(tiny)
+    settings = dataclasses.replace(tiny.train, **{**SHORT_TRAIN, **train})
+    return with_overrides(dataclasses.replace(tiny, name=name, train=settings), data=str(data))
+
+
+@pytest.fixture(scope="module")
+def experiment_short() -> Experiment:
+    return short_tiny("tiny-buildtest")
+
+
+@pytest.fixture(scope="module")
+def built(experiment_short: Experiment, tmp_path_factory: pytest.TempPathFactory):
+    lines: list[str] = []
+    started = time.perf_counter()
+    result = build(experiment_short, runs_root=tmp_path_factory.mktemp("runs"), log=lines.append)
+    print(f"tiny build ({SHORT_TRAIN['iters']} iterations): {time.perf_counter() - started:.1f} s")
+    return result, lines
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_build_trains_fuses_and_quantizes_a_loadable_5bit_model(built) -> None:
+    from mlx_lm import generate, load
+
+    result, lines = built
+    assert not result.cached
+    assert result.stages_run == ("train", "fuse", "quantize")
+    config = json.loads((result.quantized / "config.json").read_text())
+    assert config["quantization"]["bits"] == 5
+    assert config["quantization"]["group_size"] == 64
+    assert not (result.run_dir / "fused").exists(), "the float intermediate is removed"
+    assert result.fused is None
+
+    loaded = load(str(result.quantized))
+    model, tokenizer = loaded[0], loaded[1]
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Show the last 5 commits."}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    eos = sorted(tokenizer.eos_token_ids)
+
+    def no_eos(tokens: Any, logits: Any) -> Any:  # a random model may stop at once
+        logits[:, eos] = -math.inf
+        return logits
+
+    text = generate(model, tokenizer, prompt, max_tokens=8, logits_processors=[no_eos])
+    assert isinstance(text, str) and text, "generation produced no text"
+
+    record = read_record(result.record_path)
+    assert record["complete"] and record["key"] == result.key
+    assert record["inputs"]["versions"]["mlx-lm"]
+    for name in ("train", "fuse", "quantize"):
+        stage = record["stages"][name]
+        assert stage["complete"], name
+        assert stage["seconds"] > 0 and stage["wall_seconds"] > 0, name
+        assert stage["peak_memory_bytes"] > 0, name
+        assert stage["output_bytes"] > 0, name
+        assert stage["command"][:3] == [sys.executable, "-m", "mlx_lm"], name
+    train = record["stages"]["train"]
+    assert train["command"][3] == "lora" and "--train" in train["command"]
+    assert math.isfinite(train["train_loss"]) and math.isfinite(train["val_loss"])
+    assert train["trainable_parameters"] > 0
+    assert train["trainable_parameters_reported"].endswith("M)")
+    assert train["resumed_from"] is None
+    assert record["stages"]["fuse"]["nothing_to_merge"] is True  # tiny trains fully
+    assert record["stages"]["fuse"]["removed"] is True
+    assert record["stages"]["quantize"]["bits"] == 5
+    assert record["preflight"]["passed"]
+    assert any(line.startswith("[train] step 8/8") for line in lines)
+    assert "mlx_lm lora --train" in result.log_path.read_text()
+    assert not list(result.adapters.glob("*_adapters.safetensors")), "checkpoints are tidied"
+
+
+@pytest.mark.slow
+def test_second_build_of_the_same_inputs_is_a_cache_hit(built, experiment_short) -> None:
+    result, _ = built
+    before = result.record_path.read_bytes()
+    lines: list[str] = []
+    started = time.perf_counter()
+    again = build(experiment_short, runs_root=result.run_dir.parent.parent, log=lines.append)
+    print(f"cache hit: {time.perf_counter() - started:.2f} s")
+    assert again.cached
+    assert again.stages_run == ()
+    assert again.quantized == result.quantized
+    assert result.record_path.read_bytes() == before, "a cache hit leaves build.json alone"
+    assert any("cache hit" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_a_cache_hit_still_refuses_when_the_preflight_now_fails(built, experiment_short) -> None:
+    """train_min is not part of the key, but it is part of the gate."""
+    result, _ = built
+    stricter = dataclasses.replace(
+        experiment_short, data=dataclasses.replace(experiment_short.data, train_min=10**6)
+    )
+    with pytest.raises(BuildRefused, match=r"minimum 1000000") as err:
+        build(stricter, runs_root=result.run_dir.parent.parent, log=lambda line: None)
+    assert "--force" in str(err.value)
+    again = build(stricter, runs_root=result.run_dir.parent.parent, force=True, log=print)
+    assert again.cached and again.key == result.key
+
+
+# --- kill and resume ----------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def write_experiment_toml(path: Path, raw: dict[str, Any]) -> Path:
+    """A minimal TOML writer for experiment files (scalars, lists, one level of tables)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    for table, values in raw.items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{table}]")
+            lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _absolute(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(("../", "./")):
+        return str((EXPERIMENTS_DIR / value).resolve())
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    return value
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    raw = tomllib.loads((EXPERIMENTS_DIR / "tiny.toml").read_text())
+    raw = {k: {kk: _absolute(vv) for kk, vv in v.items()} if isinstance(v, dict) else v
+           for k, v in raw.items()}  # fmt: skip
+    raw["name"] = "tiny-buildtest-resume"
+    raw["train"].update(SHORT_TRAIN, iters=12, save_every=4)
+    raw["data"]["path"] = str(ensure_data(load_experiment("tiny")))
+    toml = write_experiment_toml(tmp_path / "resume.toml", raw)
+    runs = tmp_path / "runs"
+
+    out = (tmp_path / "first.out").open("w")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "build", "--experiment", str(toml),
+         "--runs-root", str(runs)],
+        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    saved = None
+    deadline = time.monotonic() + 150
+    try:
+        while time.monotonic() < deadline and first.poll() is None:
+            logs = list(runs.glob("tiny-buildtest-resume/*/build.log"))
+            if logs and "[train] checkpoint at step 4/12" in logs[0].read_text():
+                saved = logs[0]
+                break
+            time.sleep(0.1)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the build and the mlx_lm trainer it started
+        first.wait()
+        out.close()
+    assert saved is not None, (tmp_path / "first.out").read_text()[-3000:]
+    run_dir = saved.parent
+    assert not (run_dir / "quantized").exists()
+    checkpoints = list((run_dir / "adapters.partial").glob("*_adapters.safetensors"))
+    assert checkpoints, "the killed attempt left its checkpoint"
+
+    lines: list[str] = []
+    result = build(load_experiment(toml), runs_root=runs, log=lines.append, keep_fused=True)
+    assert not result.cached
+    assert result.resumed_from is not None
+    step = int(Path(result.resumed_from).name.split("_")[0])
+    assert 4 <= step < 12
+    log = result.log_path.read_text()
+    assert f"[train] resuming from checkpoint {result.resumed_from} (step {step}/12)" in log
+    record = read_record(result.record_path)
+    train = record["stages"]["train"]
+    assert train["resumed_from"]["step"] == step
+    assert len(train["attempts"]) == 2
+    assert train["attempts"][1]["iters"] == 12 - step
+    assert train["command"][-2:] == ["--resume-adapter-file", result.resumed_from]
+    assert record["complete"] and (result.quantized / "config.json").is_file()
+    assert result.fused is not None and (result.fused / "config.json").is_file()
+    assert record["stages"]["fuse"]["removed"] is False
+
+
+# --- bad input, keys and trust ---------------------------------------------------------------
+
+
+def test_key_changes_when_data_or_settings_change(
+    experiment_short: Experiment, tmp_path: Path
+) -> None:
+    first = plan(experiment_short, tmp_path)
+    assert plan(experiment_short, tmp_path / "elsewhere").key == first.key
+    for changed in (
+        dataclasses.replace(
+            experiment_short, train=dataclasses.replace(experiment_short.train, iters=9)
+        ),
+        dataclasses.replace(
+            experiment_short, quantize=dataclasses.replace(experiment_short.quantize, bits=4)
+        ),
+        dataclasses.replace(
+            experiment_short, fuse=dataclasses.replace(experiment_short.fuse, dequantize=True)
+        ),
+    ):
+        assert plan(changed, tmp_path).key != first.key
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "valid"):
+        text = (first.data / f"{split}.jsonl").read_text()
+        if split == "train":
+            text = "".join(text.splitlines(keepends=True)[:-1])  # one example fewer
+        (data / f"{split}.jsonl").write_text(text)
+    other = plan(with_overrides(experiment_short, data=str(data)), tmp_path)
+    assert other.inputs["data_sha256"] != first.inputs["data_sha256"]
+    assert other.key != first.key
+
+
+def test_full_disk_stops_with_a_clear_error_and_writes_no_run(
+    experiment_short: Experiment, tmp_path: Path
+) -> None:
+    with pytest.raises(BuildError, match=r"not enough disk space.*needs 0\.2 GB"):
+        build(experiment_short, runs_root=tmp_path, free_bytes=lambda path: 10_000_000)
+    assert not (tmp_path / experiment_short.name).exists()
+
+
+def test_missing_base_model_folder_is_one_clear_error(
+    experiment_short: Experiment, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-model"
+    experiment = with_overrides(experiment_short, base_model=str(missing))
+    with pytest.raises(BuildError, match="does not exist") as err:
+        build(experiment, runs_root=tmp_path / "runs")
+    assert str(missing) in str(err.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_checkpoint_is_named_discarded_and_not_trusted(
+    experiment_short: Experiment, tmp_path: Path
+) -> None:
+    where = plan(experiment_short, tmp_path)
+    partial = where.run_dir / "adapters.partial"
+    partial.mkdir(parents=True)
+    (partial / "0000004_adapters.safetensors").write_bytes(b"\x10\x00\x00\x00not a tensor")
+    with pytest.raises(CorruptCheckpointError, match=r"0000004_adapters\.safetensors") as err:
+        build(experiment_short, runs_root=tmp_path)
+    assert "corrupt and has been discarded" in str(err.value)
+    assert not list(partial.rglob("*_adapters.safetensors")), "the bad file is gone"
+    record = read_record(where.record_path)
+    assert not any(s.get("complete") for s in record.get("stages", {}).values())
+    assert not (where.run_dir / "adapters").exists()
+
+
+def test_a_stage_folder_is_trusted_only_as_recorded(
+    experiment_short: Experiment, tmp_path: Path
+) -> None:
+    where = plan(experiment_short, tmp_path)
+    folder = where.output("quantize")
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * 100)
+    assert not trusted(where, {}, "quantize"), "no record: a half-written folder"
+    record = {
+        "key": where.key,
+        "stages": {"quantize": {"complete": True, "manifest": manifest(folder)}},
+    }
+    assert trusted(where, record, "quantize")
+    (folder / "model.safetensors").write_bytes(b"x" * 50)  # truncated since
+    assert not trusted(where, record, "quantize")
