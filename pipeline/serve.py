@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+
+from pipeline.blas import child_env
 
 LOOPBACK = "127.0.0.1"
 
@@ -143,7 +144,7 @@ def _launch(
     hub_cache.mkdir(exist_ok=True)
     # /v1/models answers an empty body when the hub cache folder is missing (shared notes);
     # an empty cache of our own also keeps other downloaded models out of the listing.
-    env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"}
+    env = {**child_env(), "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"}
     log = log_path.open("ab")
     log.write(f"\n--- routegate: starting mlx_lm.server on port {port} ---\n".encode())
     log.flush()

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.blas import child_env
 from pipeline.experiment import Experiment
 
 Log = Callable[[str], None]
@@ -109,7 +110,7 @@ def run_mlx_lm(
     the child's maximum resident set (wait4's rusage). `pass_fds` keeps the build's lock held
     by the child too, so an orphaned trainer still blocks a second build of the same inputs.
     """
-    env = dict(os.environ)
+    env = child_env()
     env.update(PYTHONUNBUFFERED="1", NO_COLOR="1", TERM="dumb", COLUMNS="120")
     log_file.write(f"$ {subprocess.list2cmdline(list(argv))}\n")
     log_file.flush()
