@@ -216,11 +216,15 @@ def structured_calls(message: Mapping[str, Any]) -> list[Call]:
 
 
 def message_calls(
-    message: Mapping[str, Any], schemas: Mapping[str, Mapping[str, Any]] | None = None
+    message: Mapping[str, Any],
+    schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    strict: bool = False,
 ) -> list[Call]:
-    """Every readable call of one chat message: structured ones, then raw blocks in content.
+    """The calls of one chat message: structured ones, then raw blocks in content (not unwrapped).
 
-    Blocks that cannot be read are left out here; checks that care report them separately.
+    With `strict`, a block that cannot be read raises CallParseError; otherwise it is left out
+    (checks that care report unreadable calls separately).
     """
     calls = structured_calls(message)
     content = message.get("content")
@@ -229,5 +233,6 @@ def message_calls(
             try:
                 calls.append(parse_block(block, schemas))
             except CallParseError:
-                continue
+                if strict:
+                    raise
     return calls

@@ -119,6 +119,14 @@ class Catalog:
     def openai_tools(self) -> list[dict[str, Any]]:
         return [tool.openai() for tool in self.tools]
 
+    def signatures(self) -> dict[str, list[str]]:
+        """Parameter names in order, per tool: how positional arguments in code are named."""
+        return {t.name: list(t.parameters.get("properties", {})) for t in self.tools}
+
+    def schemas(self) -> dict[str, dict[str, Any]]:
+        """JSON schema per tool and the wrapper: what types XML argument text stands for."""
+        return {t.name: t.parameters for t in (*self.tools, self.wrapper)}
+
     def python_stubs(self) -> str:
         sections = [
             f"# {category}\n" + "\n\n".join(tool.stub() for tool in tools)

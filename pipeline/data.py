@@ -31,6 +31,7 @@ from pipeline.calls import (
     unwrap,
     wrap_code,
 )
+from pipeline.calls import message_calls as read_message_calls
 from pipeline.catalog import Catalog, CatalogError, load_catalog
 from pipeline.experiment import (
     CallMode,
@@ -1445,31 +1446,15 @@ class Description:
     """The calls of the example (code mode unwrapped), in order."""
 
 
-def _schemas(catalog: Catalog) -> dict[str, dict[str, Any]]:
-    return {t.name: t.parameters for t in (*catalog.tools, catalog.wrapper)}
-
-
-def _signatures(catalog: Catalog) -> dict[str, list[str]]:
-    return {t.name: list(t.parameters["properties"]) for t in catalog.tools}
-
-
 def message_calls(message: Mapping[str, Any], catalog: Catalog | None = None) -> list[Call]:
-    """The calls of one assistant message, structured or as `<tool_call>` text (not unwrapped).
-
-    Raises CallParseError for a call that cannot be read.
-    """
-    catalog = catalog or load_catalog()
-    calls = structured_calls(message)
-    content = message.get("content")
-    if isinstance(content, str):
-        calls += [parse_block(b, _schemas(catalog)) for b in find_blocks(content)]
-    return calls
+    """The calls of one assistant message in any syntax; an unreadable one raises."""
+    return read_message_calls(message, (catalog or load_catalog()).schemas(), strict=True)
 
 
 def describe(record: Mapping[str, Any], catalog: Catalog | None = None) -> Description:
     """What kind of example a record is and which tools it calls (any syntax, either mode)."""
     catalog = catalog or load_catalog()
-    signatures = _signatures(catalog)
+    signatures = catalog.signatures()
     categories = {t.name: t.category for t in catalog.tools}
     per_message = [
         unwrap(message_calls(m, catalog), signatures)
@@ -1575,7 +1560,7 @@ def _read_assistant(
         raise ConvertError(f"{where} has both tool_calls and <tool_call> text; which comes first?")
     if structured:
         return structured, content.strip()
-    schemas = _schemas(catalog)
+    schemas = catalog.schemas()
     calls, prose, pos = [], [], 0
     for number, block in enumerate(blocks, start=1):
         try:

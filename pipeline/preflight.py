@@ -510,8 +510,8 @@ def check_masking(
     examples: Sequence[Example], catalog: Catalog, mask_prompt: bool
 ) -> tuple[Finding, dict[str, dict[str, int]]]:
     """Per tool: examples that train its call, and calls that sit only in masked turns."""
-    signatures = _signatures(catalog)
-    schemas = {t.name: t.parameters for t in catalog.tools}
+    signatures = catalog.signatures()
+    schemas = catalog.schemas()
     per_tool = {name: {"trained": 0, "masked_only": 0} for name in catalog.names()}
     training_examples = masked_only_calls = 0
     for ex in examples:
@@ -544,10 +544,6 @@ def check_masking(
             )
         return Finding("masking", "train", "fail", figure, detail), per_tool
     return Finding("masking", "train", "pass", figure), per_tool
-
-
-def _signatures(catalog: Catalog) -> dict[str, list[str]]:
-    return {t.name: list(t.parameters.get("properties", {})) for t in catalog.tools}
 
 
 def _tool_names(

@@ -86,8 +86,8 @@ def extract(
 ) -> Extraction:
     """Read every call out of a chat-completion choice's `message`."""
     catalog = catalog or load_catalog()
-    signatures = _signatures(catalog)
-    schemas = {t.name: t.parameters for t in (*catalog.tools, catalog.wrapper)}
+    signatures = catalog.signatures()
+    schemas = catalog.schemas()
     errors: list[str] = []
     outer: list[Call] = []
     source: Source = "none"
@@ -153,10 +153,6 @@ def extract(
         errors=tuple(errors),
         text=text,
     )
-
-
-def _signatures(catalog: Catalog) -> dict[str, list[str]]:
-    return {t.name: list(t.parameters.get("properties", {})) for t in catalog.tools}
 
 
 def _content(content: Any) -> str:
