@@ -1,0 +1,124 @@
+"""Reliability of the eval's transport, on the real mlx_lm.server with the untrained tiny model.
+
+The untrained model never stops on its own (it babbles until max_tokens), which is exactly the
+"reply that never ends" case.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from pipeline.catalog import load_catalog
+from pipeline.client import Record, read_records, run_requests
+from pipeline.evaluate import build_requests, settings_for
+from pipeline.experiment import Experiment, load_experiment
+from pipeline.models import resolve
+from pipeline.prompts import load_prompts
+from pipeline.serve import LOOPBACK, Server, ServerError, connect, free_port, start_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Experiment:
+    return load_experiment("tiny")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny: Experiment) -> Path:
+    return resolve("tiny:json", tiny)
+
+
+@pytest.fixture
+def server(model_dir: Path, tmp_path: Path):
+    running = start_server(model_dir, tmp_path / "server.log")
+    yield running
+    running.stop()
+
+
+def _requests(tiny: Experiment, n: int, max_tokens: int = 24):
+    catalog = load_catalog()
+    prompts = load_prompts(tiny.eval.prompts, catalog)[:n]
+    requests = build_requests(tiny, prompts, settings_for(tiny), catalog)
+    for r in requests:
+        r.body["max_tokens"] = max_tokens
+    return requests
+
+
+def test_server_lists_the_model_and_stops(server: Server) -> None:
+    assert server.model_dir is not None and server.model_id.endswith(server.model_dir.name)
+    process = server.process
+    server.stop()
+    assert process is not None and process.poll() is not None
+    assert not _port_open(server.port)
+
+
+def test_killed_server_is_restarted_and_nothing_is_lost(
+    server: Server, tiny: Experiment, tmp_path: Path
+) -> None:
+    requests = _requests(tiny, 6)
+    out = tmp_path / "responses.jsonl"
+    seen: list[Record] = []
+
+    def kill_after_second(record: Record) -> None:
+        seen.append(record)
+        if len(seen) == 2 and server.process is not None:
+            server.process.kill()
+
+    records = run_requests(server, requests, out, concurrency=1, on_record=kill_after_second)
+    assert server.restarts == 1
+    assert [r.error for r in records] == [""] * len(requests)
+    assert len(read_records(out)) == len(requests)
+    assert "starting mlx_lm.server" in (tmp_path / "server.log").read_text()
+
+
+def test_rerun_resumes_from_responses_on_disk(
+    server: Server, tiny: Experiment, tmp_path: Path
+) -> None:
+    requests = _requests(tiny, 4)
+    out = tmp_path / "responses.jsonl"
+    run_requests(server, requests[:2], out, concurrency=2)
+    asked: list[str] = []
+    run_requests(server, requests, out, concurrency=2, on_record=lambda r: asked.append(r.key))
+    assert sorted(asked) == sorted(r.key for r in requests[2:]), "only unanswered ones are asked"
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line)["response"] for line in lines)
+
+
+def test_reply_that_never_ends_is_bounded(server: Server, tiny: Experiment, tmp_path) -> None:
+    by_tokens = run_requests(server, _requests(tiny, 1, max_tokens=16), tmp_path / "a.jsonl")
+    assert by_tokens[0].response is not None
+    assert by_tokens[0].response["choices"][0]["finish_reason"] == "length"
+    by_time = run_requests(
+        server, _requests(tiny, 1, max_tokens=4000), tmp_path / "b.jsonl", timeout_s=0.5
+    )
+    assert by_time[0].response is None and "no answer within" in by_time[0].error
+
+
+def test_port_already_taken_is_named(model_dir: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerError, match=f"port {port} .* already taken"):
+            start_server(model_dir, tmp_path / "server.log", port=port)
+
+
+def test_dead_server_url_is_named() -> None:
+    port = free_port()
+    with pytest.raises(ServerError, match=f"no OpenAI-compatible server answers at .*:{port}"):
+        connect(f"http://{LOOPBACK}:{port}")
+
+
+def test_not_a_model_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match="is not a model folder"):
+        start_server(tmp_path, tmp_path / "server.log")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((LOOPBACK, port)) == 0
