@@ -273,3 +273,25 @@ def test_piecewise_encoding_equals_direct_encoding(phase40: Experiment, base, re
         assert preflight._encode(side.tokenizer, texts) == preflight._encode_direct(
             side.tokenizer, texts
         )
+
+
+@needs_shared
+def test_generated_phase40_data_passes_the_whole_preflight(phase40: Experiment) -> None:
+    findings = preflight.run_preflight(phase40)
+    failed = [f.message() for f in findings if f.failed]
+    assert not failed, "\n\n".join(failed)
+    checks = {f.check for f in findings}
+    assert {
+        "special-tokens",
+        "chatml",
+        "special-positions",
+        "call-syntax",
+        "thinking",
+        "rendering",
+        "masking",
+        "system-prompt",
+        "eval-overlap",
+        "data",
+        "lengths",
+        "disk",
+    } <= checks

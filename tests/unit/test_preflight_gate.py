@@ -1,0 +1,52 @@
+"""`pytest tests/preflight` as a user runs it: real tokenizers pass; bad input fails once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.experiment import ROOT, SHARED
+
+MODELS = SHARED / "models"
+pytestmark = pytest.mark.skipif(
+    not (MODELS / "qwen3-8b-tokenizer").is_dir(),
+    reason=f"real Qwen3 tokenizers not found at {MODELS} (set ROUTEGATE_SHARED)",
+)
+
+
+def _gate(*options: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/preflight",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--experiment",
+        "phase40",
+        "--reference-model",
+        str(MODELS / "qwen3-coder-30b-a3b-tokenizer"),
+        *options,
+    ]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_phase40_on_real_tokenizers_passes_and_writes_its_report() -> None:
+    run = _gate("--base-model", str(MODELS / "qwen3-8b-tokenizer"))
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "routegate preflight" in run.stdout and "preflight: PASS" in run.stdout
+    report = json.loads((ROOT / "reports" / "phase40" / "preflight.json").read_text())
+    assert report["passed"] and report["base"].endswith("qwen3-8b-tokenizer")
+
+
+def test_missing_base_folder_is_one_clear_failure(tmp_path: Path) -> None:
+    run = _gate("--base-model", str(tmp_path / "missing"))
+    assert run.returncode == 1
+    assert "1 failed" in run.stdout, run.stdout[-3000:]
+    assert f"model folder {tmp_path / 'missing'} does not exist" in run.stdout
+    assert "error" not in run.stdout.splitlines()[-1], "no collection or fixture errors"
