@@ -14,7 +14,7 @@ from .conftest import Loaded
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "pinned" in metafunc.fixturenames:
-        # One test per pinned token and side, named after the token (test_special_token[base-<tool_call>]).
+        # One test per pinned token and side: test_special_token[base-<tool_call>].
         try:
             tokens = from_options(metafunc.config.getoption).tokens
         except ValueError:
