@@ -29,6 +29,10 @@ from pipeline.serve import Server, ServerError, connect, start_server
 OVERALL = scoring.OVERALL
 
 
+class SnapshotDrift(UserWarning):
+    """A prompt's extracted calls or score differ from the snapshot of an earlier run."""
+
+
 @dataclass(frozen=True)
 class Settings:
     samples: int
@@ -158,6 +162,10 @@ def summarize(
         "samples": settings.samples,
         "temperatures": per_temperature,
         "decision_temperature": settings.decision_temperature,
+        "max_tokens": experiment.eval.max_tokens,
+        "enable_thinking": experiment.eval.enable_thinking,
+        "stop": list(experiment.eval.stop),
+        "seed": experiment.eval.seed,
         "thresholds_pending": experiment.thresholds.pending,
         "verdict": "PENDING"
         if experiment.thresholds.pending
@@ -333,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_summary(result.summary))
-    return 0 if result.summary["verdict"] != "FAIL" else 1
+    from pipeline.report import report_run
+
+    written = report_run(result.run_dir, experiment)
+    print(f"report: {written.markdown}")
+    return 0 if written.report["verdict"] != "FAIL" else 1
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -1,0 +1,515 @@
+"""Reports from synthetic run folders, written in the real formats by the real writers.
+
+A run of phase40's 30 prompts at two temperatures with two samples is made from hand-chosen
+scores: summary.json comes from `evaluate.summarize`, scores.jsonl from the eval's own line
+writer, build.json from the build's record, preflight.json from `preflight.write_report`.
+Every table of results.md is then checked against the raw scores.jsonl, not against the
+summary the report was made from. No server, no model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import build, evaluate, preflight, report
+from pipeline.catalog import load_catalog
+from pipeline.client import Record
+from pipeline.evaluate import Scored, Settings
+from pipeline.experiment import CATEGORIES, Experiment, load_experiment
+from pipeline.preflight import Finding
+from pipeline.prompts import EvalPrompt, load_prompts
+from pipeline.scoring import Score
+
+SETTINGS = Settings(samples=2, temperatures=(0.0, 0.7))
+
+
+@pytest.fixture(scope="module")
+def experiment() -> Experiment:
+    return load_experiment("phase40")  # pre-registered thresholds, seed score, code mode
+
+
+@pytest.fixture(scope="module")
+def prompts(experiment: Experiment) -> tuple[EvalPrompt, ...]:
+    return load_prompts(experiment.eval.prompts, load_catalog())
+
+
+# --- the synthetic run ----------------------------------------------------------------------------
+
+
+def chosen_value(prompt: EvalPrompt, index: int, sample: int, temperature: float) -> float:
+    """At T=0: text/validation/git/cst and no_tool perfect, lsp 1/0.5 (below 0.80), domain
+    1/0.1/0 (below 0.60), multi_tool 0.6 (above 0.35). At T=0.7 the second sample scores 0."""
+    if temperature > 0 and sample == 1:
+        return 0.0
+    if prompt.category == "lsp":
+        return (1.0, 0.5)[index % 2]
+    if prompt.category == "domain":
+        return (1.0, 0.1, 0.0)[index % 3]
+    if prompt.category == "multi_tool":
+        return 0.6
+    return 1.0
+
+
+def scored_run(
+    prompts: tuple[EvalPrompt, ...],
+    settings: Settings = SETTINGS,
+    value=chosen_value,
+) -> list[Scored]:
+    out = []
+    for t in settings.temperatures:
+        for i, p in enumerate(prompts):
+            for sample in range(settings.samples):
+                v = value(p, i, sample, t)
+                if p.match == "none" or v == 0.0:
+                    calls: list[dict[str, Any]] = []
+                elif v == 0.1:
+                    calls = [{"name": "run_command", "arguments": {"command": "ls"}}]
+                else:
+                    calls = [
+                        {"name": e.tool, "arguments": {"path": f"{p.id}.py"}} for e in p.expect
+                    ]
+                reason = "ok: fine" if v == 1.0 else f"wrong | {p.id} s{sample} T={t:g}"
+                score = Score(v, v, v, v == 1.0, reason, calls)
+                seconds = round(0.25 + 0.01 * i + 0.001 * sample, 3)
+                record = Record(f"{p.id}/{sample}/{t:g}", p.id, sample, t, None, "", seconds)
+                out.append(Scored(p, record, score, truncated=False))
+    return out
+
+
+def write_run(
+    run_dir: Path,
+    experiment: Experiment,
+    scored: list[Scored],
+    *,
+    settings: Settings = SETTINGS,
+    built: bool = True,
+    preflight_failed: bool = False,
+    forced: bool = False,
+) -> Path:
+    """A run folder as routegate leaves it; returns the preflight.json path."""
+    eval_dir = run_dir / "eval"
+    eval_dir.mkdir(parents=True)
+    summary = evaluate.summarize(experiment, scored, settings)
+    summary.update(
+        model=str(run_dir / "quantized") if built else "/models/qwen3-8b-phase40",
+        server_url=None,
+        model_id="default_model",
+        restarts=0,
+        seconds=12.5,
+        requests=len(scored),
+    )
+    evaluate._write_jsonl(eval_dir / "scores.jsonl", [evaluate._score_line(s) for s in scored])
+    (eval_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    findings = [
+        Finding("special-tokens", "base <tool_call>", "pass", "single token, id 151657"),
+        Finding("chatml", "system + user", "pass", "identical (8123 chars)"),
+        Finding("rendering", "train", "info", "1159/1159 prompts framed alike"),
+    ]
+    if preflight_failed:
+        findings.append(
+            Finding("thinking", "eval settings", "fail", "1159 targets start with <think>", "fix")
+        )
+    pf_path = preflight.write_report(experiment, findings)
+    if built:
+        plan = build.BuildPlan(
+            experiment, "0123456789abcdef", {"versions": {}}, run_dir, run_dir, None
+        )
+        failures = [f.message() for f in findings if f.failed]
+        record = build._fresh_record(plan, {}, findings, failures, pf_path, forced)
+        record["inputs"]["versions"] = {"mlx": "0.32.4", "mlx-lm": "0.32.2"}
+        record.update(started="2026-02-18T10:09:00", complete=True, finished="2026-02-18T10:40:00")
+        record["seconds"] = 1834.2
+        record["stages"] = {
+            "train": {
+                "seconds": 1500.0,
+                "wall_seconds": 1501.5,
+                "peak_memory_bytes": 9_100_000_000,
+                "mlx_peak_memory_gb": 8.7,
+                "train_loss": 0.412,
+                "val_loss": 0.538,
+                "val_loss_step": 800,
+                "trainable_parameters": 7_667_712,
+                "trainable_parameters_reported": "0.094% (7.668M/8190.735M)",
+                "total_parameters_millions": 8190.735,
+                "fine_tune_type": "lora",
+                "iters": 800,
+                "resumed_from": None,
+                "attempts": [{"offset": 0, "iters": 800}],
+                "output_bytes": 30_700_000,
+            },
+            "fuse": {
+                "seconds": 120.0,
+                "wall_seconds": 121.0,
+                "peak_memory_bytes": 17_000_000_000,
+                "output_bytes": 16_400_000_000,
+                "removed": True,
+            },
+            "quantize": {
+                "seconds": 200.0,
+                "wall_seconds": 201.0,
+                "peak_memory_bytes": 17_500_000_000,
+                "output_bytes": 5_700_000_000,
+                "bits": 5,
+                "group_size": 64,
+                "bits_per_weight": 5.5,
+            },
+        }
+        build._write_record(run_dir / "build.json", record)
+    return pf_path
+
+
+@pytest.fixture
+def reports_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """preflight.write_report writes under tmp_path, never into the checkout's reports/."""
+    monkeypatch.setattr(preflight, "ROOT", tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def run(tmp_path: Path, reports_root: Path, experiment, prompts) -> tuple[Path, Path]:
+    run_dir = tmp_path / "runs" / "phase40" / "0123456789abcdef"
+    pf = write_run(run_dir, experiment, scored_run(prompts))
+    return run_dir, pf
+
+
+def made(run_dir: Path, experiment: Experiment, pf: Path) -> dict[str, Any]:
+    return report.build_report(report.collect(run_dir, experiment, preflight_path=pf))
+
+
+def raw_lines(run_dir: Path) -> list[dict[str, Any]]:
+    text = (run_dir / "eval" / "scores.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def table(markdown: str, header: str) -> list[list[str]]:
+    """The body rows of the first markdown table whose header line starts with `header`."""
+    lines = markdown.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"| {header}"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = re.split(r"(?<!\\)\|", line.strip()[1:-1])
+        rows.append([c.strip().replace("\\|", "|") for c in cells])
+    return rows
+
+
+def cut(text: str) -> str:
+    """A markdown cell: results.md cuts long cells (results.json keeps them whole)."""
+    return text if len(text) <= 110 else text[:107] + "..."
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+# --- the results document ------------------------------------------------------------------------
+
+
+def test_criteria_table_matches_the_raw_scores(run, experiment) -> None:
+    run_dir, pf = run
+    r = made(run_dir, experiment, pf)
+    md = report.render_markdown(r)
+    rows = {row[0].strip("*"): row for row in table(md, "category | baseline")}
+    at0 = [x for x in raw_lines(run_dir) if x["temperature"] == 0.0]
+    thresholds = experiment.thresholds.as_dict()
+    baseline = experiment.baseline.as_dict()
+    for cat in [*CATEGORIES, "no_tool", "overall"]:
+        values = [
+            x["value"]
+            for x in at0
+            if x["category"] == cat or (cat == "overall" and x["category"] in CATEGORIES)
+        ]
+        mean = sum(values) / len(values)
+        row = rows[cat]
+        assert row[3] == pct(mean), cat
+        assert row[5] == str(len(values)), cat
+        if cat in thresholds:
+            assert row[1] == pct(baseline[cat])
+            assert row[2] == f">= {pct(thresholds[cat])}"
+            assert row[6] == ("PASS" if mean >= thresholds[cat] else "FAIL"), cat
+        else:
+            assert row[2] == "not gated" and row[6] == "-"
+    # lsp (0.8 = threshold) passes only just, its interval straddles the threshold
+    assert rows["lsp"][6] == "PASS" and rows["lsp"][7] == "fragile"
+    assert rows["domain"][6] == "FAIL"
+    assert r["verdict"] == "FAIL"
+    assert any("domain" in reason for reason in r["verdict_reasons"])
+    assert md.startswith("# phase40: FAIL\n")
+    assert f"overall {pct(r['overall']['mean'])}" in md
+
+
+def test_prompt_table_matches_the_raw_scores(run, experiment, prompts) -> None:
+    run_dir, pf = run
+    md = report.render_markdown(made(run_dir, experiment, pf))
+    rows = {row[0]: row for row in table(md, "id |")}
+    assert set(rows) == {p.id for p in prompts}
+    at0 = [x for x in raw_lines(run_dir) if x["temperature"] == 0.0]
+    for p in prompts:
+        samples = sorted((x for x in at0 if x["prompt_id"] == p.id), key=lambda x: x["sample"])
+        values = [x["value"] for x in samples]
+        row = rows[p.id]
+        assert row[1] == p.category
+        assert row[2] == cut(" ".join(p.text.split()))
+        mean = sum(values) / len(values)
+        assert row[3] == f"{mean:.2f} ({', '.join(f'{v:g}' for v in values)})"
+        seconds = sum(x["seconds"] for x in samples) / len(samples)
+        assert row[4] == f"{seconds:.2f}"
+        wrong = [x for x in samples if x["value"] < 1.0]
+        others = len({x["reason"] for x in wrong[1:]} - {wrong[0]["reason"]}) if wrong else 0
+        suffix = f" (+{others} other failure mode{'s' if others > 1 else ''})" if others else ""
+        assert row[5] == (wrong[0] if wrong else samples[0])["reason"] + suffix
+        texts = [
+            ", ".join(
+                f"{c['name']}({', '.join(f'{k}={v!r}' for k, v in c['arguments'].items())})"
+                for c in x["calls"]
+            )
+            or "(no call)"
+            for x in samples
+        ]
+        if len(set(texts)) == 1:
+            assert row[6] == cut(f"{texts[0]} (all 2 samples)")
+        else:
+            assert row[6] == cut("; ".join(f"{t} x1" for t in dict.fromkeys(texts)))
+
+
+def test_distribution_counts_every_raw_value(run, experiment) -> None:
+    run_dir, pf = run
+    md = report.render_markdown(made(run_dir, experiment, pf))
+    header = next(ln for ln in md.splitlines() if ln.startswith("| category | 1 |"))
+    values = [c.strip() for c in header.strip("|").split("|")][1:-1]
+    assert values == ["1", "0.6", "0.5", "0.1", "0"]
+    rows = table(md, "category | 1 |")
+    assert [row[0] for row in rows] == [*CATEGORIES, "no_tool"]
+    raw = Counter(
+        (x["category"], f"{x['value']:g}") for x in raw_lines(run_dir) if x["temperature"] == 0
+    )
+    for row in rows:
+        cat, counts, n = row[0], row[1:-1], row[-1]
+        assert [int(c) for c in counts] == [raw[cat, v] for v in values], cat
+        assert int(n) == sum(raw[cat, v] for v in values)
+
+
+def test_sweep_shows_each_temperature_and_the_flips(run, experiment) -> None:
+    run_dir, pf = run
+    r = made(run_dir, experiment, pf)
+    md = report.render_markdown(r)
+    rows = {row[0]: row for row in table(md, "category | T=0 | T=0.7 |")}
+    lines = raw_lines(run_dir)
+    for cat in ("text_tools", "git", "multi_tool"):
+        for col, t in ((1, 0.0), (2, 0.7)):
+            values = [x["value"] for x in lines if x["category"] == cat and x["temperature"] == t]
+            assert rows[cat][col].startswith(pct(sum(values) / len(values)))
+    # text_tools: 100% at T=0, 50% at T=0.7; multi_tool 60% -> 30%, below its 35%
+    assert "text_tools" in r["sweep"]["flips"] and "multi_tool" in r["sweep"]["flips"]
+    assert rows["text_tools"][3] == "flips" and rows["git"][3] == "flips"
+    assert "Verdict flips between temperatures: " in md
+
+
+def test_training_preflight_settings_and_docs(run, experiment) -> None:
+    run_dir, pf = run
+    r = made(run_dir, experiment, pf)
+    md = report.render_markdown(r, out_dir=report.ROOT / "reports" / "phase40")
+    stages = {row[0]: row for row in table(md, "stage |")}
+    assert stages["train"][1] == "25.0 min" and stages["train"][2] == "9.10 GB"
+    assert stages["fuse"][3] == "16.40 GB (removed)"
+    assert "train loss 0.412, validation loss 0.538 (at iteration 800)" in md
+    assert "trainable parameters: 7,667,712 (0.094% (7.668M/8190.735M)" in md
+    assert "model size: 5.70 GB, 5 bits / group size 64 (5.500 bits per weight)" in md
+    assert r["preflight"]["passed"] and not r["preflight"]["failed_for_this_run"]
+    assert "passed (2 pass, 1 info)" in md
+    settings = dict(table(md, "setting |"))
+    assert settings["experiment fingerprint (the run's)"] == experiment.fingerprint()
+    assert settings["temperatures (first decides)"] == "0, 0.7"
+    assert settings["samples per prompt"] == "2"
+    assert settings["eval seed"] == "0"
+    assert settings["enable_thinking"] == "False"
+    assert settings["stop sequences"] == "'<think>'"
+    assert settings["model id (server)"] == "default_model"
+    assert settings["mlx (build)"] == "0.32.4"
+    assert "mlx-lm (eval)" in settings
+    assert "python -m pipeline eval --experiment phase40 --samples 2 --temperature 0,0.7" in md
+    if experiment.docs is not None:
+        assert r["docs"]["path"] == "experiments/phase40"
+        assert "[experiments/phase40](../../experiments/phase40)" in md
+        for name in ("plan.md", "shape.md", "standards.md", "references.md"):
+            assert f"[{name}](../../experiments/phase40/{name})" in md
+
+
+def test_written_files(run, experiment, tmp_path: Path) -> None:
+    run_dir, pf = run
+    r = made(run_dir, experiment, pf)
+    written = report.write_report(r, tmp_path / "out")
+    data = json.loads(written.json.read_text())
+    assert {k: v for k, v in data.items() if k != "chart"} == json.loads(json.dumps(r))
+    assert written.markdown.read_text() == report.render_markdown(data, tmp_path / "out")
+    pytest.importorskip("matplotlib")
+    assert written.chart is not None
+    assert written.chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data["chart"] == {"file": "results.png"}
+    assert "![per-category score" in written.markdown.read_text()
+
+
+def test_build_report_is_a_pure_function_of_the_run(run, experiment) -> None:
+    run_dir, pf = run
+    data = report.collect(run_dir, experiment, preflight_path=pf)
+    assert report.build_report(data) == report.build_report(data)
+    assert report.render_markdown(report.build_report(data)) == report.render_markdown(
+        report.build_report(data)
+    )
+
+
+# --- runs without a build, without matplotlib, with a failed preflight --------------------------
+
+
+def test_a_model_run_without_build_json(tmp_path, reports_root, experiment, prompts) -> None:
+    run_dir = tmp_path / "runs" / "phase40" / "model-abc"
+    pf = write_run(run_dir, experiment, scored_run(prompts), built=False)
+    r = made(run_dir, experiment, pf)
+    assert r["training"] is None
+    md = report.render_markdown(r)
+    assert "Not built by routegate (a `--model` or `--server-url` run)" in md
+    assert "--model /models/qwen3-8b-phase40" in r["repeat"]
+    assert dict(table(md, "setting |"))["model folder"] == "/models/qwen3-8b-phase40"
+    assert len(table(md, "id |")) == len(prompts)
+
+
+def test_without_matplotlib_the_chart_is_skipped(
+    run, experiment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    run_dir, pf = run
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.png").write_bytes(b"an old chart")
+    with pytest.raises(report.ChartUnavailable):
+        report.render_chart(made(run_dir, experiment, pf))
+    written = report.write_report(made(run_dir, experiment, pf), out)
+    assert written.chart is None and not (out / "results.png").exists()
+    assert "matplotlib is not installed" in written.chart_skipped
+    md = written.markdown.read_text()
+    assert "Chart skipped: matplotlib is not installed" in md
+    assert json.loads(written.json.read_text())["chart"]["skipped"] == written.chart_skipped
+
+
+def test_a_build_forced_past_a_failed_preflight_fails(
+    tmp_path, reports_root, experiment, prompts
+) -> None:
+    run_dir = tmp_path / "runs" / "phase40" / "forced"
+    pf = write_run(
+        run_dir,
+        experiment,
+        scored_run(prompts, value=lambda p, i, s, t: 1.0),
+        preflight_failed=True,
+        forced=True,
+    )
+    r = made(run_dir, experiment, pf)
+    assert r["thresholds_verdict"] == "PASS"
+    assert r["verdict"] == "FAIL"
+    assert any("--force" in reason for reason in r["verdict_reasons"])
+    md = report.render_markdown(r)
+    assert "thinking (eval settings): 1159 targets start with <think>" in md
+    assert "At build time: FAILED, built anyway (--force)" in md
+
+
+def test_a_stale_preflight_is_shown_not_counted(
+    tmp_path, reports_root, experiment, prompts
+) -> None:
+    run_dir = tmp_path / "runs" / "phase40" / "stale"
+    other = dataclasses.replace(experiment, description="changed since")
+    write_run(run_dir, other, scored_run(prompts, value=lambda p, i, s, t: 1.0), built=False)
+    pf = preflight.write_report(
+        experiment, [Finding("disk", "runs", "fail", "0.1 GB free", "free space")]
+    )
+    r = made(run_dir, other, pf)
+    assert r["verdict"] == "PASS"
+    assert not r["preflight"]["current"] and not r["preflight"]["failed_for_this_run"]
+    assert any("not counted" in w for w in r["warnings"])
+    current = made(
+        run_dir, other, preflight.write_report(other, [Finding("disk", "runs", "fail", "x")])
+    )
+    assert current["verdict"] == "FAIL"
+
+
+def test_pending_thresholds(tmp_path, reports_root, prompts) -> None:
+    tiny = load_experiment("tiny")
+    settings = Settings(1, (0.0,))
+    run_dir = tmp_path / "runs" / "tiny" / "x"
+    pf = write_run(run_dir, tiny, scored_run(prompts, settings), settings=settings, built=False)
+    r = made(run_dir, tiny, pf)
+    assert r["verdict"] == "PENDING"
+    md = report.render_markdown(r)
+    assert "pending (met)" in md
+    assert "One temperature only (T=0)" in md
+
+
+# --- comparing runs and the command line -------------------------------------------------------
+
+
+def test_compare_shows_category_and_prompt_differences(
+    tmp_path, reports_root, experiment, prompts, capsys
+) -> None:
+    a_dir = tmp_path / "runs" / "phase40" / "a"
+    b_dir = tmp_path / "runs" / "phase40" / "b"
+    write_run(a_dir, experiment, scored_run(prompts))
+
+    # the first domain prompt that called the wrong tool (0.1) gets it right in run B
+    fixed = next(
+        p.id
+        for i, p in enumerate(prompts)
+        if p.category == "domain" and chosen_value(p, i, 0, 0.0) == 0.1
+    )
+
+    def better(p: EvalPrompt, i: int, s: int, t: float) -> float:
+        return 1.0 if p.id == fixed else chosen_value(p, i, s, t)
+
+    pf = write_run(b_dir, experiment, scored_run(prompts, value=better))
+    a, b = made(a_dir, experiment, pf), made(b_dir, experiment, pf)
+    cmp = report.compare(a, b)
+    domain = next(c for c in cmp["categories"] if c["category"] == "domain")
+    lines = raw_lines(a_dir), raw_lines(b_dir)
+    means = [
+        sum(v := [x["value"] for x in ls if x["category"] == "domain" and x["temperature"] == 0])
+        / len(v)
+        for ls in lines
+    ]
+    assert domain["a"] == pytest.approx(means[0]) and domain["b"] == pytest.approx(means[1])
+    assert domain["delta"] == pytest.approx(means[1] - means[0])
+    changed = [p for p in cmp["prompts"] if p["delta"] or p["calls_changed"]]
+    assert [p["id"] for p in changed] == [fixed]
+    assert changed[0]["a"] == pytest.approx(0.1) and changed[0]["b"] == 1.0
+    assert changed[0]["calls_changed"]
+    text = report.render_compare(cmp)
+    row = next(ln.split() for ln in text.splitlines() if ln.startswith("  domain "))
+    assert row == ["domain", f"{means[0]:.3f}", f"{means[1]:.3f}", f"{means[1] - means[0]:+.3f}"]
+    assert f"prompts: 1 of {len(prompts)} differ in score or extracted calls" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"  {fixed} "))
+    assert line.split()[1:4] == ["0.10", "1.00", "+0.90"]
+    assert "run_command(command='ls') (all 2 samples)  ->  " in line
+
+    # the command line prints the same
+    assert report.main(["--compare", str(a_dir), str(b_dir), "--experiment", "phase40"]) == 0
+    assert f"prompts: 1 of {len(prompts)} differ" in capsys.readouterr().out
+
+
+def test_the_command_line_writes_the_report(run, tmp_path: Path, capsys) -> None:
+    run_dir, _ = run
+    out = tmp_path / "cli"
+    code = report.main([str(run_dir), "--out", str(out), "--no-chart"])
+    assert code == 1  # phase40's domain is below its threshold: FAIL
+    printed = capsys.readouterr().out
+    assert printed.startswith("phase40: FAIL")
+    assert (out / "results.md").is_file() and (out / "results.json").is_file()
+    assert "Chart skipped: turned off (--no-chart)" in (out / "results.md").read_text()
+    assert report.main([str(tmp_path / "nowhere")]) == 2
+    assert "summary.json does not exist" in capsys.readouterr().err
