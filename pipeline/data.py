@@ -7,12 +7,14 @@ exact line a user has to fix.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import random
 import re
 import sys
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,8 +143,9 @@ def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
 
 # === generate ================================================================================
 # Training data for the catalog's tools, built from paraphrase templates and pools of paths,
-# symbols and commands with one seeded random.Random, so the same experiment always writes the
-# same bytes. Four kinds of example, in roughly the seed's proportions:
+# symbols and commands (fixtures/data_templates.toml) with one seeded random.Random, so the same
+# experiment and templates always write the same bytes. Four kinds of example, in roughly the
+# seed's proportions:
 #   single      one request, one call (the call is the trained target)
 #   chain       one request that needs 2-4 tools, all called in one assistant turn
 #   multi_turn  request, call, tool response, a short answer (the answer is the target)
@@ -159,684 +162,244 @@ STAMP = "generated.json"
 _Template = str | tuple[str, dict[str, Any]]
 """A request text with `{param}` placeholders, optionally with fixed arguments (staged=True)."""
 
-# --- pools ----------------------------------------------------------------------------------
-# The pools and templates below are data; packed by hand, so the formatter leaves them alone.
-# fmt: off
+DEFAULT_TEMPLATES_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "data_templates.toml"
+"""The generator's paraphrase templates and value pools: data a user edits to add phrasings."""
 
-_SRC_DIRS = (
-    "src/app", "app/core", "lib", "pkg/utils", "services/orders", "services/users", "api/v1",
-    "backend/accounts", "core/cache", "internal/queue", "shop/checkout", "analytics/etl",
-    "web/forms", "jobs", "cli", "storage", "notifications", "search/index", "auth/tokens",
-    "inventory", "billing/tax", "media/images", "integrations/slack", "workers", "common",
-    "platform/config", "src/ingest", "reporting", "payments/refunds", "crm/contacts",
-)
-_SRC_FILES = (
-    "models.py", "views.py", "utils.py", "helpers.py", "client.py", "config.py", "parser.py",
-    "schema.py", "tasks.py", "serializers.py", "cache.py", "db.py", "main.py", "settings.py",
-    "validators.py", "exceptions.py", "service.py", "repository.py", "api.py", "loader.py",
-    "formatting.py", "metrics.py", "pagination.py", "permissions.py", "signals.py", "worker.py",
-    "retry.py", "adapters.py", "events.py", "storage.py",
-)
-_OTHER_FILES = (
-    "README.md", "pyproject.toml", "config/settings.yaml", "docs/setup.md", "Dockerfile",
-    ".github/workflows/ci.yml", "requirements.txt", "Makefile", "scripts/deploy.sh",
-    "setup.cfg", "docker-compose.yml", "CHANGELOG.md", ".env.example", "alembic.ini",
-    "docs/architecture.md", "tox.ini",
-)
-_TEST_DIRS = ("tests", "tests/unit", "tests/integration", "tests/api", "test", "tests/e2e")
-_FUNCTIONS = (
-    "calculate_total", "load_config", "parse_args", "send_email", "validate_user", "get_session",
-    "build_query", "normalize_path", "retry_request", "format_price", "create_order",
-    "refresh_token", "render_page", "fetch_user", "compute_hash", "handle_event",
-    "open_connection", "serialize_item", "flush_cache", "schedule_job", "resolve_host",
-    "encode_payload", "merge_settings", "paginate_results", "authenticate", "log_event",
-    "read_chunk", "apply_filters", "check_quota", "export_csv", "sync_inventory",
-    "parse_timestamp", "generate_report", "upload_file", "cancel_subscription", "get_user_by_id",
-)
-_CLASSES = (
-    "OrderService", "UserRepository", "ConfigLoader", "HttpClient", "CacheBackend", "EventBus",
-    "TaskQueue", "PaymentProcessor", "InvoiceBuilder", "RateLimiter", "TokenManager",
-    "ReportGenerator", "SearchIndex", "JobScheduler", "AuditLogger", "BaseModel", "AppSettings",
-    "Router", "FileStorage", "EmailSender", "SessionManager", "CartItem", "ShipmentTracker",
-    "MetricsCollector", "WebhookHandler", "PriceCalculator", "AccountService", "DataLoader",
-)
-_VERB_SWAPS = {
-    "get": "fetch", "fetch": "load", "load": "read", "read": "load", "create": "make",
-    "build": "make", "calculate": "compute", "compute": "calculate", "send": "dispatch",
-    "validate": "check", "check": "verify", "render": "draw", "parse": "decode",
-    "handle": "process", "format": "render", "normalize": "clean", "open": "connect",
-    "refresh": "renew", "schedule": "enqueue", "resolve": "lookup", "encode": "serialize",
-    "serialize": "encode", "merge": "combine", "apply": "use", "flush": "clear", "log": "record",
-    "export": "dump", "sync": "refresh", "generate": "build", "upload": "store", "cancel": "end",
-    "retry": "repeat", "paginate": "page", "authenticate": "login",
-}
-_CLASS_SWAPS = {
-    "Service": "Manager", "Manager": "Service", "Builder": "Factory", "Client": "Gateway",
-    "Repository": "Store", "Loader": "Reader", "Processor": "Handler", "Generator": "Builder",
-    "Backend": "Provider", "Index": "Catalog", "Queue": "Pool", "Bus": "Broker",
-    "Limiter": "Throttle", "Sender": "Mailer", "Scheduler": "Runner", "Logger": "Recorder",
-    "Settings": "Options", "Storage": "Vault", "Item": "Line", "Tracker": "Monitor",
-    "Collector": "Aggregator", "Handler": "Receiver", "Calculator": "Engine", "Model": "Entity",
-}
-_COMMANDS = (
-    "make build", "make lint", "make clean", "make release", "npm install", "npm run build",
-    "npm test", "yarn lint", "ls -la", "docker compose up -d", "docker ps",
-    "pip install -r requirements.txt", "python manage.py migrate", "du -sh .", "df -h",
-    "cargo build --release", "go test ./...", "uv sync", "python -m build",
-    "pre-commit run --all-files", "tox -e py311", "python --version", "which python",
-    "tail -n 50 logs/app.log", "alembic upgrade head", "terraform plan", "kubectl get pods",
-    "make migrate", "docker build -t web .", "python scripts/seed_db.py", "npm run dev",
-    "poetry lock", "make install", "env | sort", "wc -l README.md", "bash scripts/setup.sh",
-)
-_PATTERNS = (
-    "print($$$)", "requests.post($URL, $$$)", "open($PATH)", "logging.info($MSG)",
-    "eval($CODE)", "time.sleep($N)", "os.system($CMD)", "subprocess.run($$$)",
-    "json.loads($S)", "$X == None", "except Exception:", "datetime.now()", "len($X) == 0",
-    "assert $COND", "pickle.load($F)", "os.environ[$KEY]", "requests.get($URL, timeout=$T)",
-    "session.commit()", "self.$ATTR = None", "raise NotImplementedError", "yaml.load($S)",
-    "hashlib.md5($DATA)", "random.random()", "lambda $X: $X",
-)
-_IMPORTS = (
-    "import os", "import json", "from typing import Any", "from dataclasses import dataclass",
-    "import logging", "from collections import defaultdict", "from datetime import datetime",
-    "import re", "from functools import lru_cache", "from typing import Optional",
-    "import asyncio", "from decimal import Decimal", "import sys", "from itertools import chain",
-    "from contextlib import contextmanager", "from enum import Enum", "import subprocess",
-    "from uuid import uuid4", "import time", "from collections import Counter",
-    "from typing import Iterable", "import hashlib", "from datetime import timedelta",
-    "import shutil", "from collections.abc import Callable",
-)
-_WRITES = (
-    ((".env", ".env.example", "config/.env.local", "deploy/staging.env"),
-     ("DEBUG=false", "LOG_LEVEL=info", "PORT=8080", "APP_ENV=staging", "CACHE_TTL=300",
-      "DATABASE_URL=sqlite:///dev.db", "DEBUG=true\nLOG_LEVEL=debug")),
-    (("notes/ideas.md", "docs/setup.md", "CHANGELOG.md", "docs/faq.md", "notes/meeting.md",
-      "docs/api/overview.md", "NOTES.md"),
-     ("# Release notes", "TODO: add integration tests", "Remember to rotate the API keys",
-      "## Setup\nRun make install first.", "- fix login bug\n- update docs",
-      "Deploy freeze starts Friday", "# FAQ")),
-    ((".gitignore", ".dockerignore"),
-     ("*.log", "node_modules/", ".venv/\n__pycache__/", "dist/", "*.sqlite3")),
-    (("requirements.txt", "requirements-dev.txt", "constraints.txt"),
-     ("requests==2.32.3", "pytest>=8\nruff>=0.6", "httpx>=0.27", "pydantic>=2.7")),
-    (("config/settings.yaml", "deploy/values.yaml", "config/logging.yml", "config/app.toml"),
-     ("timeout: 30", "max_retries: 3", "level: debug", "replicas: 2\nimage: web:latest",
-      "workers = 4")),
-    (("scripts/hello.py", "version.py", "tools/ping.py", "__init__.py", "constants.py"),
-     ('print("hello")', '__version__ = "1.4.0"', "__all__ = []", "VERSION = 3",
-      "MAX_ITEMS = 100\nPAGE_SIZE = 20")),
-    (("scripts/deploy.sh", "scripts/setup.sh", "bin/run.sh", "scripts/backup.sh"),
-     ("#!/bin/sh\necho deploying", "echo done", "#!/usr/bin/env bash\nset -e",
-      "pg_dump app > backup.sql")),
-)
-_WRITE_PREFIXES = ("", "", "backend/", "services/api/", "web/", "tools/", "infra/")
-_DOMAIN_FILES = {
-    "validate_component": (
-        ("ui/components", "frontend/widgets", "web/components", "app/ui", "components"),
-        ("button", "modal", "sidebar", "user_card", "search_box", "date_picker", "toast",
-         "avatar", "dropdown", "pagination_bar", "tabs", "footer", "header", "login_form"),
-    ),
-    "check_render_tree": (
-        ("ui/pages", "frontend/views", "web/screens", "app/pages", "pages"),
-        ("home", "settings", "checkout", "profile", "admin_panel", "reports", "inbox",
-         "product_list", "order_detail", "signup", "search_results", "billing"),
-    ),
-    "validate_escape_context": (
-        ("ui/templates", "templates", "web/templates", "app/views", "frontend/templates"),
-        ("comment_list", "search_page", "email_body", "user_bio", "product_page", "forum_post",
-         "invoice_view", "review_card", "error_page", "share_link"),
-    ),
-    "validate_service_registration": (
-        ("app", "core", "di", "src/bootstrap", "platform"),
-        ("services", "registry", "providers", "service_registry", "di_config", "modules",
-         "bindings", "startup"),
-    ),
-    "check_dependency_graph": (
-        ("app", "core", "di", "src/bootstrap", "platform"),
-        ("providers", "registry", "bootstrap", "graph", "di_setup", "composition_root",
-         "services", "wiring_config"),
-    ),
-    "validate_injection_site": (
-        ("handlers", "controllers", "api/endpoints", "app/handlers", "web/controllers"),
-        ("orders", "users", "payments", "login", "reports", "webhooks", "search", "export",
-         "notifications", "admin"),
-    ),
-    "validate_middleware_chain": (
-        ("server", "core", "web", "app/http", "gateway"),
-        ("middleware", "middlewares", "pipeline", "request_chain", "http_stack", "filters"),
-    ),
-    "check_di_template_binding": (
-        ("ui/templates", "templates", "web/templates", "app/views", "frontend/templates"),
-        ("dashboard", "account_page", "cart_summary", "order_email", "team_page", "sidebar",
-         "notifications_panel", "settings_page", "welcome_mail"),
-    ),
-    "validate_route_pattern": (
-        ("app", "web", "api", "server", "core/http"),
-        ("routes", "urls", "routing", "endpoints", "api_routes", "url_map", "views_routes"),
-    ),
-}
-_DOMAIN_ISSUES = {
-    "validate_component": (
-        "prop 'title' has no type annotation", "state field 'items' is mutated outside setState",
-        "lifecycle hook 'on_mount' is missing its self parameter",
-    ),
-    "check_render_tree": (
-        "the children of <ItemList> have no key", "node <Footer> is unreachable",
-        "<Panel> renders itself through <Card>, a cycle",
-    ),
-    "validate_escape_context": (
-        "a user value is interpolated into an href without URL escaping",
-        "raw HTML from 'bio' is marked safe without sanitizing",
-        "a value is inserted into inline JS without JS escaping",
-    ),
-    "validate_service_registration": (
-        "EmailSender is registered twice", "CacheBackend has lifetime 'forever', not a valid one",
-        "PaymentGateway is registered without an implementation",
-    ),
-    "check_dependency_graph": (
-        "cycle OrderService -> PaymentService -> OrderService",
-        "no provider registered for MetricsCollector",
-        "cycle UserRepository -> AuditLogger -> UserRepository",
-    ),
-    "validate_injection_site": (
-        "parameter 'storage' asks for FileStore, which is not registered",
-        "Inject marker on 'mailer' expects EmailSender but gets SmtpClient",
-        "constructor parameter 'cache' has no type annotation to inject by",
-    ),
-    "validate_middleware_chain": (
-        "AuthMiddleware never calls the next handler", "CORS runs after the router",
-        "ErrorMiddleware swallows exceptions without a response",
-    ),
-    "check_di_template_binding": (
-        "template variable 'current_user' is not bound in the context",
-        "service 'feature_flags' is used by the template but not bound",
-        "'cart' is bound under the name 'basket', which the template never uses",
-    ),
-    "validate_route_pattern": (
-        "'/users/{id}' names 'id' but the handler takes 'user_id'",
-        "'/items/<int:pk' is missing its closing '>'",
-        "'/orders/latest' is shadowed by '/orders/{order_id}' declared before it",
-    ),
-}
-_DOMAIN_CHAIN_FILES = (
-    "app/main.py", "app/web.py", "web/app.py", "server/setup.py", "core/application.py",
-    "src/site/pages.py", "frontend/app.py", "portal/views.py", "shop/web.py",
-)
+# --- templates --------------------------------------------------------------------------------
 
-# --- request templates (single calls and multi-turn) -----------------------------------------
 
-_REQUESTS: dict[str, tuple[_Template, ...]] = {
-    "read_file": (
-        "Show me {path}.", "What's in {path}?", "Print the contents of {path}.",
-        "Read {path} for me.", "Can you open {path}?", "Let me see the full text of {path}.",
-        "cat {path}", "Display the file {path}.", "I need to look at {path}, show it please.",
-        "Dump the whole of {path} here.",
-    ),
-    "write_file": (
-        "Write `{content}` to {path}.", "Put the line `{content}` into {path}.",
-        "Overwrite {path} so it only contains `{content}`.",
-        "Make a new file {path} with the text `{content}`.",
-        "Save `{content}` as the contents of {path}.",
-        "Write the following to {path}:\n{content}",
-        "Create {path} with this content:\n{content}",
-        "Replace everything in {path} with:\n{content}",
-    ),
-    "run_command": (
-        "Execute `{command}`.", "Please run `{command}` in the terminal.",
-        "Can you run `{command}` and tell me the output?", "Run this shell command: {command}",
-        "Kick off `{command}` for me.", "What does `{command}` print? Run it.",
-        "Go ahead and execute `{command}` in the repo.",
-    ),
-    "typecheck": (
-        "Type-check {path}.", "Does {path} have type errors?", "Run the type checker on {path}.",
-        "Check the types in {path}.", "Any typing problems in {path}?",
-        "Verify that {path} passes type checking.",
-        "Are the type annotations in {path} consistent?",
-        "Find type errors under {path}.",
-    ),
-    "ruff_check": (
-        "Run ruff on {path}.", "Lint {path}.", "Check {path} for lint errors.",
-        "Are there unused imports or style issues in {path}?", "ruff check {path} please",
-        "Find lint warnings in {path}.", "Does {path} pass the linter?",
-        "Look for likely bugs and style problems in {path} with ruff.",
-    ),
-    "pytest_run": (
-        "Run the tests in {path}.", "Run pytest on {path}.", "Do the tests in {path} pass?",
-        "Execute {path} with pytest.", "Can you run {path} and tell me what fails?",
-        "Check whether {path} is green.", "Run the test suite under {path}.",
-        "Which tests in {path} are failing?",
-    ),
-    "goto_definition": (
-        "Where is `{symbol}` defined? I see it in {file_path} at line {line}, column {column}.",
-        "Jump to the definition of {symbol} ({file_path}, line {line}, col {column}).",
-        "Go to the definition of the {what} `{symbol}` used at {file_path}:{line}:{column}.",
-        "In {file_path} on line {line}, column {column} there is `{symbol}`. Where is it "
-        "implemented?",
-        "Find the source of {what} {symbol}, referenced at {file_path}:{line}:{column}.",
-        "Which file declares `{symbol}`? It appears in {file_path}, line {line}, column {column}.",
-    ),
-    "find_references": (
-        "Find all usages of `{symbol}` (it is at {file_path} line {line}, column {column}).",
-        "Who calls {symbol}? It sits at {file_path}:{line}:{column}.",
-        "Before I change `{symbol}` in {file_path} (line {line}, col {column}), show me every "
-        "reference to it.",
-        "Show every reference to the {what} {symbol} at {file_path}:{line}:{column}.",
-        "Where else is `{symbol}` used? Start from {file_path}, line {line}, column {column}.",
-        "List the call sites of {symbol} found at line {line}, column {column} of {file_path}.",
-    ),
-    "hover": (
-        "What's the signature of `{symbol}` at {file_path} line {line} column {column}?",
-        "Show the docstring and type of `{symbol}` in {file_path}, line {line}, column {column}.",
-        "Hover over {symbol} at {file_path}:{line}:{column}.",
-        "What type does `{symbol}` have at {file_path}:{line}:{column}?",
-        "Give me the type info for the {what} {symbol} on line {line}, column {column} of "
-        "{file_path}.",
-        "Without leaving {file_path}, what does `{symbol}` at line {line}, col {column} take "
-        "and return?",
-    ),
-    "document_symbols": (
-        "List the functions and classes in {file_path}.", "Outline {file_path}.",
-        "What symbols does {file_path} define?",
-        "Show me the structure of {file_path}: classes, functions, variables.",
-        "Which classes and methods are in {file_path}, with line numbers?",
-        "Summarize the top-level definitions of {file_path}.",
-        "Give me a symbol outline for {file_path}.",
-    ),
-    "workspace_symbols": (
-        "Find the symbol {query} anywhere in the project.",
-        "Where in the codebase is something called `{query}`?",
-        "Search all files for a class or function named {query}.",
-        "I don't know which file defines `{query}`; search the workspace.",
-        "Look up `{query}` across the repository's symbols.",
-        "Is there a symbol matching {query} somewhere in this project?",
-    ),
-    "git_status": (
-        "What's the current git status?", "Show me the working tree status.",
-        "Which files are untracked or changed?", "Anything uncommitted in {path}?",
-        "Give me git status for {path}.", "List the files I've changed in {path}.",
-        "Are there untracked files in the repo?", "What is staged and what is not right now?",
-        "Is my working tree clean?", "Show the status of {path} in git.",
-        "Which files under {path} are modified?",
-    ),
-    "git_diff": (
-        "Show the diff of my uncommitted changes.", "What did I change in {path}? Show the diff.",
-        ("Show me the staged diff.", {"staged": True}),
-        ("Diff the index for {path}.", {"staged": True}),
-        ("What exactly is staged in {path}? Show the lines.", {"staged": True}),
-        "Show the line-by-line changes in the working tree.",
-        "Diff {path} against the last commit.",
-        ("Let me review the lines I've added to the index.", {"staged": True}),
-        "What have I edited so far? Show the diff.",
-        ("Show the staged diff for {path}.", {"staged": True}),
-    ),
-    "git_log": (
-        "Show me the last {count} commits.", "List the {count} most recent commits.",
-        "What changed recently in {path}? Show the commit history.",
-        "Show the last {count} commits touching {path}.", "Who committed to {path} lately?",
-        "Show recent commits.", "What are the latest {count} commit messages?",
-        "Give me the git history of {path}.", "Print the recent log for {path}, {count} entries.",
-    ),
-    "cst_find_pattern": (
-        "Find every match of `{pattern}` in {file_path}.",
-        "Search {file_path} for code matching `{pattern}`.",
-        "Where does {file_path} contain `{pattern}`?",
-        "Use a structural search for `{pattern}` in {file_path}.",
-        "List the spots in {file_path} that match the pattern `{pattern}`.",
-        "Does {file_path} have any `{pattern}`? Find them by syntax tree.",
-    ),
-    "cst_rename": (
-        "Rename `{old_name}` to `{new_name}` in {file_path}.",
-        "In {file_path}, change the name {old_name} to {new_name}.",
-        "Please rename the {what} {old_name} to {new_name} throughout {file_path}.",
-        "Refactor {file_path}: {old_name} should be called {new_name}.",
-        "Change every occurrence of identifier `{old_name}` in {file_path} to `{new_name}`.",
-        "Give {old_name} in {file_path} the new name {new_name}.",
-    ),
-    "cst_add_import": (
-        "Add `{import_stmt}` to {file_path}.", "Import in {file_path}: {import_stmt}",
-        "{file_path} needs `{import_stmt}`; add it to the imports.",
-        "Insert the import `{import_stmt}` into {file_path}.",
-        "Make sure {file_path} has `{import_stmt}` at the top.",
-        "Add the line `{import_stmt}` to the imports of {file_path}.",
-    ),
-    "validate_component": (
-        "Validate the component defined in {file_path}.",
-        "Does the {name} component in {file_path} follow the component contract?",
-        "Check the props and state of the UI component in {file_path}.",
-        "Are the lifecycle hooks of the component class in {file_path} correct?",
-        "Run the component validator on {file_path}.",
-        "Is the {name} component class in {file_path} well formed?",
-    ),
-    "check_render_tree": (
-        "Check the render tree in {file_path} for missing keys.",
-        "Does the page built in {file_path} nest its components correctly?",
-        "Look for unreachable or cyclic nodes in the render tree of {file_path}.",
-        "Verify the component hierarchy that {file_path} renders.",
-        "Inspect the render tree produced by {file_path}.",
-        "Is the parent/child nesting of the {name} page in {file_path} valid?",
-    ),
-    "validate_escape_context": (
-        "Is everything in {file_path} escaped properly for HTML and attributes?",
-        "Check {file_path} for XSS: are interpolated values escaped for their context?",
-        "Audit the escaping of values in {file_path} (HTML, URLs, inline JS).",
-        "Could {file_path} render unsafe markup?",
-        "Validate the escape contexts in {file_path}.",
-        "Are the user-supplied values in {file_path} escaped correctly where they are inserted?",
-    ),
-    "validate_service_registration": (
-        "Check the DI service registry in {file_path}.",
-        "Is each service in {file_path} registered once with a valid lifetime?",
-        "Verify the singleton/scoped/transient lifetimes of the services registered in "
-        "{file_path}.",
-        "Validate the service registrations in {file_path}.",
-        "Are there duplicate or missing implementations among the registrations in {file_path}?",
-        "Audit how services get registered in {file_path}.",
-    ),
-    "check_dependency_graph": (
-        "Check the dependency graph in {file_path} for cycles.",
-        "Do the services configured in {file_path} have circular dependencies or missing "
-        "providers?",
-        "Analyze the DI dependency graph set up in {file_path}.",
-        "Is there a dependency cycle between the services in {file_path}?",
-        "Find missing providers in the DI graph of {file_path}.",
-        "Walk the whole service dependency graph from {file_path} and report problems.",
-    ),
-    "validate_injection_site": (
-        "Check the injection sites in {file_path}.",
-        "Do the constructor parameters in {file_path} ask for registered services?",
-        "Validate the Inject markers in {file_path}.",
-        "Are the dependencies injected into {file_path} of the right type?",
-        "Check that every handler parameter in {file_path} requests a registered service.",
-        "Verify the places in {file_path} that receive injected dependencies.",
-    ),
-    "validate_middleware_chain": (
-        "Validate the middleware chain in {file_path}.",
-        "Does every middleware in {file_path} call the next handler?",
-        "Check the order of the middleware stack defined in {file_path}.",
-        "Review error handling in the middleware pipeline of {file_path}.",
-        "Is the middleware in {file_path} ordered so auth runs before the handlers?",
-        "Audit the request middleware configured in {file_path}.",
-    ),
-    "check_di_template_binding": (
-        "Are all the values the template in {file_path} uses bound into its context?",
-        "Check the DI template bindings in {file_path}.",
-        "Does the DI container bind every service that the template in {file_path} needs?",
-        "Verify the template context bindings for {file_path}.",
-        "Find unbound template variables in {file_path}.",
-        "Is every service referenced by the {name} template in {file_path} provided by the "
-        "container?",
-    ),
-    "validate_route_pattern": (
-        "Check the route declarations in {file_path}.",
-        "Are the URL patterns in {file_path} valid?",
-        "Do the path parameters of the routes in {file_path} match the handler arguments?",
-        "Look for conflicting or shadowed routes in {file_path}.",
-        "Validate the URL routing in {file_path}.",
-        "Is the route syntax in {file_path} correct?",
-    ),
-}
+@dataclass(frozen=True)
+class Templates:
+    """The contents of the templates file (see its comments for what each entry fills)."""
 
-# --- chain clauses: (first mention of the tool's file, the file already named) --------------
+    sha256: str
+    src_dirs: tuple[str, ...]
+    src_files: tuple[str, ...]
+    other_files: tuple[str, ...]
+    test_dirs: tuple[str, ...]
+    functions: tuple[str, ...]
+    classes: tuple[str, ...]
+    commands: tuple[str, ...]
+    patterns: tuple[str, ...]
+    imports: tuple[str, ...]
+    write_prefixes: tuple[str, ...]
+    domain_chain_files: tuple[str, ...]
+    verb_swaps: Mapping[str, str]
+    class_swaps: Mapping[str, str]
+    writes: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
+    """Groups of (paths, contents) that fit each other; chains use the last group."""
+    domain_files: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]
+    """Per domain tool: (folders, file stems)."""
+    domain_issues: Mapping[str, tuple[str, ...]]
+    requests: Mapping[str, tuple[_Template, ...]]
+    clauses: Mapping[str, tuple[tuple[_Template, ...], tuple[_Template, ...]]]
+    """Per tool: (clauses that name the file, clauses for a file already named)."""
+    chain_leads: tuple[str, ...]
+    chain_recipes: tuple[tuple[str, ...], ...]
+    acronym_frames: tuple[str, ...]
+    acronyms: tuple[tuple[str, ...], ...]
+    """(acronym, meaning) pairs."""
+    difference_frames: tuple[str, ...]
+    differences: tuple[tuple[str, ...], ...]
+    """(a, b, answer) triples."""
+    concept_frames: tuple[str, ...]
+    concepts: tuple[tuple[str, ...], ...]
+    """(concept, answer) pairs."""
+    thanks: tuple[str, ...]
+    thanks_replies: tuple[str, ...]
 
-_CLAUSES: dict[str, tuple[tuple[_Template, ...], tuple[_Template, ...]]] = {
-    "read_file": (("read {path}", "show me {path}", "open {path}"),
-                  ("read it", "show me the whole file", "open it")),
-    "write_file": (("write `{content}` to {path}", "create {path} containing `{content}`"),
-                   ("overwrite it with `{content}`",)),
-    "run_command": (("run `{command}`", "execute `{command}` in the shell"),
-                    ("run `{command}`",)),
-    "typecheck": (("type-check {path}", "check {path} for type errors",
-                   "run the type checker on {path}"),
-                  ("type-check it", "check it for type errors", "run the type checker on it")),
-    "ruff_check": (("lint {path} with ruff", "run ruff on {path}", "check {path} for lint errors"),
-                   ("lint it", "run ruff on it", "check it for lint issues")),
-    "pytest_run": (("run the tests in {path}", "run {path} with pytest", "run pytest on {path}"),
-                   ("run it with pytest",)),
-    "goto_definition": (
-        ("find where `{symbol}` ({file_path}, line {line}, column {column}) is defined",
-         "jump to the definition of `{symbol}` at {file_path}:{line}:{column}"),
-        ("jump to its definition", "show where it is defined"),
-    ),
-    "find_references": (
-        ("list every reference to `{symbol}` from {file_path} line {line}, column {column}",
-         "find all usages of `{symbol}` at {file_path}:{line}:{column}"),
-        ("list all its references", "find everywhere it is used"),
-    ),
-    "hover": (
-        ("show the signature of `{symbol}` at {file_path}:{line}:{column}",
-         "hover over `{symbol}` in {file_path} at line {line}, column {column}"),
-        ("show its type signature", "show its docstring and type"),
-    ),
-    "document_symbols": (("outline {file_path}", "list the classes and functions in {file_path}"),
-                         ("outline it", "list its classes and functions")),
-    "workspace_symbols": (("search the workspace for `{query}`",
-                           "find the symbol {query} anywhere in the project"),
-                          ("search the workspace for `{query}`",)),
-    "git_status": (("show the git status", "list the changed files",
-                    "show git status for {path}"),
-                   ("show the git status",)),
-    "git_diff": (("show the diff", ("show the staged diff", {"staged": True}),
-                  "show what changed in {path}"),
-                 ("show the diff",)),
-    "git_log": (("show the last {count} commits", "show recent commits for {path}",
-                 "list the {count} most recent commits"),
-                ("show the last {count} commits",)),
-    "cst_find_pattern": (("find `{pattern}` in {file_path}",
-                          "search {file_path} for code matching `{pattern}`"),
-                         ("find `{pattern}` in it", "search it for `{pattern}`")),
-    "cst_rename": (("rename `{old_name}` to `{new_name}` in {file_path}",),
-                   ("rename it to `{new_name}`",)),
-    "cst_add_import": (("add `{import_stmt}` to {file_path}",
-                        "add the import `{import_stmt}` to {file_path}"),
-                       ("add `{import_stmt}` to it",)),
-    "validate_component": (("validate the component in {file_path}",),
-                           ("validate its component", "check its component contract")),
-    "check_render_tree": (("check the render tree of {file_path}",),
-                          ("check its render tree", "inspect the render tree it builds")),
-    "validate_escape_context": (("check the escaping in {file_path}",),
-                                ("check its escape contexts", "make sure its output is escaped")),
-    "validate_service_registration": (("validate the service registrations in {file_path}",),
-                                      ("validate its service registrations",
-                                       "check the service registry there")),
-    "check_dependency_graph": (("check the dependency graph of {file_path} for cycles",),
-                               ("check the dependency graph for cycles",
-                                "look for dependency cycles")),
-    "validate_injection_site": (("check the injection sites in {file_path}",),
-                                ("check its injection sites", "validate its Inject markers")),
-    "validate_middleware_chain": (("validate the middleware chain in {file_path}",),
-                                  ("validate its middleware chain", "check the middleware order")),
-    "check_di_template_binding": (("check the template bindings in {file_path}",),
-                                  ("check its template bindings",
-                                   "make sure its template values are bound")),
-    "validate_route_pattern": (("validate the routes in {file_path}",),
-                               ("validate its route patterns", "check its URL patterns")),
-}
-_CHAIN_RECIPES: tuple[tuple[str, ...], ...] = (
-    ("read_file", "ruff_check", "typecheck", "pytest_run"),
-    ("ruff_check", "typecheck"),
-    ("typecheck", "pytest_run"),
-    ("ruff_check", "pytest_run"),
-    ("ruff_check", "typecheck", "pytest_run"),
-    ("read_file", "ruff_check"),
-    ("read_file", "typecheck"),
-    ("document_symbols", "read_file"),
-    ("git_status", "git_diff"),
-    ("git_diff", "git_log"),
-    ("git_status", "git_diff", "git_log"),
-    ("git_status", "ruff_check", "pytest_run"),
-    ("find_references", "cst_rename"),
-    ("find_references", "cst_rename", "pytest_run"),
-    ("cst_rename", "pytest_run"),
-    ("goto_definition", "find_references"),
-    ("hover", "goto_definition"),
-    ("workspace_symbols", "document_symbols"),
-    ("cst_add_import", "ruff_check"),
-    ("cst_add_import", "typecheck", "pytest_run"),
-    ("cst_find_pattern", "ruff_check"),
-    ("write_file", "run_command"),
-    ("run_command", "git_status"),
-    ("validate_component", "check_render_tree"),
-    ("validate_escape_context", "check_di_template_binding"),
-    ("validate_service_registration", "check_dependency_graph"),
-    ("validate_injection_site", "validate_service_registration"),
-    ("validate_route_pattern", "validate_middleware_chain"),
-    ("check_dependency_graph", "validate_injection_site"),
-    ("validate_component", "validate_escape_context", "check_render_tree"),
-    ("validate_service_registration", "check_dependency_graph", "validate_injection_site"),
-    ("read_file", "validate_route_pattern"),
-    ("validate_middleware_chain", "pytest_run"),
-    ("check_di_template_binding", "validate_escape_context", "validate_component",
-     "check_render_tree"),
-)
 
-# --- questions that need no tool --------------------------------------------------------------
-
-_ACRONYMS = (
-    ("API", "Application Programming Interface."), ("CLI", "Command-Line Interface."),
-    ("JSON", "JavaScript Object Notation."), ("YAML", "YAML Ain't Markup Language."),
-    ("HTTP", "Hypertext Transfer Protocol."), ("URL", "Uniform Resource Locator."),
-    ("CI", "Continuous Integration."), ("ORM", "Object-Relational Mapping."),
-    ("REST", "Representational State Transfer."), ("SQL", "Structured Query Language."),
-    ("TDD", "Test-Driven Development."), ("DI", "Dependency Injection."),
-    ("CST", "Concrete Syntax Tree."), ("AST", "Abstract Syntax Tree."),
-    ("XSS", "Cross-Site Scripting."), ("CSRF", "Cross-Site Request Forgery."),
-    ("DRY", "Don't Repeat Yourself."), ("PEP", "Python Enhancement Proposal."),
-    ("GIL", "Global Interpreter Lock."), ("IDE", "Integrated Development Environment."),
-    ("TLS", "Transport Layer Security."), ("DNS", "Domain Name System."),
-    ("CORS", "Cross-Origin Resource Sharing."), ("JWT", "JSON Web Token."),
-    ("MVC", "Model-View-Controller."), ("CRUD", "Create, Read, Update, Delete."),
-    ("UUID", "Universally Unique Identifier."), ("ASGI", "Asynchronous Server Gateway Interface."),
-    ("WSGI", "Web Server Gateway Interface."), ("SemVer", "Semantic Versioning."),
-    ("PR", "Pull Request."), ("SSH", "Secure Shell."), ("HTML", "HyperText Markup Language."),
-)
-_ACRONYM_FRAMES = (
-    "What is {a} short for?", "Expand the abbreviation {a}.", "{a}: what does that stand for?",
-    "Quick one: what does {a} mean as an acronym?",
-)
-_DIFFERENCES = (
-    ("`is`", "`==`", "`is` checks that two names refer to the same object, while `==` "
-     "compares their values."),
-    ("a set", "a frozenset", "A set is mutable, while a frozenset is immutable and hashable, "
-     "so it can be a dict key or a set member."),
-    ("`append`", "`extend`", "`append` adds its argument as one element, while `extend` adds "
-     "each item of an iterable."),
-    ("a generator expression", "a list comprehension", "A list comprehension builds the whole "
-     "list at once, while a generator expression yields items lazily one at a time."),
-    ("`@staticmethod`", "`@classmethod`", "A classmethod receives the class as its first "
-     "argument, while a staticmethod receives neither the class nor an instance."),
-    ("`__str__`", "`__repr__`", "`__str__` gives a readable text for users, while `__repr__` "
-     "gives an unambiguous one for developers."),
-    ("a shallow copy", "a deep copy", "A shallow copy duplicates only the outer container, "
-     "while a deep copy also copies every nested object."),
-    ("`dict.get`", "indexing with `[]`", "`dict.get` returns a default for a missing key, "
-     "while `[]` raises KeyError."),
-    ("a thread", "a process", "Threads share one process's memory (and CPython's GIL), while "
-     "processes have separate memory and run truly in parallel."),
-    ("`list.sort()`", "`sorted()`", "`list.sort()` sorts in place and returns None, while "
-     "`sorted()` returns a new list from any iterable."),
-    ("`*args`", "`**kwargs`", "`*args` collects extra positional arguments into a tuple, while "
-     "`**kwargs` collects extra keyword arguments into a dict."),
-    ("`break`", "`continue`", "`break` leaves the loop entirely, while `continue` skips to the "
-     "next iteration."),
-    ("`async def`", "`def`", "An `async def` function returns a coroutine that must be "
-     "awaited, while a plain function runs as soon as it is called."),
-    ("a module", "a package", "A module is a single .py file, while a package is a folder of "
-     "modules, usually with an `__init__.py`."),
-    ("`json.dump`", "`json.dumps`", "`json.dumps` returns a string, while `json.dump` writes "
-     "the JSON to a file object."),
-    ("`raise`", "`assert`", "`raise` always raises, while `assert` raises AssertionError only "
-     "when its condition is false and is skipped under `python -O`."),
-    ("an abstract base class", "a Protocol", "An abstract base class needs explicit "
-     "subclassing, while a Protocol matches any class with the right methods structurally."),
-    ("a dataclass", "a NamedTuple", "A dataclass is a regular mutable class with generated "
-     "methods, while a NamedTuple is an immutable tuple with named fields."),
-    ("a unit test", "an integration test", "A unit test checks one piece in isolation, while "
-     "an integration test checks that several pieces work together."),
-    ("`git fetch`", "`git pull`", "`git fetch` only downloads new commits, while `git pull` "
-     "fetches and then merges them into your branch."),
-    ("`None`", "`False`", "`None` means no value at all and `False` is a boolean; both are "
-     "falsy, but they are different objects."),
-    ("a linter", "a type checker", "A linter flags style issues and likely bugs, while a "
-     "type checker verifies that values match their declared types."),
-)
-_DIFFERENCE_FRAMES = (
-    "How does {a} differ from {b}?", "{a} vs {b}: what's the difference?",
-    "Briefly, when would I use {a} rather than {b}?", "Explain {a} versus {b} in a sentence.",
-)
-_CONCEPTS = (
-    ("a decorator", "A decorator is a function that wraps another function or class to add "
-     "behaviour without changing its code."),
-    ("a context manager", "A context manager sets something up and tears it down around a "
-     "`with` block, like opening and closing a file."),
-    ("a virtual environment", "A virtual environment is an isolated folder of Python packages "
-     "for one project, separate from the system installation."),
-    ("a race condition", "A race condition is a bug where the result depends on the timing of "
-     "concurrent operations."),
-    ("middleware", "Middleware is code that runs around each request in a web app, e.g. for "
-     "authentication, logging or error handling."),
-    ("dependency injection", "Dependency injection means passing an object its collaborators "
-     "from outside instead of having it build them itself."),
-    ("a type hint", "A type hint is an annotation that tells readers and type checkers what "
-     "type a value should have; Python does not enforce it at runtime."),
-    ("a docstring", "A docstring is the string literal at the start of a module, class or "
-     "function that documents it."),
-    ("a closure", "A closure is a function that remembers variables from the scope it was "
-     "defined in."),
-    ("memoization", "Memoization caches a function's results for given arguments so repeated "
-     "calls are fast."),
-    ("a mock", "A mock is a stand-in object in tests that records how it is used and returns "
-     "canned answers."),
-    ("a pytest fixture", "A pytest fixture is a function that sets up data or resources a test "
-     "asks for by naming it as a parameter."),
-    ("a merge conflict", "A merge conflict happens when two branches change the same lines "
-     "and git cannot combine them automatically."),
-    ("a rebase", "A rebase replays your commits on top of another branch, giving a linear "
-     "history."),
-    ("semantic versioning", "Semantic versioning numbers releases MAJOR.MINOR.PATCH: breaking "
-     "changes, new features, fixes."),
-    ("idempotency", "An operation is idempotent when doing it twice has the same effect as "
-     "doing it once."),
-    ("a deadlock", "A deadlock is when two or more tasks each wait for a resource the other "
-     "holds, so none can continue."),
-    ("recursion", "Recursion is when a function solves a problem by calling itself on smaller "
-     "inputs."),
-    ("Big-O notation", "Big-O notation describes how an algorithm's running time or memory "
-     "grows with input size."),
-    ("a regular expression", "A regular expression is a pattern language for matching and "
-     "extracting text."),
-    ("a language server", "A language server gives editors code intelligence such as "
-     "go-to-definition, references and hover info over a standard protocol."),
-    ("a lambda in Python", "A lambda is a small anonymous function written as a single "
-     "expression."),
-    ("a render tree", "A render tree is the nested structure of components a UI framework "
-     "builds to draw a page."),
-    ("a singleton lifetime in DI", "A singleton service is created once and shared by "
-     "everything that asks for it."),
-    ("a syntax tree", "A syntax tree represents source code as nested nodes, one per "
-     "construct, so tools can analyse or rewrite it."),
-    ("monkeypatching", "Monkeypatching replaces an attribute or function at runtime, usually "
-     "in tests."),
-    ("a hash function", "A hash function maps data of any size to a fixed-size value, used "
-     "for lookups and integrity checks."),
-)
-_CONCEPT_FRAMES = (
-    "What is {a}?", "Explain {a} briefly.", "Can you tell me what {a} means?",
-    "In plain words, what's {a}?",
-)
-_THANKS = (
-    "Thank you, it works now.", "Great, that did the trick.", "Perfect, thanks a lot!",
-    "Awesome, cheers!", "Nice, that's exactly what I needed.", "Got it, thanks.",
-    "Cool, thanks for the help.", "OK, that worked.", "Appreciate it!",
-    "Brilliant, all green now.", "Thanks! That's all for today.", "Great job, thank you.",
-    "Super, that solved my problem.", "Thanks, makes sense now.", "Lovely, cheers for that.",
-)
-_THANKS_REPLIES = (
-    "You're welcome! Let me know if anything else comes up.", "Glad it worked!",
-    "Happy to help.", "Great, glad that sorted it out.",
+_POOLS = (
+    "src_dirs",
+    "src_files",
+    "other_files",
+    "test_dirs",
+    "functions",
+    "classes",
+    "commands",
+    "patterns",
+    "imports",
+    "write_prefixes",
+    "domain_chain_files",
 )
 
 
-# fmt: on
+def load_templates(path: str | Path = DEFAULT_TEMPLATES_PATH) -> Templates:
+    """Load and check a templates file; cached per resolved path.
+
+    A missing file, invalid TOML or a malformed entry raises DataError naming file and key.
+    """
+    return _load_templates(Path(path).expanduser().resolve())
+
+
+class _Reader:
+    """Typed reads of a parsed TOML file; a wrong entry raises DataError with file and key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> DataError:
+        return DataError(f"{self.path}: {key}: {problem}")
+
+    def table(self, value: Any, key: str, fields: Sequence[str] = ()) -> dict[str, Any]:
+        """A table; with `fields`, exactly those keys."""
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table, got {type(value).__name__}")
+        if fields:
+            missing = [f for f in fields if f not in value]
+            unknown = [k for k in value if k not in fields]
+            if missing or unknown:
+                raise self.fail(
+                    key,
+                    f"needs exactly the keys {', '.join(fields)} (missing: "
+                    f"{', '.join(missing) or 'none'}; unknown: {', '.join(unknown) or 'none'})",
+                )
+        return value
+
+    def items(self, value: Any, key: str) -> list[Any]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, f"must be a non-empty array, got {type(value).__name__}")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"must be a string, got {type(value).__name__}")
+        return value
+
+    def strings(self, value: Any, key: str) -> tuple[str, ...]:
+        return tuple(self.string(v, f"{key}[{i}]") for i, v in enumerate(self.items(value, key)))
+
+    def mapping(self, value: Any, key: str) -> dict[str, str]:
+        return {k: self.string(v, f"{key}.{k}") for k, v in self.table(value, key).items()}
+
+    def templates(self, value: Any, key: str) -> tuple[_Template, ...]:
+        out: list[_Template] = []
+        for i, item in enumerate(self.items(value, key)):
+            where = f"{key}[{i}]"
+            if isinstance(item, dict):
+                entry = self.table(item, where, ("text", "args"))
+                out.append(
+                    (
+                        self.string(entry["text"], f"{where}.text"),
+                        self.table(entry["args"], f"{where}.args"),
+                    )
+                )
+            else:
+                out.append(self.string(item, where))
+        return tuple(out)
+
+    def records(self, value: Any, key: str, fields: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+        """An array of tables with exactly `fields`, all strings: their values in that order."""
+        out = []
+        for i, item in enumerate(self.items(value, key)):
+            entry = self.table(item, f"{key}[{i}]", fields)
+            out.append(tuple(self.string(entry[f], f"{key}[{i}].{f}") for f in fields))
+        return tuple(out)
+
+
+@functools.cache
+def _load_templates(path: Path) -> Templates:
+    try:
+        source = path.read_bytes()
+    except FileNotFoundError as err:
+        raise DataError(f"templates file {path} does not exist") from err
+    try:
+        raw = tomllib.loads(source.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise DataError(f"{path}: not valid TOML: {err}") from err
+    r = _Reader(path)
+    top = r.table(
+        raw,
+        "top level",
+        ("pools", "renames", "writes", "domain", "requests", "chains", "clauses", "no_tool"),
+    )
+    pools = r.table(top["pools"], "pools", _POOLS)
+    renames = r.table(top["renames"], "renames", ("verbs", "class_suffixes"))
+    writes = []
+    for i, item in enumerate(r.items(top["writes"], "writes")):
+        group = r.table(item, f"writes[{i}]", ("paths", "contents"))
+        paths = r.strings(group["paths"], f"writes[{i}].paths")
+        writes.append((paths, r.strings(group["contents"], f"writes[{i}].contents")))
+    domain = {
+        tool: r.table(entry, f"domain.{tool}", ("dirs", "names", "issues"))
+        for tool, entry in r.table(top["domain"], "domain").items()
+    }
+    clauses = {}
+    for tool, entry in r.table(top["clauses"], "clauses").items():
+        both = r.table(entry, f"clauses.{tool}", ("first", "same"))
+        clauses[tool] = (
+            r.templates(both["first"], f"clauses.{tool}.first"),
+            r.templates(both["same"], f"clauses.{tool}.same"),
+        )
+    chains = r.table(top["chains"], "chains", ("leads", "recipes"))
+    recipes = tuple(
+        r.strings(recipe, f"chains.recipes[{i}]")
+        for i, recipe in enumerate(r.items(chains["recipes"], "chains.recipes"))
+    )
+    for i, recipe in enumerate(recipes):
+        for tool in recipe:
+            if tool not in clauses:
+                raise r.fail(f"chains.recipes[{i}]", f"tool {tool!r} has no [clauses.{tool}]")
+    no_tool = r.table(top["no_tool"], "no_tool", ("acronyms", "differences", "concepts", "thanks"))
+    thanks = r.table(no_tool["thanks"], "no_tool.thanks", ("texts", "replies"))
+
+    def family(name: str, *fields: str) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+        key = f"no_tool.{name}"
+        entry = r.table(no_tool[name], key, ("frames", "entries"))
+        frames = r.strings(entry["frames"], f"{key}.frames")
+        return frames, r.records(entry["entries"], f"{key}.entries", fields)
+
+    acronym_frames, acronyms = family("acronyms", "acronym", "meaning")
+    difference_frames, differences = family("differences", "a", "b", "answer")
+    concept_frames, concepts = family("concepts", "a", "answer")
+
+    def pool(name: str) -> tuple[str, ...]:
+        return r.strings(pools[name], f"pools.{name}")
+
+    return Templates(
+        sha256=hashlib.sha256(source).hexdigest(),
+        src_dirs=pool("src_dirs"),
+        src_files=pool("src_files"),
+        other_files=pool("other_files"),
+        test_dirs=pool("test_dirs"),
+        functions=pool("functions"),
+        classes=pool("classes"),
+        commands=pool("commands"),
+        patterns=pool("patterns"),
+        imports=pool("imports"),
+        write_prefixes=pool("write_prefixes"),
+        domain_chain_files=pool("domain_chain_files"),
+        verb_swaps=r.mapping(renames["verbs"], "renames.verbs"),
+        class_swaps=r.mapping(renames["class_suffixes"], "renames.class_suffixes"),
+        writes=tuple(writes),
+        domain_files={
+            tool: (
+                r.strings(entry["dirs"], f"domain.{tool}.dirs"),
+                r.strings(entry["names"], f"domain.{tool}.names"),
+            )
+            for tool, entry in domain.items()
+        },
+        domain_issues={
+            tool: r.strings(entry["issues"], f"domain.{tool}.issues")
+            for tool, entry in domain.items()
+        },
+        requests={
+            tool: r.templates(texts, f"requests.{tool}")
+            for tool, texts in r.table(top["requests"], "requests").items()
+        },
+        clauses=clauses,
+        chain_leads=r.strings(chains["leads"], "chains.leads"),
+        chain_recipes=recipes,
+        acronym_frames=acronym_frames,
+        acronyms=acronyms,
+        difference_frames=difference_frames,
+        differences=differences,
+        concept_frames=concept_frames,
+        concepts=concepts,
+        thanks=r.strings(thanks["texts"], "no_tool.thanks.texts"),
+        thanks_replies=r.strings(thanks["replies"], "no_tool.thanks.replies"),
+    )
+
 
 _GIT_TOOLS = ("git_status", "git_diff", "git_log")
 _SYMBOL_TOOLS = ("goto_definition", "find_references", "hover", "cst_rename")
@@ -847,8 +410,8 @@ _FILE_ONLY_FIRST = (
     "document_symbols",
     "cst_find_pattern",
     "cst_add_import",
-    *_DOMAIN_FILES,
 )
+"""Tools (besides the domain tools) whose first chain clause needs nothing but the file."""
 
 # --- the generator ----------------------------------------------------------------------------
 
@@ -872,11 +435,15 @@ class _Generator:
     def __init__(self, experiment: Experiment, catalog: Catalog) -> None:
         self.catalog = catalog
         self.rng = random.Random(experiment.data.seed)
-        missing = [t for t in catalog.names() if t not in _REQUESTS or t not in _CLAUSES]
+        self.templates = load_templates()
+        templates = self.templates
+        missing = [
+            t for t in catalog.names() if t not in templates.requests or t not in templates.clauses
+        ]
         if missing:
             raise DataError(
-                f"the generator has no templates for tool {missing[0]!r} of the catalog "
-                "(add request and chain templates for it in pipeline/data.py)"
+                f"the generator has no templates for tool {missing[0]!r} of the catalog (add "
+                f"[requests] and [clauses.{missing[0]}] for it in {DEFAULT_TEMPLATES_PATH})"
             )
         prompts = load_prompts(experiment.eval.prompts, catalog)
         self.eval_texts = [_norm(p.text) for p in prompts]
@@ -916,50 +483,54 @@ class _Generator:
     # -- slots
 
     def _file(self) -> str:
-        return f"{self.rng.choice(_SRC_DIRS)}/{self.rng.choice(_SRC_FILES)}"
+        rng, t = self.rng, self.templates
+        return f"{rng.choice(t.src_dirs)}/{rng.choice(t.src_files)}"
 
     def _test_path(self, source: str | None = None) -> str:
         rng = self.rng
         if source is None and rng.random() < 0.25:
-            return rng.choice(_TEST_DIRS) + rng.choice(("", "/"))
-        stem = Path(source).stem if source else Path(rng.choice(_SRC_FILES)).stem
-        return f"{rng.choice(_TEST_DIRS)}/test_{stem}.py"
+            return rng.choice(self.templates.test_dirs) + rng.choice(("", "/"))
+        stem = Path(source).stem if source else Path(rng.choice(self.templates.src_files)).stem
+        return f"{rng.choice(self.templates.test_dirs)}/test_{stem}.py"
 
     def _symbol(self) -> tuple[str, str]:
-        if self.rng.random() < 0.55:
-            return self.rng.choice(_FUNCTIONS), self.rng.choice(("function", "function", "method"))
-        return self.rng.choice(_CLASSES), "class"
+        rng, t = self.rng, self.templates
+        if rng.random() < 0.55:
+            return rng.choice(t.functions), rng.choice(("function", "function", "method"))
+        return rng.choice(t.classes), "class"
 
     def _renamed(self, name: str) -> str:
         rng = self.rng
         if name[0].isupper():
-            options = [name.replace(k, v) for k, v in _CLASS_SWAPS.items() if name.endswith(k)]
+            swaps = self.templates.class_swaps
+            options = [name.replace(k, v) for k, v in swaps.items() if name.endswith(k)]
             options += ["Legacy" + name, "Base" + name, name + "V2"]
         else:
             head, _, rest = name.partition("_")
-            options = [f"{_VERB_SWAPS[head]}_{rest}"] if head in _VERB_SWAPS and rest else []
+            verbs = self.templates.verb_swaps
+            options = [f"{verbs[head]}_{rest}"] if head in verbs and rest else []
             options += [name + "_legacy", "_" + name, name + "_v2"]
         return rng.choice(options)
 
     def _domain_file(self, tool: str) -> str:
-        dirs, names = _DOMAIN_FILES[tool]
+        dirs, names = self.templates.domain_files[tool]
         return f"{self.rng.choice(dirs)}/{self.rng.choice(names)}.py"
 
     def _slots(self, tool: str) -> dict[str, Any]:
         rng = self.rng
         if tool == "read_file":
-            path = self._file() if rng.random() < 0.7 else rng.choice(_OTHER_FILES)
+            path = self._file() if rng.random() < 0.7 else rng.choice(self.templates.other_files)
             return {"path": path}
         if tool == "write_file":
-            paths, contents = rng.choice(_WRITES)
+            paths, contents = rng.choice(self.templates.writes)
             return {
-                "path": rng.choice(_WRITE_PREFIXES) + rng.choice(paths),
+                "path": rng.choice(self.templates.write_prefixes) + rng.choice(paths),
                 "content": rng.choice(contents),
             }
         if tool == "run_command":
-            return {"command": rng.choice(_COMMANDS)}
+            return {"command": rng.choice(self.templates.commands)}
         if tool in ("typecheck", "ruff_check"):
-            path = self._file() if rng.random() < 0.7 else rng.choice(_SRC_DIRS)
+            path = self._file() if rng.random() < 0.7 else rng.choice(self.templates.src_dirs)
             return {"path": path + ("/" if "." not in path and rng.random() < 0.3 else "")}
         if tool == "pytest_run":
             return {"path": self._test_path()}
@@ -977,10 +548,10 @@ class _Generator:
         if tool == "workspace_symbols":
             return {"query": self._symbol()[0]}
         if tool in ("git_status", "git_diff", "git_log"):
-            path = rng.choice(_SRC_DIRS) if rng.random() < 0.8 else self._file()
+            path = rng.choice(self.templates.src_dirs) if rng.random() < 0.8 else self._file()
             return {"path": path, "count": rng.choice((3, 5, 8, 10, 15, 20, 25, 30))}
         if tool == "cst_find_pattern":
-            return {"file_path": self._file(), "pattern": rng.choice(_PATTERNS)}
+            return {"file_path": self._file(), "pattern": rng.choice(self.templates.patterns)}
         if tool == "cst_rename":
             old, what = self._symbol()
             return {
@@ -990,8 +561,8 @@ class _Generator:
                 "what": what,
             }
         if tool == "cst_add_import":
-            return {"file_path": self._file(), "import_stmt": rng.choice(_IMPORTS)}
-        if tool in _DOMAIN_FILES:
+            return {"file_path": self._file(), "import_stmt": rng.choice(self.templates.imports)}
+        if tool in self.templates.domain_files:
             path = self._domain_file(tool)
             return {"file_path": path, "name": Path(path).stem.replace("_", " ")}
         raise DataError(f"no argument generator for tool {tool!r}")  # pragma: no cover
@@ -1018,7 +589,7 @@ class _Generator:
     def single(self, tool: str) -> _Spec:
         def make() -> _Spec:
             slots = self._slots(tool)
-            text, call = self._fill(tool, self._choose(_REQUESTS[tool], slots), slots)
+            text, call = self._fill(tool, self._choose(self.templates.requests[tool], slots), slots)
             return _Spec("single", text, [call])
 
         return self._unique(make, tool)
@@ -1033,8 +604,8 @@ class _Generator:
 
     def _chain(self, recipe: Sequence[str]) -> _Spec:
         rng = self.rng
-        domain = any(t in _DOMAIN_FILES for t in recipe)
-        source = rng.choice(_DOMAIN_CHAIN_FILES) if domain else self._file()
+        domain = any(t in self.templates.domain_files for t in recipe)
+        source = rng.choice(self.templates.domain_chain_files) if domain else self._file()
         symbol, what = self._symbol()
         shared = {
             "line": rng.randint(1, 600),
@@ -1044,14 +615,16 @@ class _Generator:
             "old_name": symbol,
             "new_name": self._renamed(symbol),
         }
-        git_path = rng.choice(_SRC_DIRS)
+        git_path = rng.choice(self.templates.src_dirs)
         mentioned: list[str] = []
         clauses: list[str] = []
         calls: list[Call] = []
         lead = ""
         # "For FILE: read it, lint it, ..." only when the first clause needs nothing but the file.
-        if rng.random() < 0.25 and recipe[0] in _FILE_ONLY_FIRST:
-            lead = rng.choice(("For {f}: ", "In {f}, ", "Take {f} and ")).format(f=source)
+        if rng.random() < 0.25 and (
+            recipe[0] in _FILE_ONLY_FIRST or recipe[0] in self.templates.domain_files
+        ):
+            lead = rng.choice(self.templates.chain_leads).format(f=source)
             mentioned.append(source)
         previous: dict[str, Any] = {}
         for tool in recipe:
@@ -1069,12 +642,12 @@ class _Generator:
             if tool == "run_command" and previous.get("write_file"):
                 slots["command"] = f"bash {previous['write_file']}"
             if tool == "write_file":
-                paths, contents = _WRITES[-1]
+                paths, contents = self.templates.writes[-1]
                 slots["path"] = rng.choice(paths)
                 slots["content"] = rng.choice([c for c in contents if "\n" not in c])
                 previous["write_file"] = slots["path"]
             target = slots.get("file_path", slots.get("path"))
-            first, same = _CLAUSES[tool]
+            first, same = self.templates.clauses[tool]
             # A clause may say "it" for the file (and "its" for the symbol) once both are named.
             named = (
                 isinstance(target, str)
@@ -1093,23 +666,21 @@ class _Generator:
 
     def no_tool(self) -> _Spec:
         def make() -> _Spec:
-            rng = self.rng
+            rng, t = self.rng, self.templates
             family = rng.random()
             if family < 0.3:
-                acronym, meaning = rng.choice(_ACRONYMS)
-                text = rng.choice(_ACRONYM_FRAMES).format(a=acronym)
+                acronym, meaning = rng.choice(t.acronyms)
+                text = rng.choice(t.acronym_frames).format(a=acronym)
                 return _Spec("no_tool", text, [], answer=f"{acronym} stands for {meaning}")
             if family < 0.55:
-                a, b, answer = rng.choice(_DIFFERENCES)
-                return _Spec(
-                    "no_tool", rng.choice(_DIFFERENCE_FRAMES).format(a=a, b=b), [], answer=answer
-                )
+                a, b, answer = rng.choice(t.differences)
+                text = rng.choice(t.difference_frames).format(a=a, b=b)
+                return _Spec("no_tool", text, [], answer=answer)
             if family < 0.85:
-                concept, answer = rng.choice(_CONCEPTS)
-                return _Spec(
-                    "no_tool", rng.choice(_CONCEPT_FRAMES).format(a=concept), [], answer=answer
-                )
-            return _Spec("no_tool", rng.choice(_THANKS), [], answer=rng.choice(_THANKS_REPLIES))
+                concept, answer = rng.choice(t.concepts)
+                text = rng.choice(t.concept_frames).format(a=concept)
+                return _Spec("no_tool", text, [], answer=answer)
+            return _Spec("no_tool", rng.choice(t.thanks), [], answer=rng.choice(t.thanks_replies))
 
         return self._unique(make, "no-tool")
 
@@ -1122,7 +693,7 @@ class _Generator:
         ok = rng.random() < 0.5
         line = rng.randint(2, 180)
         if tool == "read_file":
-            func = rng.choice(_FUNCTIONS)
+            func = rng.choice(self.templates.functions)
             return (
                 f'"""Helpers for {Path(a["path"]).stem}."""\n\nimport logging\n\n\n'
                 f'def {func}(value):\n    logging.debug("{func} %s", value)\n'
@@ -1149,7 +720,7 @@ class _Generator:
         if tool == "typecheck":
             if ok:
                 return "Success: no issues found", f"No type errors in {a['path']}."
-            func = rng.choice(_FUNCTIONS)
+            func = rng.choice(self.templates.functions)
             return (
                 f'{a["path"]}:{line}: error: Argument 1 to "{func}" has incompatible type '
                 '"str"; expected "int"\nFound 1 error',
@@ -1170,7 +741,7 @@ class _Generator:
                     f"{passed} passed in {rng.randint(1, 9)}.{rng.randint(10, 99)}s",
                     f"All {passed} tests passed.",
                 )
-            name = f"test_{rng.choice(_FUNCTIONS)}"
+            name = f"test_{rng.choice(self.templates.functions)}"
             return (
                 f"FAILED {a['path'].rstrip('/')}::{name} - AssertionError\n"
                 f"1 failed, {passed} passed",
@@ -1195,7 +766,7 @@ class _Generator:
                 f"`{a['symbol']}` takes a str (and an optional `strict` flag) and returns {kind}.",
             )
         if tool == "document_symbols":
-            cls, func = rng.choice(_CLASSES), rng.choice(_FUNCTIONS)
+            cls, func = rng.choice(self.templates.classes), rng.choice(self.templates.functions)
             return (
                 f"class {cls} (line {line})\n  def __init__ (line {line + 1})\n"
                 f"def {func} (line {line + 20})",
@@ -1246,7 +817,7 @@ class _Generator:
             if ok:
                 return "import added", f"Added `{a['import_stmt']}` to {a['file_path']}."
             return ("already imported", f"{a['file_path']} already has `{a['import_stmt']}`.")
-        issue = rng.choice(_DOMAIN_ISSUES[tool])
+        issue = rng.choice(self.templates.domain_issues[tool])
         if ok:
             return "OK: no problems found", f"No problems found in {a['file_path']}."
         return (
@@ -1345,7 +916,9 @@ def generate_records(
     for split, count in sizes.items():
         plan = _plan(count)
         specs = [gen.single(t) for t in _cycle(catalog.names(), plan["single"], rng)]
-        specs += [gen.chain(r) for r in _cycle_recipes(plan["chain"], rng)]
+        specs += [
+            gen.chain(r) for r in _cycle_recipes(gen.templates.chain_recipes, plan["chain"], rng)
+        ]
         specs += [gen.multi_turn(t) for t in _cycle(catalog.names(), plan["multi_turn"], rng)]
         specs += [gen.no_tool() for _ in range(plan["no_tool"])]
         rng.shuffle(specs)
@@ -1359,15 +932,18 @@ def generate_records(
     return splits
 
 
-def _cycle_recipes(count: int, rng: random.Random) -> list[tuple[str, ...]]:
-    order = _cycle([str(i) for i in range(len(_CHAIN_RECIPES))], count, rng)
-    return [_CHAIN_RECIPES[int(i)] for i in order]
+def _cycle_recipes(
+    recipes: Sequence[tuple[str, ...]], count: int, rng: random.Random
+) -> list[tuple[str, ...]]:
+    order = _cycle([str(i) for i in range(len(recipes))], count, rng)
+    return [recipes[int(i)] for i in order]
 
 
 def _stamp(experiment: Experiment, syntax: CallSyntax, mode: CallMode) -> dict[str, Any]:
     """What a generated dataset depends on; a different stamp means regenerate."""
     digest = hashlib.sha256()
     digest.update(Path(__file__).read_bytes())
+    digest.update(load_templates().sha256.encode())
     digest.update(system_prompt(experiment).encode())
     digest.update(json.dumps(load_catalog().openai_tools(), sort_keys=True).encode())
     digest.update(experiment.eval.prompts.read_bytes())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import string
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,21 +18,25 @@ import pytest
 from pipeline.calls import Call
 from pipeline.catalog import load_catalog
 from pipeline.data import (
+    DEFAULT_TEMPLATES_PATH,
     KINDS,
     STAMP,
     DataError,
     Target,
+    _stamp,
     convert,
     convert_file,
     convert_path,
     describe,
     ensure_data,
     generate,
+    load_templates,
     main,
     message_calls,
     message_problem,
     read_split,
 )
+from pipeline.data import _Generator as Generator
 from pipeline.experiment import SHARED, CallMode, CallSyntax, Experiment, load_experiment
 from pipeline.prompts import load_prompts, system_prompt
 
@@ -238,6 +243,76 @@ def test_raw_syntaxes_hold_the_same_calls_as_text(
     assert problems == [] and converted == structured
     back, problems = convert(structured, syntax, CATALOG)
     assert problems == [] and back == raw
+
+
+# --- the templates file ---------------------------------------------------------------------
+
+
+def _fields(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+
+
+def test_every_placeholder_is_a_slot_and_every_fixed_argument_a_parameter(
+    phase40: Experiment,
+) -> None:
+    templates = load_templates()
+    generator = Generator(phase40, CATALOG)
+    for tool in CATALOG.names():
+        slots = set(generator._slots(tool))
+        parameters = set(CATALOG.tool(tool).parameters["properties"])
+        first, same = templates.clauses[tool]
+        for template in (*templates.requests[tool], *first, *same):
+            text, fixed = (template, {}) if isinstance(template, str) else template
+            assert _fields(text) <= slots, (tool, text)
+            assert set(fixed) <= parameters, (tool, text)
+    frames = {
+        "f": templates.chain_leads,
+        "a": templates.acronym_frames + templates.concept_frames,
+        "ab": templates.difference_frames,
+    }
+    for allowed, texts in frames.items():
+        for text in texts:
+            assert _fields(text) <= set(allowed), text
+    names = set(CATALOG.names())
+    assert {tool for recipe in templates.chain_recipes for tool in recipe} <= names
+    assert set(templates.domain_files) <= names
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        (
+            '    { text = "Show me the staged diff.", args = { staged = true } }',
+            '    { txt = "Show me the staged diff.", args = { staged = true } }',
+            "requests.git_diff[2]: needs exactly the keys text, args",
+        ),
+        ('"tests", "tests/unit"', '42, "tests/unit"', "pools.test_dirs[0]: must be a string"),
+        ('["git_status", "git_diff"]', '["git_status", "git_dif"]', "chains.recipes[8]: tool"),
+        ("[clauses.cst_rename]\n", "[clauses.cst_rename]\nfirs = []\n", "clauses.cst_rename:"),
+        ("[requests]\n", "[requests]\nread_file = 3\n", "not valid TOML"),
+    ],
+)
+def test_a_malformed_templates_file_names_the_file_and_the_key(
+    tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    text = DEFAULT_TEMPLATES_PATH.read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    broken = tmp_path / "data_templates.toml"
+    broken.write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        load_templates(broken)
+    assert str(broken) in str(caught.value) and key in str(caught.value)
+    with pytest.raises(DataError, match="does not exist"):
+        load_templates(tmp_path / "missing.toml")
+
+
+def test_editing_the_templates_changes_the_stamp(
+    phase40: Experiment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _stamp(phase40, "structured", "code")
+    edited = dataclasses.replace(load_templates(), sha256="0" * 64)
+    monkeypatch.setattr("pipeline.data.load_templates", lambda: edited)
+    assert _stamp(phase40, "structured", "code")["inputs_sha256"] != before["inputs_sha256"]
 
 
 # --- real Qwen3 chat templates -----------------------------------------------------------------
