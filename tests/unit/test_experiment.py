@@ -61,8 +61,8 @@ def test_experiment_is_frozen() -> None:
 
 
 def test_fingerprint_changes_with_any_setting(tmp_path: Path) -> None:
-    a = _broken(tmp_path, "iters = 100", "iters = 100")
-    b = _broken(tmp_path / "b", "iters = 100", "iters = 101")
+    a = _broken(tmp_path, "iters = 2000", "iters = 2000")
+    b = _broken(tmp_path / "b", "iters = 2000", "iters = 2001")
     assert load_experiment(a).fingerprint() != load_experiment(b).fingerprint()
 
 
@@ -90,11 +90,11 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("iters = 100", "iters = 100\nitres = 3", r"unknown key 'train\.itres'"),
-        ("iters = 100", 'iters = "100"', r"train\.iters must be int, got str '100'"),
+        ("iters = 2000", "iters = 2000\nitres = 3", r"unknown key 'train\.itres'"),
+        ("iters = 2000", 'iters = "2000"', r"train\.iters must be int, got str '2000'"),
         ("learning_rate = 1e-3", "learning_rate = true", r"train\.learning_rate must be a number"),
-        ("lsp = 0.0", "lsp = 1.5", r"thresholds\.lsp = 1\.5 is outside 0\.\.1"),
-        ("git = 0.0", "git = -0.1", r"thresholds\.git = -0\.1 is outside 0\.\.1"),
+        ("lsp = 0.35", "lsp = 1.5", r"thresholds\.lsp = 1\.5 is outside 0\.\.1"),
+        ("git = 0.60", "git = -0.1", r"thresholds\.git = -0\.1 is outside 0\.\.1"),
         ("eval_prompts.toml", "missing_prompts.toml", r"eval\.prompts names .*missing_prompts"),
         ('score = "routing"', 'score = "vibes"', r"eval\.score = 'vibes' is not one of"),
         ('base = "tiny:json"', "", r"missing required key 'models\.base'"),

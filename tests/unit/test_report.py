@@ -443,6 +443,7 @@ def test_a_stale_preflight_is_shown_not_counted(
 
 def test_pending_thresholds(tmp_path, reports_root, prompts) -> None:
     tiny = load_experiment("tiny")
+    tiny = dataclasses.replace(tiny, thresholds=dataclasses.replace(tiny.thresholds, pending=True))
     settings = Settings(1, (0.0,))
     run_dir = tmp_path / "runs" / "tiny" / "x"
     pf = write_run(run_dir, tiny, scored_run(prompts, settings), settings=settings, built=False)

@@ -165,9 +165,7 @@ def test_each_variant_renders_its_own_call_syntax(folders: dict[str, Path]) -> N
 
     assert prompt(json_tok) == prompt(xml_tok)
     assert prompt(json_tok) == (
-        "<|im_start|>system\nYou are a coding agent.\n\n# Tools\n"
-        "- read_file(path, limit?)\n"
-        "- git_status()<|im_end|>\n"
+        "<|im_start|>system\nYou are a coding agent.<|im_end|>\n"
         "<|im_start|>user\nWhat is in src/app.py?<|im_end|>\n<|im_start|>assistant\n"
     )
     # The training prompt must be a prefix of the full conversation (mask_prompt relies on it).
@@ -181,9 +179,9 @@ def test_template_framing(folders: dict[str, Path]) -> None:
     assert tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True) == (
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     )
-    with_tools = tok.apply_chat_template(user, tools=TOOLS[1:], tokenize=False)
-    # Names and parameters only: descriptions would quadruple the tiny model's prompt length.
-    assert with_tools.startswith("<|im_start|>system\n# Tools\n- git_status()<|im_end|>\n")
+    # The tool list is not rendered: it would make the tiny model's prompts 4.5x as long.
+    without = tok.apply_chat_template(user, tokenize=False)
+    assert tok.apply_chat_template(user, tools=TOOLS, tokenize=False) == without
     conversation = [
         *user,
         {

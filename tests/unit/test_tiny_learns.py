@@ -1,0 +1,140 @@
+"""The tiny experiment's verdict is an outcome: trained it passes, untrained or masked it fails.
+
+tests/eval runs the gate on the tiny experiment and its pre-registered thresholds pass. These
+tests show the thresholds are not a formality: the same eval fails the untrained base, and it
+fails a model trained exactly like the real one except that every tool call sits in a masked
+turn. A third test keeps the LoRA path, which the real experiments use and the tiny one does
+not, covered: a few LoRA steps on the tiny base, fused, change exactly the adapted weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.build import BuildRefused, build
+from pipeline.catalog import load_catalog
+from pipeline.data import SPLITS, _Generator, ensure_data, message_calls, read_split, write_jsonl
+from pipeline.evaluate import OVERALL, run_eval
+from pipeline.experiment import CATEGORIES, Experiment, load_experiment, with_overrides
+from pipeline.models import resolve
+
+GATED = (*CATEGORIES, OVERALL)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _failed_everywhere(summary: dict[str, Any]) -> list[str]:
+    """The gated categories that passed at the decision temperature (none, for a failing model)."""
+    decision = summary["temperatures"][f"{summary['decision_temperature']:g}"]
+    return [name for name in GATED if decision["categories"][name]["passed"]]
+
+
+@pytest.mark.slow
+def test_the_untrained_tiny_base_fails_every_threshold(tmp_path: Path) -> None:
+    tiny = load_experiment("tiny")
+    assert not tiny.thresholds.pending, "tiny's thresholds are pre-registered"
+    result = run_eval(tiny, tmp_path, model_dir=resolve("tiny:json", tiny), log=_quiet)
+    assert result.summary["verdict"] == "FAIL"
+    assert _failed_everywhere(result.summary) == []
+    assert result.decision()["categories"][OVERALL]["mean"] == tiny.baseline.overall
+
+
+def masked_calls(experiment: Experiment, source: Path, out: Path) -> Path:
+    """The experiment's data with every tool call moved into a masked turn.
+
+    Each example that ends with a call becomes a multi-turn example, exactly as the generator
+    writes its own: the call, the tool's response, and a plain answer, which is the one message
+    mlx_lm trains with mask_prompt. Same requests, same counts, same system prompt; only the
+    calls are out of the targets (the generator's responses and answers, for realism).
+    """
+    catalog = load_catalog()
+    generator = _Generator(experiment, catalog)
+    for split in SPLITS:
+        records = []
+        for example in read_split(source, split):
+            messages = list(example.messages)
+            calls = message_calls(messages[-1], catalog)
+            if calls:
+                answers = []
+                for call in calls:
+                    response, answer = generator._response(call)
+                    messages.append({"role": "tool", "content": response})
+                    answers.append(answer)
+                messages.append({"role": "assistant", "content": " ".join(answers)})
+            records.append({**example.record, "messages": messages})
+        write_jsonl(out / f"{split}.jsonl", records)
+    return out
+
+
+@pytest.mark.slow
+def test_a_model_trained_with_its_calls_masked_fails_too(tmp_path: Path) -> None:
+    """Same base, data, settings and iterations as the tiny experiment; calls never trained."""
+    tiny = load_experiment("tiny")
+    folder = masked_calls(tiny, ensure_data(tiny), tmp_path / "data")
+    masked = with_overrides(dataclasses.replace(tiny, name="tiny-masked"), data=str(folder))
+
+    # The preflight sees it (no trained target holds a call; no tool is ever trained) and
+    # refuses; forced, the build trains what the data says, for the eval to judge.
+    with pytest.raises(BuildRefused, match="masking") as refused:
+        build(masked, runs_root=tmp_path / "runs", log=_quiet)
+    assert {f.check for f in refused.value.findings if f.failed} == {"call-syntax", "masking"}
+
+    built = build(masked, force=True, runs_root=tmp_path / "runs", log=_quiet)
+    assert built.record["stages"]["train"]["iters"] == tiny.train.iters
+    result = run_eval(masked, built.run_dir, model_dir=built.quantized, log=_quiet)
+    assert result.summary["verdict"] == "FAIL"
+    assert _failed_everywhere(result.summary) == []
+    assert result.decision()["categories"][OVERALL]["mean"] < tiny.thresholds.overall
+
+
+@pytest.mark.slow
+def test_lora_steps_on_the_tiny_base_change_exactly_the_adapted_weights(tmp_path: Path) -> None:
+    import mlx.core as mx
+
+    tiny = load_experiment("tiny")
+    assert tiny.tiny is not None
+    lora = dataclasses.replace(
+        tiny.train,
+        fine_tune_type="lora",
+        num_layers=1,
+        lora_rank=4,
+        iters=8,
+        batch_size=2,
+        save_every=1000,
+        steps_per_report=4,
+        steps_per_eval=1000,
+        val_batches=1,
+    )
+    experiment = with_overrides(
+        dataclasses.replace(tiny, name="tiny-lora", train=lora), data=str(ensure_data(tiny))
+    )
+    built = build(experiment, keep_fused=True, runs_root=tmp_path, log=_quiet)
+    assert built.fused is not None
+    assert built.record["stages"]["fuse"]["nothing_to_merge"] is False
+
+    def weights(folder: Path) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for path in sorted(folder.glob("*.safetensors")):
+            loaded = mx.load(str(path))
+            assert isinstance(loaded, dict)
+            out.update(loaded)
+        return out
+
+    base = weights(resolve("tiny:json", tiny))
+    fused = weights(built.fused)
+    assert fused.keys() == base.keys()
+    last = tiny.tiny.num_layers - 1  # num_layers=1 adapts the last block's linear layers
+    adapted = {
+        name
+        for name, value in base.items()
+        if name.startswith(f"model.layers.{last}.") and name.endswith("_proj.weight")
+    }
+    assert len(adapted) == 7  # q, k, v, o, gate, up, down
+    changed = {name for name in base if not mx.array_equal(base[name], fused[name]).item()}
+    assert changed == adapted
