@@ -21,15 +21,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.build import OUTPUTS, STAGES, BuildRefused, build, read_record
-from pipeline.experiment import load_experiment
+from pipeline.build import OUTPUTS, STAGE_NAMES, BuildRecord, BuildRefused, StageRecord, build
+from pipeline.core.workspace import Workspace
+from pipeline.spec.experiment import load_experiment
 
 
-def by_hand(record: dict, run_dir: Path, tmp: Path) -> dict[str, float]:
+def _stage(record: BuildRecord, name: str) -> StageRecord:
+    stage = record.stages.get(name)
+    assert stage is not None, f"build.json records no {name} stage"
+    return stage
+
+
+def by_hand(record: BuildRecord, run_dir: Path, tmp: Path) -> dict[str, float]:
     """Run each stage's recorded command with run_dir swapped for tmp; seconds per stage."""
     seconds = {}
-    for stage in STAGES:
-        argv = [a.replace(str(run_dir), str(tmp)) for a in record["stages"][stage]["command"]]
+    for stage in STAGE_NAMES:
+        argv = [a.replace(str(run_dir), str(tmp)) for a in _stage(record, stage).command]
         log = tmp / f"{stage}.log"
         start = time.perf_counter()
         with log.open("w") as fh:
@@ -62,27 +69,28 @@ def main(argv: list[str] | None = None) -> int:
         f"{experiment.name}: {t.fine_tune_type}, {t.iters} iterations, batch {t.batch_size}, "
         f"max_seq_length {t.max_seq_length}"
     )
-    with tempfile.TemporaryDirectory() as runs, tempfile.TemporaryDirectory() as hand:
+    with tempfile.TemporaryDirectory() as work, tempfile.TemporaryDirectory() as hand:
+        workspace = Workspace(Path(work))
         start = time.perf_counter()
         try:
             result = build(
-                experiment, runs_root=Path(runs), force=not args.no_force, log=lambda _: None
+                experiment, workspace=workspace, force=not args.no_force, log=lambda _: None
             )
         except BuildRefused as err:
             print(err)
             return 1
         total = time.perf_counter() - start
-        record = read_record(result.record_path)
-        if not record["preflight"]["passed"]:
-            print(f"(preflight failed {len(record['preflight']['failed'])} checks; forced)")
+        record = result.record
+        if not record.preflight.passed:
+            print(f"(preflight failed {len(record.preflight.failed)} checks; forced)")
         manual = by_hand(record, result.run_dir, Path(hand))
 
         print(f"\n{'stage':<10} {'build s':>9} {'mlx_lm s':>9} {'by hand s':>10} {'overhead':>9}")
-        for stage in STAGES:
-            figures = record["stages"][stage]
-            wall, sub, own = figures["wall_seconds"], figures["seconds"], manual[stage]
+        for stage in STAGE_NAMES:
+            figures = _stage(record, stage)
+            wall, sub, own = figures.wall_seconds, figures.seconds, manual[stage]
             print(f"{stage:<10} {wall:9.2f} {sub:9.2f} {own:10.2f} {_pct(wall, own):>9}")
-        stages_wall = sum(record["stages"][s]["wall_seconds"] for s in STAGES)
+        stages_wall = sum(_stage(record, s).wall_seconds for s in STAGE_NAMES)
         hand_total = sum(manual.values())
         print(f"{'stages':<10} {stages_wall:9.2f} {'':9} {hand_total:10.2f} "
               f"{_pct(stages_wall, hand_total):>9}")  # fmt: skip
@@ -90,14 +98,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{'whole':<10} {total:9.2f} {'':9} {hand_total:10.2f} {_pct(total, hand_total):>9}"
             "   (whole = data + key + preflight + stages)"
         )
-        train = record["stages"]["train"]
+        train = record.stages.train
+        assert train is not None
+        peak = f"{train.peak_memory_bytes / 1e6:,.0f} MB" if train.peak_memory_bytes else "n/a"
         print(
-            f"\ntrain: loss {train['train_loss']}, val {train['val_loss']}, "
-            f"{train['trainable_parameters']:,} trainable parameters, peak RSS "
-            f"{train['peak_memory_bytes'] / 1e6:,.0f} MB"
+            f"\ntrain: loss {train.train_loss}, val {train.val_loss}, "
+            f"{train.tokens_per_second} tokens/s, "
+            f"{train.trainable_parameters:,} trainable parameters, peak RSS {peak}"
         )
         start = time.perf_counter()
-        again = build(experiment, runs_root=Path(runs), force=not args.no_force, log=lambda _: None)
+        again = build(experiment, workspace=workspace, force=not args.no_force, log=lambda _: None)
         print(f"cache hit: {time.perf_counter() - start:.2f} s (cached={again.cached})")
     return 0
 

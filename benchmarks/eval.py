@@ -4,7 +4,7 @@ in-process with mlx_lm.generate, and concurrency 1 against the experiment's defa
     python benchmarks/eval.py [--model DIR] [--samples N]
 
 Without --model it uses the untrained tiny model (it always generates max_tokens tokens, so
-both sides do the same work). Both sides get the same BLAS (pipeline.blas.child_env). Prints
+both sides do the same work). Both sides get the same BLAS (pipeline.core.blas.child_env). Prints
 numbers; asserts nothing.
 """
 
@@ -20,14 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.blas import child_env
-from pipeline.catalog import load_catalog
-from pipeline.client import run_requests
-from pipeline.evaluate import build_requests, settings_for
-from pipeline.experiment import load_experiment
-from pipeline.models import resolve
-from pipeline.prompts import load_prompts
-from pipeline.serve import start_server
+from pipeline.core.blas import child_env
+from pipeline.eval.client import run_requests
+from pipeline.eval.run import build_requests, settings_for
+from pipeline.eval.serve import start_server
+from pipeline.models.refs import resolve
+from pipeline.spec.catalog import load_catalog
+from pipeline.spec.experiment import load_experiment
+from pipeline.spec.prompts import load_prompts
 
 IN_PROCESS = """
 import json, sys, time

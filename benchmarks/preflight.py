@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.experiment import ROOT, SHARED, load_experiment, with_overrides
 from pipeline.preflight import run_preflight
+from pipeline.spec.experiment import ROOT, SHARED, load_experiment, with_overrides
 
 MODELS = SHARED / "models"
 OPTIONS = [

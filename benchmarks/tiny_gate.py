@@ -17,24 +17,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.build import build
+from pipeline.build import STAGE_NAMES, build
+from pipeline.core.workspace import Workspace
 from pipeline.data import generate
-from pipeline.evaluate import run_eval
-from pipeline.experiment import load_experiment, with_overrides
-from pipeline.models import resolve
+from pipeline.eval.records import CategoryRow
+from pipeline.eval.run import run_eval
+from pipeline.models.refs import resolve
 from pipeline.preflight import run_preflight
+from pipeline.spec.experiment import load_experiment, with_overrides
 
 
 def _quiet(_: str) -> None:
     pass
 
 
-def _row(cat: dict[str, Any]) -> str:
-    return f"{cat['mean']:.2f} [{cat['lo']:.2f}, {cat['hi']:.2f}]"
+def _row(cat: CategoryRow) -> str:
+    return f"{cat.mean:.2f} [{cat.lo:.2f}, {cat.hi:.2f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         built = build(
             experiment,
             force=bool(failed),
-            runs_root=root / "runs",
+            workspace=Workspace(root),
             log=_quiet,
             preflight=lambda _: findings,
         )
-        for stage in ("train", "fuse", "quantize"):
-            seconds[stage] = built.record["stages"][stage]["wall_seconds"]
+        for name in STAGE_NAMES:
+            stage = built.record.stages.get(name)
+            seconds[name] = stage.wall_seconds if stage is not None else float("nan")
         seconds["build (all)"] = built.seconds
 
         t0 = time.perf_counter()
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{experiment.name}: {t.fine_tune_type} fine-tune, {t.iters} iterations, batch "
         f"{t.batch_size}, learning rate {t.learning_rate:g}; "
-        f"{trained.summary['requests']} eval requests"
+        f"{trained.summary.requests} eval requests"
     )
     if failed:
         print(f"(preflight failed {len(failed)} checks; built anyway)")
@@ -113,20 +115,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stage:<14} {value:>8.1f}")
     print(f"{'(untrained eval':<14} {untrained_seconds:>8.1f})")
 
-    train = built.record["stages"]["train"]
-    print(f"\ntrain loss {train['train_loss']}, validation loss {train['val_loss']}")
-    for key, row in trained.summary["temperatures"].items():
-        base_row = untrained.summary["temperatures"][key]
-        print(f"\nrouting at temperature {key} ({trained.summary['samples']} samples per prompt)")
+    train = built.record.stages.train
+    assert train is not None
+    print(f"\ntrain loss {train.train_loss}, validation loss {train.val_loss}")
+    for key, row in trained.summary.temperatures.items():
+        base_row = untrained.summary.temperatures[key]
+        print(f"\nrouting at temperature {key} ({trained.summary.samples} samples per prompt)")
         print(f"{'category':<12} {'n':>4}  {'trained':<20} {'untrained':<20} threshold")
-        for name, cat in row["categories"].items():
-            threshold = cat["threshold"]
-            shown = "" if threshold is None else f"{threshold:.2f}"
+        for name, cat in row.categories.items():
+            shown = "" if cat.threshold is None else f"{cat.threshold:.2f}"
             print(
-                f"{name:<12} {cat['n']:>4}  {_row(cat):<20} "
-                f"{_row(base_row['categories'][name]):<20} {shown}"
+                f"{name:<12} {cat.n:>4}  {_row(cat):<20} "
+                f"{_row(base_row.categories[name]):<20} {shown}"
             )
-    verdicts = trained.summary["verdict"], untrained.summary["verdict"]
+    verdicts = trained.summary.verdict, untrained.summary.verdict
     print(f"\nverdict: trained {verdicts[0]}, untrained {verdicts[1]}")
     return 0
 

@@ -9,12 +9,12 @@ import importlib
 import sys
 
 STEPS = {
-    "gate": "pipeline.gate",
-    "preflight": "pipeline.preflight",
-    "data": "pipeline.data",
-    "build": "pipeline.build",
-    "eval": "pipeline.evaluate",
-    "report": "pipeline.report",
+    "gate": "pipeline.cli.gate",
+    "preflight": "pipeline.cli.preflight",
+    "data": "pipeline.cli.data",
+    "build": "pipeline.cli.build",
+    "eval": "pipeline.cli.eval",
+    "report": "pipeline.cli.report",
 }
 
 

@@ -1,26 +1,28 @@
 """The eval gate's session: build (or take) the model, serve it, ask every prompt once.
 
 Per-prompt and threshold tests only read the session's result, so the model is served once
-however the tests are selected. Every test under tests/eval carries the `eval` marker.
-Right after the eval the session writes `reports/<experiment>/results.{md,json,png}`
-(pipeline.report), and again at the end, when the preflight's report of the same session is on
-disk; test_report.py checks what was written.
+however the tests are selected. Every test under tests/eval carries the `eval` marker. Right
+after the eval the session writes `reports/<experiment>/results.{md,json,png}`
+(pipeline.report), and again when the session ends, once the preflight's report of the same
+session is on disk: that last report's verdict is pytest's exit status (pipeline.cli.pytest_plugin).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from syrupy.extensions.amber import AmberSnapshotExtension
 
 from pipeline import report
-from pipeline.evaluate import EvalResult, model_run_dir, run_eval, server_run_dir
-from pipeline.experiment import Experiment
-from pipeline.serve import ServerError
+from pipeline.cli.pytest_plugin import gate_session
+from pipeline.core.errors import RoutegateError
+from pipeline.core.workspace import Workspace
+from pipeline.eval.run import EvalResult, eval_run_dir, run_eval
+from pipeline.eval.verdict import recorded_preflight
+from pipeline.spec.experiment import Experiment
 
-_REPORT = pytest.StashKey[tuple[EvalResult, Experiment, report.Written | str]]()
+_WRITTEN = pytest.StashKey["report.Written | str"]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -32,15 +34,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def eval_result(
-    experiment: Experiment, pytestconfig: pytest.Config, request: pytest.FixtureRequest
+    experiment: Experiment,
+    workspace: Workspace,
+    pytestconfig: pytest.Config,
+    request: pytest.FixtureRequest,
 ) -> EvalResult:
+    gate = gate_session(pytestconfig)
     server_url = pytestconfig.getoption("server_url")
     given_model = pytestconfig.getoption("model")
-    if server_url:
-        run_dir, model_dir = server_run_dir(experiment, server_url), None
-    else:
-        model_dir = request.getfixturevalue("fused_model")
-        run_dir = model_run_dir(experiment, model_dir) if given_model else model_dir.parent
+    model_dir = None if server_url else request.getfixturevalue("fused_model")
+    run_dir = eval_run_dir(
+        experiment,
+        workspace,
+        model_dir=model_dir,
+        server_url=server_url,
+        built=not (server_url or given_model),
+    )
     try:
         result = run_eval(
             experiment,
@@ -49,49 +58,46 @@ def eval_result(
             server_url=server_url,
             samples=pytestconfig.getoption("samples"),
             temperatures=pytestconfig.getoption("temperature"),
+            concurrency=pytestconfig.getoption("concurrency"),
+            preflight=recorded_preflight(workspace, experiment, run_dir),
+            log=gate.say,
         )
-    except ServerError as err:
-        pytest.fail(f"the eval could not reach a server: {err}", pytrace=False)
-    pytestconfig.stash[_REPORT] = (result, experiment, _write_report(result, experiment))
+    except RoutegateError as err:
+        pytest.fail(f"the eval could not run: {err}", pytrace=False)
+
+    def write() -> report.Written | str:
+        """The report, or why it could not be written: the eval's result stands either way,
+        and test_report fails with the reason."""
+        try:
+            return report.report_run(result.run_dir, experiment, workspace=workspace)
+        except Exception as err:
+            return f"{type(err).__name__}: {err}"
+
+    def finish():
+        written = write()
+        if isinstance(written, str):
+            gate.lines.append(f"the report could not be written: {written}")
+            return None
+        verdict = written.verdict
+        gate.lines.append(f"{experiment.name}: {verdict.outcome}")
+        gate.lines += [f"  {reason}" for reason in verdict.reasons]
+        gate.lines.append(f"report: {written.markdown}")
+        if written.chart is None:
+            gate.lines.append(f"chart skipped: {written.chart_skipped}")
+        return verdict
+
+    pytestconfig.stash[_WRITTEN] = write()
+    gate.at_finish(finish)
     return result
-
-
-def _write_report(result: EvalResult, experiment: Experiment) -> report.Written | str:
-    """The report, or why it could not be written: the eval's result stands either way, and
-    test_report fails with the reason."""
-    try:
-        return report.report_run(result.run_dir, experiment)
-    except Exception as err:
-        return f"{type(err).__name__}: {err}"
 
 
 @pytest.fixture(scope="session")
 def eval_report(eval_result: EvalResult, pytestconfig: pytest.Config) -> report.Written:
     """The report written right after this session's eval."""
-    written = pytestconfig.stash[_REPORT][2]
+    written = pytestconfig.stash[_WRITTEN]
     if isinstance(written, str):
         pytest.fail(f"the report could not be written: {written}", pytrace=False)
     return written
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """Rewrite the report once the session's preflight.json is final, and say where it is."""
-    if _REPORT not in config.stash:
-        return
-    result, experiment, _ = config.stash[_REPORT]
-    written = _write_report(result, experiment)
-    terminalreporter.section("routegate report")
-    if isinstance(written, str):
-        terminalreporter.write_line(f"the report could not be written: {written}")
-        return
-    r = written.report
-    terminalreporter.write_line(f"{r['experiment']}: {r['verdict']}")
-    for reason in r["verdict_reasons"]:
-        terminalreporter.write_line(f"  {reason}")
-    terminalreporter.write_line(f"report: {written.markdown}")
-    if written.chart is None:
-        terminalreporter.write_line(f"chart skipped: {written.chart_skipped}")
 
 
 @pytest.fixture

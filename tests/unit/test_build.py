@@ -4,7 +4,8 @@ The tiny experiment is shortened (a few iterations, small batches, validation on
 ends) and renamed, so its preflight report does not overwrite the real tiny one. Its
 max_seq_length is 2048 so the tests do not hinge on the generated data fitting tiny.toml's 512
 (when examples outgrow it, mlx_lm truncates the trained turns away and reports a nan loss, and
-the preflight's lengths check refuses the build). Runs go to tmp_path.
+the preflight's lengths check refuses the build). Runs and preflight reports go to a workspace
+under tmp_path.
 """
 
 from __future__ import annotations
@@ -25,16 +26,27 @@ import pytest
 
 from pipeline.build import (
     BuildError,
+    BuildRecord,
     BuildRefused,
+    CorruptCheckpointError,
     build,
-    manifest,
     plan,
     read_record,
     trusted,
 )
+from pipeline.build.files import manifest
+from pipeline.build.records import BuildPreflight, QuantizeRecord
+from pipeline.build.runner import Runner, StageError
+from pipeline.build.train import TrainProgress
+from pipeline.core.workspace import Workspace
 from pipeline.data import ensure_data
-from pipeline.experiment import EXPERIMENTS_DIR, ROOT, Experiment, load_experiment, with_overrides
-from pipeline.train import CorruptCheckpointError
+from pipeline.spec.experiment import (
+    EXPERIMENTS_DIR,
+    ROOT,
+    Experiment,
+    load_experiment,
+    with_overrides,
+)
 
 SHORT_TRAIN: dict[str, Any] = {
     "iters": 8,
@@ -64,9 +76,15 @@ def experiment_short() -> Experiment:
 def built(experiment_short: Experiment, tmp_path_factory: pytest.TempPathFactory):
     lines: list[str] = []
     started = time.perf_counter()
-    result = build(experiment_short, runs_root=tmp_path_factory.mktemp("runs"), log=lines.append)
+    workspace = Workspace(tmp_path_factory.mktemp("workdir"))
+    result = build(experiment_short, workspace=workspace, log=lines.append)
     print(f"tiny build ({SHORT_TRAIN['iters']} iterations): {time.perf_counter() - started:.1f} s")
     return result, lines
+
+
+def _workspace(result) -> Workspace:
+    """The workspace a build result's run folder lies in (runs/<experiment>/<key>)."""
+    return Workspace(result.run_dir.parents[2])
 
 
 # --- end to end ---------------------------------------------------------------------------------
@@ -102,25 +120,34 @@ def test_build_trains_fuses_and_quantizes_a_loadable_5bit_model(built) -> None:
     assert isinstance(text, str) and text, "generation produced no text"
 
     record = read_record(result.record_path)
-    assert record["complete"] and record["key"] == result.key
-    assert record["inputs"]["versions"]["mlx-lm"]
+    assert isinstance(record, BuildRecord) and record == result.record
+    assert record.complete and record.key == result.key
+    assert record.inputs.versions["mlx-lm"]
     for name in ("train", "fuse", "quantize"):
-        stage = record["stages"][name]
-        assert stage["complete"], name
-        assert stage["seconds"] > 0 and stage["wall_seconds"] > 0, name
-        assert stage["peak_memory_bytes"] > 0, name
-        assert stage["output_bytes"] > 0, name
-        assert stage["command"][:3] == [sys.executable, "-m", "mlx_lm"], name
-    train = record["stages"]["train"]
-    assert train["command"][3] == "lora" and "--train" in train["command"]
-    assert math.isfinite(train["train_loss"]) and math.isfinite(train["val_loss"])
-    assert train["trainable_parameters"] > 0
-    assert train["trainable_parameters_reported"].endswith("M)")
-    assert train["resumed_from"] is None
-    assert record["stages"]["fuse"]["nothing_to_merge"] is True  # tiny trains fully
-    assert record["stages"]["fuse"]["removed"] is True
-    assert record["stages"]["quantize"]["bits"] == 5
-    assert record["preflight"]["passed"]
+        stage = record.stages.get(name)
+        assert stage is not None and stage.complete, name
+        assert stage.seconds > 0 and stage.wall_seconds > 0, name
+        assert stage.peak_memory_bytes is not None and stage.peak_memory_bytes > 0, name
+        assert stage.output_bytes > 0, name
+        assert stage.command[:3] == (sys.executable, "-m", "mlx_lm"), name
+    train, fuse, quantize = record.stages.train, record.stages.fuse, record.stages.quantize
+    assert train is not None and fuse is not None and quantize is not None
+    assert train.command[3] == "lora" and "--train" in train.command
+    assert train.train_loss is not None and math.isfinite(train.train_loss)
+    assert train.val_loss is not None and math.isfinite(train.val_loss)
+    assert train.tokens_per_second is not None and train.tokens_per_second > 0
+    assert train.trainable_parameters > 0
+    assert train.trainable_parameters_reported is not None
+    assert train.trainable_parameters_reported.endswith("M)")
+    assert train.resumed_from is None
+    assert fuse.nothing_to_merge is True  # tiny trains fully
+    assert fuse.removed is True
+    assert quantize.bits == 5
+    assert record.preflight.passed
+    assert Path(str(record.preflight.report)).is_relative_to(result.run_dir.parents[2])
+    on_disk = json.loads(result.record_path.read_text())  # the keys the report reads
+    assert on_disk["kind"] == "build" and on_disk["stages"]["fuse"]["removed"] is True
+    assert on_disk["stages"]["train"]["wall_seconds"] == train.wall_seconds
     assert any(line.startswith("[train] step 8/8") for line in lines)
     assert "mlx_lm lora --train" in result.log_path.read_text()
     assert not list(result.adapters.glob("*_adapters.safetensors")), "checkpoints are tidied"
@@ -132,7 +159,7 @@ def test_second_build_of_the_same_inputs_is_a_cache_hit(built, experiment_short)
     before = result.record_path.read_bytes()
     lines: list[str] = []
     started = time.perf_counter()
-    again = build(experiment_short, runs_root=result.run_dir.parent.parent, log=lines.append)
+    again = build(experiment_short, workspace=_workspace(result), log=lines.append)
     print(f"cache hit: {time.perf_counter() - started:.2f} s")
     assert again.cached
     assert again.stages_run == ()
@@ -149,9 +176,9 @@ def test_a_cache_hit_still_refuses_when_the_preflight_now_fails(built, experimen
         experiment_short, data=dataclasses.replace(experiment_short.data, train_min=10**6)
     )
     with pytest.raises(BuildRefused, match=r"minimum 1000000") as err:
-        build(stricter, runs_root=result.run_dir.parent.parent, log=lambda line: None)
+        build(stricter, workspace=_workspace(result), log=lambda line: None)
     assert "--force" in str(err.value)
-    again = build(stricter, runs_root=result.run_dir.parent.parent, force=True, log=print)
+    again = build(stricter, workspace=_workspace(result), force=True, log=print)
     assert again.cached and again.key == result.key
 
 
@@ -198,12 +225,13 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path) -> Non
     raw["train"].update(SHORT_TRAIN, iters=12, save_every=4)
     raw["data"]["path"] = str(ensure_data(load_experiment("tiny")))
     toml = write_experiment_toml(tmp_path / "resume.toml", raw)
-    runs = tmp_path / "runs"
+    workspace = Workspace(tmp_path / "workdir")
+    runs = workspace.runs_root
 
     out = (tmp_path / "first.out").open("w")
     first = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "build", "--experiment", str(toml),
-         "--runs-root", str(runs)],
+         "--workdir", str(workspace.root)],
         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     saved = None
@@ -226,7 +254,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path) -> Non
     assert checkpoints, "the killed attempt left its checkpoint"
 
     lines: list[str] = []
-    result = build(load_experiment(toml), runs_root=runs, log=lines.append, keep_fused=True)
+    result = build(load_experiment(toml), workspace=workspace, log=lines.append, keep_fused=True)
     assert not result.cached
     assert result.resumed_from is not None
     step = int(Path(result.resumed_from).name.split("_")[0])
@@ -234,14 +262,15 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path) -> Non
     log = result.log_path.read_text()
     assert f"[train] resuming from checkpoint {result.resumed_from} (step {step}/12)" in log
     record = read_record(result.record_path)
-    train = record["stages"]["train"]
-    assert train["resumed_from"]["step"] == step
-    assert len(train["attempts"]) == 2
-    assert train["attempts"][1]["iters"] == 12 - step
-    assert train["command"][-2:] == ["--resume-adapter-file", result.resumed_from]
-    assert record["complete"] and (result.quantized / "config.json").is_file()
+    assert record is not None and record.stages.train is not None
+    train = record.stages.train
+    assert train.resumed_from is not None and train.resumed_from.step == step
+    assert len(train.attempts) == 2
+    assert train.attempts[1].iters == 12 - step
+    assert train.command[-2:] == ("--resume-adapter-file", result.resumed_from)
+    assert record.complete and (result.quantized / "config.json").is_file()
     assert result.fused is not None and (result.fused / "config.json").is_file()
-    assert record["stages"]["fuse"]["removed"] is False
+    assert record.stages.fuse is not None and record.stages.fuse.removed is False
 
 
 # --- bad input, keys and trust ---------------------------------------------------------------
@@ -250,8 +279,10 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path) -> Non
 def test_key_changes_when_data_or_settings_change(
     experiment_short: Experiment, tmp_path: Path
 ) -> None:
-    first = plan(experiment_short, tmp_path)
-    assert plan(experiment_short, tmp_path / "elsewhere").key == first.key
+    workspace = Workspace(tmp_path)
+    first = plan(experiment_short, workspace=workspace)
+    assert plan(experiment_short, workspace=Workspace(tmp_path / "elsewhere")).key == first.key
+    assert first.run_dir == workspace.runs(experiment_short.name) / first.key
     for changed in (
         dataclasses.replace(
             experiment_short, train=dataclasses.replace(experiment_short.train, iters=9)
@@ -263,7 +294,7 @@ def test_key_changes_when_data_or_settings_change(
             experiment_short, fuse=dataclasses.replace(experiment_short.fuse, dequantize=True)
         ),
     ):
-        assert plan(changed, tmp_path).key != first.key
+        assert plan(changed, workspace=workspace).key != first.key
 
     data = tmp_path / "data"
     data.mkdir()
@@ -272,8 +303,8 @@ def test_key_changes_when_data_or_settings_change(
         if split == "train":
             text = "".join(text.splitlines(keepends=True)[:-1])  # one example fewer
         (data / f"{split}.jsonl").write_text(text)
-    other = plan(with_overrides(experiment_short, data=str(data)), tmp_path)
-    assert other.inputs["data_sha256"] != first.inputs["data_sha256"]
+    other = plan(with_overrides(experiment_short, data=str(data)), workspace=workspace)
+    assert other.inputs.data_sha256 != first.inputs.data_sha256
     assert other.key != first.key
 
 
@@ -281,8 +312,8 @@ def test_full_disk_stops_with_a_clear_error_and_writes_no_run(
     experiment_short: Experiment, tmp_path: Path
 ) -> None:
     with pytest.raises(BuildError, match=r"not enough disk space.*needs 0\.2 GB"):
-        build(experiment_short, runs_root=tmp_path, free_bytes=lambda path: 10_000_000)
-    assert not (tmp_path / experiment_short.name).exists()
+        build(experiment_short, workspace=Workspace(tmp_path), free_bytes=lambda path: 10_000_000)
+    assert not Workspace(tmp_path).runs(experiment_short.name).exists()
 
 
 def test_missing_base_model_folder_is_one_clear_error(
@@ -291,39 +322,135 @@ def test_missing_base_model_folder_is_one_clear_error(
     missing = tmp_path / "no-such-model"
     experiment = with_overrides(experiment_short, base_model=str(missing))
     with pytest.raises(BuildError, match="does not exist") as err:
-        build(experiment, runs_root=tmp_path / "runs")
+        build(experiment, workspace=Workspace(tmp_path / "workdir"))
     assert str(missing) in str(err.value)
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "workdir").exists()
 
 
 def test_corrupt_checkpoint_is_named_discarded_and_not_trusted(
     experiment_short: Experiment, tmp_path: Path
 ) -> None:
-    where = plan(experiment_short, tmp_path)
+    where = plan(experiment_short, workspace=Workspace(tmp_path))
     partial = where.run_dir / "adapters.partial"
     partial.mkdir(parents=True)
     (partial / "0000004_adapters.safetensors").write_bytes(b"\x10\x00\x00\x00not a tensor")
     with pytest.raises(CorruptCheckpointError, match=r"0000004_adapters\.safetensors") as err:
-        build(experiment_short, runs_root=tmp_path)
+        build(experiment_short, workspace=Workspace(tmp_path))
     assert "corrupt and has been discarded" in str(err.value)
     assert not list(partial.rglob("*_adapters.safetensors")), "the bad file is gone"
     record = read_record(where.record_path)
-    assert not any(s.get("complete") for s in record.get("stages", {}).values())
+    assert record is not None, "the build recorded its inputs before training"
+    assert not any(s.complete for s in record.stages.done())
     assert not (where.run_dir / "adapters").exists()
 
 
 def test_a_stage_folder_is_trusted_only_as_recorded(
     experiment_short: Experiment, tmp_path: Path
 ) -> None:
-    where = plan(experiment_short, tmp_path)
+    where = plan(experiment_short, workspace=Workspace(tmp_path))
     folder = where.output("quantize")
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(b"x" * 100)
-    assert not trusted(where, {}, "quantize"), "no record: a half-written folder"
-    record = {
-        "key": where.key,
-        "stages": {"quantize": {"complete": True, "manifest": manifest(folder)}},
-    }
+    assert not trusted(where, None, "quantize"), "no record: a half-written folder"
+    verdict = BuildPreflight(
+        fingerprint="f", passed=True, forced=False, failed=(), checks=0, report=None
+    )
+    record = BuildRecord(
+        format=1,
+        experiment=experiment_short.name,
+        experiment_file=Path(experiment_short.source),
+        fingerprint="f",
+        key=where.key,
+        inputs=where.inputs,
+        base_model=experiment_short.models.base,
+        base_folder=where.base,
+        data_folder=where.data,
+        preflight=verdict,
+        started="2026-01-01T00:00:00",
+    )
+    quantized = QuantizeRecord(
+        seconds=1.0, peak_memory_bytes=1, command=(), bits=5, group_size=64, dtype="float32",
+        bits_per_weight=None,
+    )  # fmt: skip
+    assert not trusted(where, record.with_stage("quantize", quantized), "quantize"), (
+        "recorded, but not as complete"
+    )
+    record = record.with_stage("quantize", quantized.completed(folder, 1.0))
+    assert record.stages.quantize is not None
+    assert record.stages.quantize.manifest == manifest(folder)
     assert trusted(where, record, "quantize")
+    assert not trusted(where, dataclasses.replace(record, key="other"), "quantize")
+    assert BuildRecord.read(record.write(where.record_path)) == record, "round trip"
     (folder / "model.safetensors").write_bytes(b"x" * 50)  # truncated since
     assert not trusted(where, record, "quantize")
+
+
+# --- progress and the runner --------------------------------------------------------------------
+
+
+def test_a_quiet_command_reports_a_heartbeat_and_every_parsed_line(tmp_path: Path) -> None:
+    lines: list[str] = []
+    log_path = tmp_path / "build.log"
+    script = "import time; print('hello', flush=True); time.sleep(1.0); print('bye')"
+    with log_path.open("a", encoding="utf-8") as log_file:
+        runner = Runner(lines.append, log_file, log_path, every=0.2)
+        run = runner.run(
+            "fuse",
+            [sys.executable, "-c", script],
+            on_line=lambda line: f"[fuse] said {line}" if line == "hello" else None,
+        )
+    assert run.returncode == 0 and run.seconds >= 1.0
+    assert run.peak_rss_bytes is not None and run.peak_rss_bytes > 0
+    assert lines.count("[fuse] said hello") == 1
+    beats = [line for line in lines if line.startswith("[fuse] running 0:0")]
+    assert len(beats) >= 3, lines
+    assert len(beats) == len(lines) - 1, "nothing but parsed lines and heartbeats"
+    text = log_path.read_text()
+    assert "hello\nbye\n" in text and "# exit 0 after" in text
+    assert "[fuse] said" not in text, "progress lines go to log; the runner writes output"
+
+
+def test_a_failed_command_is_a_stage_error_with_its_last_lines(tmp_path: Path) -> None:
+    log_path = tmp_path / "build.log"
+    script = "import sys; print('loading'); print('boom: out of memory'); sys.exit(3)"
+    with log_path.open("a", encoding="utf-8") as log_file, pytest.raises(StageError) as err:
+        runner = Runner(lambda line: None, log_file, log_path)
+        runner.run("quantize", [sys.executable, "-c", script])
+    message = str(err.value)
+    assert message.startswith("quantize: `") and "exited with status 3" in message
+    assert "  boom: out of memory" in message and message.endswith(f"full log: {log_path}")
+    assert err.value.exit_code == 3
+
+
+def test_training_progress_says_step_loss_speed_and_eta() -> None:
+    progress = TrainProgress(total=10)
+    assert progress.heartbeat(12).startswith("[train] step 0/10  loading")
+    assert "elapsed 0:12" in progress.heartbeat(12)
+    row = progress.message("     2    1.636 \u25bc      555      1.0k")
+    assert row is not None and row.startswith("[train] step 2/10  loss 1.636")
+    beat = progress.heartbeat(30)
+    assert beat.startswith("[train] step 2/10  loss 1.636  555 tok/s  elapsed ")
+    assert "ETA " in beat
+    val = progress.message("     3    val 1.442    0.20s")
+    assert val is not None and val.startswith("[train] val loss 1.442 after step 2/10")
+    assert progress.message("some other line") is None
+
+
+def test_build_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli.build import main
+
+    missing = tmp_path / "no-such.toml"
+    assert main(["--experiment", str(missing), "--workdir", str(tmp_path / "w")]) == 2
+    assert "error: " in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_generated_data_goes_to_the_workspace(tmp_path: Path) -> None:
+    tiny = load_experiment("tiny")
+    assert not tiny.data.path, "tiny's data is generated"
+    renamed = dataclasses.replace(tiny, name="tiny-buildtest-data")
+    workspace = Workspace(tmp_path)
+    where = plan(renamed, workspace=workspace)
+    assert where.data == workspace.data(renamed.name)
+    assert (where.data / "train.jsonl").is_file() and (where.data / "valid.jsonl").is_file()
+    assert where.run_dir.is_relative_to(workspace.root)

@@ -15,15 +15,14 @@ from typing import Any
 
 import pytest
 
-from pipeline.calls import Call
-from pipeline.catalog import load_catalog
+from pipeline.cli.data import main
+from pipeline.core.errors import BadInput
 from pipeline.data import (
     DEFAULT_TEMPLATES_PATH,
     KINDS,
     STAMP,
     DataError,
     Target,
-    _stamp,
     convert,
     convert_file,
     convert_path,
@@ -31,14 +30,16 @@ from pipeline.data import (
     ensure_data,
     generate,
     load_templates,
-    main,
     message_calls,
     message_problem,
     read_split,
 )
-from pipeline.data import _Generator as Generator
-from pipeline.experiment import SHARED, CallMode, CallSyntax, Experiment, load_experiment
-from pipeline.prompts import load_prompts, system_prompt
+from pipeline.data.generator import _Generator as Generator
+from pipeline.data.generator import _stamp
+from pipeline.spec.calls import Call
+from pipeline.spec.catalog import load_catalog
+from pipeline.spec.experiment import SHARED, CallMode, CallSyntax, Experiment, load_experiment
+from pipeline.spec.prompts import load_prompts, system_prompt
 
 CATALOG = load_catalog()
 MODELS = SHARED / "models"
@@ -311,7 +312,7 @@ def test_editing_the_templates_changes_the_stamp(
 ) -> None:
     before = _stamp(phase40, "structured", "code")
     edited = dataclasses.replace(load_templates(), sha256="0" * 64)
-    monkeypatch.setattr("pipeline.data.load_templates", lambda: edited)
+    monkeypatch.setattr("pipeline.data.generator.load_templates", lambda: edited)
     assert _stamp(phase40, "structured", "code")["inputs_sha256"] != before["inputs_sha256"]
 
 
@@ -592,7 +593,7 @@ def test_ensure_data_generates_once_and_again_when_settings_change(
     tiny: Experiment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "runs" / "tiny" / "data"
-    monkeypatch.setattr("pipeline.data.data_dir", lambda experiment: folder)
+    monkeypatch.setattr("pipeline.data.generator.data_dir", lambda experiment, workspace: folder)
     small = _sized(tiny, 60, 12)
     assert ensure_data(small) == folder
     assert (folder / STAMP).is_file() and len(_records(folder, "train")) == 60
@@ -622,8 +623,35 @@ def test_generate_cli_never_overwrites_a_named_data_folder(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     given = dataclasses.replace(tiny, data=dataclasses.replace(tiny.data, path=str(tiny_data)))
-    monkeypatch.setattr("pipeline.data.load_experiment", lambda name: given)
+    monkeypatch.setattr("pipeline.cli.data.load_experiment", lambda name: given)
     before = (tiny_data / "train.jsonl").read_bytes()
     assert main(["generate", "--experiment", "tiny"]) == 2
     assert "pass --out" in capsys.readouterr().err
     assert (tiny_data / "train.jsonl").read_bytes() == before
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def test_a_non_utf8_split_is_one_error_naming_file_line_and_offset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = json.dumps(_fixtures()["json"][0]).encode()
+    bad = b'{"messages": "caf\xe9"}'
+    (tmp_path / "train.jsonl").write_bytes(good + b"\n" + bad + b"\n")
+    offset = len(good) + 1 + bad.index(b"\xe9")
+    with pytest.raises(DataError) as caught:
+        read_split(tmp_path, "train")
+    message = str(caught.value)
+    assert f"{tmp_path / 'train.jsonl'}:2:" in message and f"offset {offset}" in message
+    assert "0xe9" in message and "\n" not in message
+    assert main(["convert", "--to", "xml", str(tmp_path / "train.jsonl"), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"train.jsonl:2: byte 0xe9 at offset {offset}" in err[0]
+
+
+def test_a_missing_data_folder_is_one_data_error_line(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as caught:
+        read_split(tmp_path / "nowhere", "train")
+    assert str(caught.value) == f"data folder {tmp_path / 'nowhere'} does not exist"
+    assert isinstance(caught.value, BadInput) and isinstance(caught.value, ValueError)

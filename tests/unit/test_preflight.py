@@ -14,12 +14,17 @@ from typing import Any
 import pytest
 
 from pipeline import preflight
-from pipeline.calls import Call, render, wrap_code
-from pipeline.catalog import load_catalog
 from pipeline.data import DataError, Example, read_jsonl
-from pipeline.experiment import SHARED, Experiment, load_experiment, with_overrides
-from pipeline.models import ModelError
-from pipeline.prompts import system_prompt
+from pipeline.models.refs import ModelError
+from pipeline.preflight.checks_calls import check_call_syntax, check_masking, check_tool_trained
+from pipeline.preflight.checks_data import check_disk
+from pipeline.preflight.checks_templates import check_rendering, check_thinking
+from pipeline.preflight.checks_tokens import check_chatml, check_special_token
+from pipeline.preflight.inputs import encode, encode_direct
+from pipeline.spec.calls import Call, render, wrap_code
+from pipeline.spec.catalog import load_catalog
+from pipeline.spec.experiment import SHARED, Experiment, load_experiment, with_overrides
+from pipeline.spec.prompts import system_prompt
 
 MODELS = SHARED / "models"
 needs_shared = pytest.mark.skipif(
@@ -73,7 +78,7 @@ def test_xml_calls_fail_for_the_8b_base(phase40: Experiment, base: preflight.Sid
     system = system_prompt(phase40)
     raw = render(Call("execute_code", {"code": "read_file(path='a.py')"}), "xml")
     data = _examples([_conversation(system, "show a.py", {"content": raw})])
-    finding = preflight.check_call_syntax(
+    finding = check_call_syntax(
         base, preflight.render_examples(base, data), load_catalog(), mask_prompt=True
     )
     assert finding.failed
@@ -88,7 +93,7 @@ def test_structured_calls_pass_for_the_8b_base(phase40: Experiment, base: prefli
     data = _examples(
         [_conversation(system, "show a.py", _code_call(Call("read_file", {"path": "a.py"})))]
     )
-    finding = preflight.check_call_syntax(
+    finding = check_call_syntax(
         base, preflight.render_examples(base, data), load_catalog(), mask_prompt=True
     )
     assert finding.verdict == "pass", finding.message()
@@ -100,7 +105,7 @@ def test_xml_calls_pass_for_the_coder_base(phase40: Experiment, reference: prefl
     system = system_prompt(phase40)
     raw = render(Call("execute_code", {"code": "read_file(path='a.py')"}), "xml")
     data = _examples([_conversation(system, "show a.py", {"content": raw})])
-    finding = preflight.check_call_syntax(
+    finding = check_call_syntax(
         reference, preflight.render_examples(reference, data), load_catalog(), mask_prompt=True
     )
     assert finding.verdict == "pass", finding.message()
@@ -117,7 +122,7 @@ def _thinking(phase40: Experiment, base: preflight.Side, **eval_settings: Any) -
     data = _examples(
         [_conversation(system, "lint x.py", _code_call(Call("ruff_check", {"path": "x.py"})))]
     )
-    return preflight.check_thinking(base, preflight.render_examples(base, data), experiment, system)
+    return check_thinking(base, preflight.render_examples(base, data), experiment, system)
 
 
 @needs_shared
@@ -172,7 +177,7 @@ def _masked_only_dataset(system: str) -> list[Example]:
 
 def test_tool_only_in_masked_turns_fails(phase40: Experiment) -> None:
     data = _masked_only_dataset(system_prompt(phase40))
-    finding, per_tool = preflight.check_masking(data, load_catalog(), mask_prompt=True)
+    finding, per_tool = check_masking(data, load_catalog(), mask_prompt=True)
     assert finding.failed
     assert per_tool["hover"] == {"trained": 0, "masked_only": 1}
     assert "never trained: hover" in finding.detail
@@ -181,9 +186,29 @@ def test_tool_only_in_masked_turns_fails(phase40: Experiment) -> None:
 
 def test_tool_in_masked_turns_passes_without_mask(phase40: Experiment) -> None:
     data = _masked_only_dataset(system_prompt(phase40))
-    finding, per_tool = preflight.check_masking(data, load_catalog(), mask_prompt=False)
+    finding, per_tool = check_masking(data, load_catalog(), mask_prompt=False)
     assert finding.verdict == "pass", finding.message()
     assert per_tool["hover"]["trained"] == 1
+
+
+def test_a_tool_only_in_masked_turns_is_not_trained(phase40: Experiment) -> None:
+    data = _masked_only_dataset(system_prompt(phase40))
+    _, per_tool = check_masking(data, load_catalog(), mask_prompt=True)
+    finding = check_tool_trained("hover", per_tool["hover"], mask_prompt=True)
+    assert finding.failed and finding.subject == "hover"
+    assert finding.figure == (
+        "hover is never a trained call in train.jsonl (1 examples hold it only in masked "
+        "turns; mask_prompt=True)"
+    )
+    read = check_tool_trained("read_file", per_tool["read_file"], mask_prompt=True)
+    assert read.verdict == "pass" and read.figure == "trained in 1 examples"
+
+
+def test_a_tool_in_masked_turns_is_trained_without_mask(phase40: Experiment) -> None:
+    data = _masked_only_dataset(system_prompt(phase40))
+    _, per_tool = check_masking(data, load_catalog(), mask_prompt=False)
+    finding = check_tool_trained("hover", per_tool["hover"], mask_prompt=False)
+    assert finding.verdict == "pass", finding.message()
 
 
 # --- checks 1-4 on the real files ----------------------------------------------------------------
@@ -194,21 +219,21 @@ def test_tool_in_masked_turns_passes_without_mask(phase40: Experiment) -> None:
 def test_pinned_tokens_on_real_files(phase40: Experiment, side_name: str, request) -> None:
     side = request.getfixturevalue(side_name)
     for token, pinned in phase40.tokens.items():
-        finding = preflight.check_special_token(side, token, pinned)
+        finding = check_special_token(side, token, pinned)
         assert finding.verdict == "pass", finding.message()
     assert side.parser == ("json_tools" if side_name == "base" else "qwen3_coder")
 
 
 @needs_shared
 def test_unknown_token_is_named(base: preflight.Side) -> None:
-    finding = preflight.check_special_token(base, "<tool_cal>", 151657)
+    finding = check_special_token(base, "<tool_cal>", 151657)
     assert finding.failed
     assert "'<tool_cal>' splits into" in finding.figure and "151657" in finding.detail
 
 
 @needs_shared
 def test_chatml_identical_on_real_files(phase40: Experiment, base, reference) -> None:
-    finding = preflight.check_chatml(base, reference, system_prompt(phase40), "hello")
+    finding = check_chatml(base, reference, system_prompt(phase40), "hello")
     assert finding.verdict == "pass", finding.message()
 
 
@@ -222,7 +247,7 @@ def test_tools_in_the_prompt_frame_the_models_differently(phase40: Experiment, b
     )
     record["tools"] = catalog.openai_tools()
     data = _examples([record])
-    finding = preflight.check_rendering(
+    finding = check_rendering(
         preflight.render_examples(base, data), preflight.render_examples(reference, data), "train"
     )
     assert finding.failed
@@ -259,8 +284,8 @@ def test_malformed_jsonl_line_is_named(tmp_path: Path) -> None:
 
 
 def test_disk_need_above_free_space_fails(tmp_path: Path) -> None:
-    assert preflight.check_disk(tmp_path, 1e9).failed
-    assert preflight.check_disk(tmp_path, 0.0).verdict == "pass"
+    assert check_disk(tmp_path, 1e9).failed
+    assert check_disk(tmp_path, 0.0).verdict == "pass"
 
 
 @needs_shared
@@ -270,9 +295,7 @@ def test_piecewise_encoding_equals_direct_encoding(phase40: Experiment, base, re
     examples = read_split(ensure_data(phase40), "valid")
     texts = [r.text for r in preflight.render_examples(base, examples)]
     for side in (base, reference):
-        assert preflight._encode(side.tokenizer, texts) == preflight._encode_direct(
-            side.tokenizer, texts
-        )
+        assert encode(side.tokenizer, texts) == encode_direct(side.tokenizer, texts)
 
 
 @needs_shared
@@ -282,6 +305,8 @@ def test_generated_phase40_data_passes_the_whole_preflight(phase40: Experiment) 
     assert not failed, "\n\n".join(failed)
     checks = {f.check for f in findings}
     assert {
+        "load",
+        "tool-trained",
         "special-tokens",
         "chatml",
         "special-positions",

@@ -1,8 +1,8 @@
 """Reports from synthetic run folders, written in the real formats by the real writers.
 
 A run of phase40's 30 prompts at two temperatures with two samples is made from hand-chosen
-scores: summary.json comes from `evaluate.summarize`, scores.jsonl from the eval's own line
-writer, build.json from the build's record, preflight.json from `preflight.write_report`.
+scores: summary.json is the `EvalSummary` of `evaluate.summarize`, scores.jsonl the eval's own
+lines, build.json from the build's record, preflight.json from `preflight.write_report`.
 Every table of results.md is then checked against the raw scores.jsonl, not against the
 summary the report was made from. No server, no model.
 """
@@ -19,16 +19,32 @@ from typing import Any
 
 import pytest
 
-from pipeline import build, evaluate, preflight, report
-from pipeline.catalog import load_catalog
-from pipeline.client import Record
-from pipeline.evaluate import Scored, Settings
-from pipeline.experiment import CATEGORIES, Experiment, load_experiment
+from pipeline import preflight, report
+from pipeline.build import (
+    BUILD_FORMAT,
+    BuildInputs,
+    BuildPreflight,
+    BuildRecord,
+    FuseRecord,
+    QuantizeRecord,
+    Stages,
+    TrainRecord,
+)
+from pipeline.build.records import Attempt
+from pipeline.cli import report as report_cli
+from pipeline.core import io
+from pipeline.core.workspace import CHECKOUT, Workspace
+from pipeline.eval import run as evaluate
+from pipeline.eval.client import Record
+from pipeline.eval.run import Scored, Settings
+from pipeline.eval.scoring import Score
 from pipeline.preflight import Finding
-from pipeline.prompts import EvalPrompt, load_prompts
-from pipeline.scoring import Score
+from pipeline.spec.catalog import load_catalog
+from pipeline.spec.experiment import Experiment, load_experiment
+from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 SETTINGS = Settings(samples=2, temperatures=(0.0, 0.7))
+CATEGORIES = tuple(load_catalog().categories)
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +107,19 @@ def write_run(
     *,
     settings: Settings = SETTINGS,
     built: bool = True,
+    workspace: Workspace,
     preflight_failed: bool = False,
     forced: bool = False,
 ) -> Path:
-    """A run folder as routegate leaves it; returns the preflight.json path."""
+    """A run folder as routegate leaves it, its preflight.json in `workspace`; returns the
+    preflight.json path."""
     eval_dir = run_dir / "eval"
     eval_dir.mkdir(parents=True)
-    summary = evaluate.summarize(experiment, scored, settings)
-    summary.update(
+    summary = evaluate.summarize(
+        experiment,
+        scored,
+        settings,
+        categories=CATEGORIES,
         model=str(run_dir / "quantized") if built else "/models/qwen3-8b-phase40",
         server_url=None,
         model_id="default_model",
@@ -106,8 +127,8 @@ def write_run(
         seconds=12.5,
         requests=len(scored),
     )
-    evaluate._write_jsonl(eval_dir / "scores.jsonl", [evaluate._score_line(s) for s in scored])
-    (eval_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    io.write_jsonl(eval_dir / "scores.jsonl", [evaluate._score_line(s) for s in scored])
+    summary.write(eval_dir / "summary.json")
     findings = [
         Finding("special-tokens", "base <tool_call>", "pass", "single token, id 151657"),
         Finding("chatml", "system + user", "pass", "identical (8123 chars)"),
@@ -117,66 +138,116 @@ def write_run(
         findings.append(
             Finding("thinking", "eval settings", "fail", "1159 targets start with <think>", "fix")
         )
-    pf_path = preflight.write_report(experiment, findings)
+    pf_path = preflight.write_report(experiment, findings, workspace)
     if built:
-        plan = build.BuildPlan(
-            experiment, "0123456789abcdef", {"versions": {}}, run_dir, run_dir, None
-        )
-        failures = [f.message() for f in findings if f.failed]
-        record = build._fresh_record(plan, {}, findings, failures, pf_path, forced)
-        record["inputs"]["versions"] = {"mlx": "0.32.4", "mlx-lm": "0.32.2"}
-        record.update(started="2026-02-18T10:09:00", complete=True, finished="2026-02-18T10:40:00")
-        record["seconds"] = 1834.2
-        record["stages"] = {
-            "train": {
-                "seconds": 1500.0,
-                "wall_seconds": 1501.5,
-                "peak_memory_bytes": 9_100_000_000,
-                "mlx_peak_memory_gb": 8.7,
-                "train_loss": 0.412,
-                "val_loss": 0.538,
-                "val_loss_step": 800,
-                "trainable_parameters": 7_667_712,
-                "trainable_parameters_reported": "0.094% (7.668M/8190.735M)",
-                "total_parameters_millions": 8190.735,
-                "fine_tune_type": "lora",
-                "iters": 800,
-                "resumed_from": None,
-                "attempts": [{"offset": 0, "iters": 800}],
-                "output_bytes": 30_700_000,
-            },
-            "fuse": {
-                "seconds": 120.0,
-                "wall_seconds": 121.0,
-                "peak_memory_bytes": 17_000_000_000,
-                "output_bytes": 16_400_000_000,
-                "removed": True,
-            },
-            "quantize": {
-                "seconds": 200.0,
-                "wall_seconds": 201.0,
-                "peak_memory_bytes": 17_500_000_000,
-                "output_bytes": 5_700_000_000,
-                "bits": 5,
-                "group_size": 64,
-                "bits_per_weight": 5.5,
-            },
-        }
-        build._write_record(run_dir / "build.json", record)
+        write_build_record(run_dir, experiment, findings, pf_path, forced=forced)
     return pf_path
 
 
-@pytest.fixture
-def reports_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """preflight.write_report writes under tmp_path, never into the checkout's reports/."""
-    monkeypatch.setattr(preflight, "ROOT", tmp_path)
-    return tmp_path
+def write_build_record(
+    run_dir: Path, experiment: Experiment, findings: list[Finding], report: Path, *, forced: bool
+) -> None:
+    """build.json as the build writes it: a BuildRecord of three completed stages."""
+    failures = tuple(f.message() for f in findings if f.failed)
+    record = BuildRecord(
+        format=BUILD_FORMAT,
+        experiment=experiment.name,
+        experiment_file=experiment.source,
+        fingerprint=experiment.fingerprint(),
+        key="0123456789abcdef",
+        inputs=BuildInputs(
+            format=BUILD_FORMAT,
+            base={"hub": experiment.models.base, "revision": ""},
+            data_sha256="0" * 64,
+            train={},
+            fuse={},
+            quantize={},
+            versions={"mlx": "0.32.4", "mlx-lm": "0.32.2"},
+        ),
+        base_model=experiment.models.base,
+        base_folder=None,
+        data_folder=run_dir / "data",
+        preflight=BuildPreflight(
+            fingerprint=experiment.fingerprint(),
+            passed=not failures,
+            forced=bool(failures) and forced,
+            failed=failures,
+            checks=len(findings),
+            report=report,
+        ),
+        started="2026-02-18T10:09:00",
+        complete=True,
+        finished="2026-02-18T10:40:00",
+        seconds=1834.2,
+        stages=Stages(
+            train=TrainRecord(
+                seconds=1500.0,
+                wall_seconds=1501.5,
+                peak_memory_bytes=9_100_000_000,
+                command=("mlx_lm", "lora"),
+                complete=True,
+                output_bytes=30_700_000,
+                mlx_peak_memory_gb=8.7,
+                train_loss=0.412,
+                val_loss=0.538,
+                val_loss_step=800,
+                trainable_parameters=7_667_712,
+                trainable_parameters_reported="0.094% (7.668M/8190.735M)",
+                total_parameters_millions=8190.735,
+                fine_tune_type="lora",
+                iters=800,
+                resumed_from=None,
+                attempts=(
+                    Attempt(
+                        offset=0,
+                        iters=800,
+                        resume_from=None,
+                        command=("mlx_lm", "lora"),
+                        started="2026-02-18T10:09:10",
+                    ),
+                ),
+            ),
+            fuse=FuseRecord(
+                seconds=120.0,
+                wall_seconds=121.0,
+                peak_memory_bytes=17_000_000_000,
+                command=("mlx_lm", "fuse"),
+                complete=True,
+                output_bytes=16_400_000_000,
+                fine_tune_type="lora",
+                nothing_to_merge=False,
+                dequantize=False,
+                dtype="bfloat16",
+                dtype_note=None,
+                removed=True,
+            ),
+            quantize=QuantizeRecord(
+                seconds=200.0,
+                wall_seconds=201.0,
+                peak_memory_bytes=17_500_000_000,
+                command=("mlx_lm", "convert"),
+                complete=True,
+                output_bytes=5_700_000_000,
+                bits=5,
+                group_size=64,
+                dtype="bfloat16",
+                bits_per_weight=5.5,
+            ),
+        ),
+    )
+    record.write(run_dir / "build.json")
 
 
 @pytest.fixture
-def run(tmp_path: Path, reports_root: Path, experiment, prompts) -> tuple[Path, Path]:
+def workspace(tmp_path: Path) -> Workspace:
+    """Where preflight.json and the reports go: under tmp_path, never the checkout's reports/."""
+    return Workspace(tmp_path)
+
+
+@pytest.fixture
+def run(tmp_path: Path, workspace: Workspace, experiment, prompts) -> tuple[Path, Path]:
     run_dir = tmp_path / "runs" / "phase40" / "0123456789abcdef"
-    pf = write_run(run_dir, experiment, scored_run(prompts))
+    pf = write_run(run_dir, experiment, scored_run(prompts), workspace=workspace)
     return run_dir, pf
 
 
@@ -317,7 +388,7 @@ def test_sweep_shows_each_temperature_and_the_flips(run, experiment) -> None:
 def test_training_preflight_settings_and_docs(run, experiment) -> None:
     run_dir, pf = run
     r = made(run_dir, experiment, pf)
-    md = report.render_markdown(r, out_dir=report.ROOT / "reports" / "phase40")
+    md = report.render_markdown(r, out_dir=Workspace(CHECKOUT).reports("phase40"))
     stages = {row[0]: row for row in table(md, "stage |")}
     assert stages["train"][1] == "25.0 min" and stages["train"][2] == "9.10 GB"
     assert stages["fuse"][3] == "16.40 GB (removed)"
@@ -351,7 +422,7 @@ def test_written_files(run, experiment, tmp_path: Path) -> None:
     data = json.loads(written.json.read_text())
     assert {k: v for k, v in data.items() if k != "chart"} == json.loads(json.dumps(r))
     assert written.markdown.read_text() == report.render_markdown(data, tmp_path / "out")
-    pytest.importorskip("matplotlib")
+    # matplotlib is a default dependency: the chart is drawn by default
     assert written.chart is not None
     assert written.chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert data["chart"] == {"file": "results.png"}
@@ -370,9 +441,9 @@ def test_build_report_is_a_pure_function_of_the_run(run, experiment) -> None:
 # --- runs without a build, without matplotlib, with a failed preflight --------------------------
 
 
-def test_a_model_run_without_build_json(tmp_path, reports_root, experiment, prompts) -> None:
+def test_a_model_run_without_build_json(tmp_path, workspace, experiment, prompts) -> None:
     run_dir = tmp_path / "runs" / "phase40" / "model-abc"
-    pf = write_run(run_dir, experiment, scored_run(prompts), built=False)
+    pf = write_run(run_dir, experiment, scored_run(prompts), built=False, workspace=workspace)
     r = made(run_dir, experiment, pf)
     assert r["training"] is None
     md = report.render_markdown(r)
@@ -403,13 +474,14 @@ def test_without_matplotlib_the_chart_is_skipped(
 
 
 def test_a_build_forced_past_a_failed_preflight_fails(
-    tmp_path, reports_root, experiment, prompts
+    tmp_path, workspace, experiment, prompts
 ) -> None:
     run_dir = tmp_path / "runs" / "phase40" / "forced"
     pf = write_run(
         run_dir,
         experiment,
         scored_run(prompts, value=lambda p, i, s, t: 1.0),
+        workspace=workspace,
         preflight_failed=True,
         forced=True,
     )
@@ -422,31 +494,44 @@ def test_a_build_forced_past_a_failed_preflight_fails(
     assert "At build time: FAILED, built anyway (--force)" in md
 
 
-def test_a_stale_preflight_is_shown_not_counted(
-    tmp_path, reports_root, experiment, prompts
-) -> None:
+def test_a_stale_preflight_is_shown_not_counted(tmp_path, workspace, experiment, prompts) -> None:
     run_dir = tmp_path / "runs" / "phase40" / "stale"
     other = dataclasses.replace(experiment, description="changed since")
-    write_run(run_dir, other, scored_run(prompts, value=lambda p, i, s, t: 1.0), built=False)
+    write_run(
+        run_dir,
+        other,
+        scored_run(prompts, value=lambda p, i, s, t: 1.0),
+        built=False,
+        workspace=workspace,
+    )
     pf = preflight.write_report(
-        experiment, [Finding("disk", "runs", "fail", "0.1 GB free", "free space")]
+        experiment, [Finding("disk", "runs", "fail", "0.1 GB free", "free space")], workspace
     )
     r = made(run_dir, other, pf)
     assert r["verdict"] == "PASS"
     assert not r["preflight"]["current"] and not r["preflight"]["failed_for_this_run"]
     assert any("not counted" in w for w in r["warnings"])
     current = made(
-        run_dir, other, preflight.write_report(other, [Finding("disk", "runs", "fail", "x")])
+        run_dir,
+        other,
+        preflight.write_report(other, [Finding("disk", "runs", "fail", "x")], workspace),
     )
     assert current["verdict"] == "FAIL"
 
 
-def test_pending_thresholds(tmp_path, reports_root, prompts) -> None:
+def test_pending_thresholds(tmp_path, workspace, prompts) -> None:
     tiny = load_experiment("tiny")
     tiny = dataclasses.replace(tiny, thresholds=dataclasses.replace(tiny.thresholds, pending=True))
     settings = Settings(1, (0.0,))
     run_dir = tmp_path / "runs" / "tiny" / "x"
-    pf = write_run(run_dir, tiny, scored_run(prompts, settings), settings=settings, built=False)
+    pf = write_run(
+        run_dir,
+        tiny,
+        scored_run(prompts, settings),
+        settings=settings,
+        built=False,
+        workspace=workspace,
+    )
     r = made(run_dir, tiny, pf)
     assert r["verdict"] == "PENDING"
     md = report.render_markdown(r)
@@ -458,11 +543,11 @@ def test_pending_thresholds(tmp_path, reports_root, prompts) -> None:
 
 
 def test_compare_shows_category_and_prompt_differences(
-    tmp_path, reports_root, experiment, prompts, capsys
+    tmp_path, workspace, experiment, prompts, capsys
 ) -> None:
     a_dir = tmp_path / "runs" / "phase40" / "a"
     b_dir = tmp_path / "runs" / "phase40" / "b"
-    write_run(a_dir, experiment, scored_run(prompts))
+    write_run(a_dir, experiment, scored_run(prompts), workspace=workspace)
 
     # the first domain prompt that called the wrong tool (0.1) gets it right in run B
     fixed = next(
@@ -474,7 +559,7 @@ def test_compare_shows_category_and_prompt_differences(
     def better(p: EvalPrompt, i: int, s: int, t: float) -> float:
         return 1.0 if p.id == fixed else chosen_value(p, i, s, t)
 
-    pf = write_run(b_dir, experiment, scored_run(prompts, value=better))
+    pf = write_run(b_dir, experiment, scored_run(prompts, value=better), workspace=workspace)
     a, b = made(a_dir, experiment, pf), made(b_dir, experiment, pf)
     cmp = report.compare(a, b)
     domain = next(c for c in cmp["categories"] if c["category"] == "domain")
@@ -499,18 +584,55 @@ def test_compare_shows_category_and_prompt_differences(
     assert "run_command(command='ls') (all 2 samples)  ->  " in line
 
     # the command line prints the same
-    assert report.main(["--compare", str(a_dir), str(b_dir), "--experiment", "phase40"]) == 0
+    args = ["--compare", str(a_dir), str(b_dir), "--experiment", "phase40"]
+    assert report_cli.main(args) == 0
     assert f"prompts: 1 of {len(prompts)} differ" in capsys.readouterr().out
 
 
 def test_the_command_line_writes_the_report(run, tmp_path: Path, capsys) -> None:
     run_dir, _ = run
     out = tmp_path / "cli"
-    code = report.main([str(run_dir), "--out", str(out), "--no-chart"])
+    code = report_cli.main(
+        [str(run_dir), "--out", str(out), "--no-chart", "--workdir", str(tmp_path)]
+    )
     assert code == 1  # phase40's domain is below its threshold: FAIL
     printed = capsys.readouterr().out
     assert printed.startswith("phase40: FAIL")
     assert (out / "results.md").is_file() and (out / "results.json").is_file()
     assert "Chart skipped: turned off (--no-chart)" in (out / "results.md").read_text()
-    assert report.main([str(tmp_path / "nowhere")]) == 2
+    assert report_cli.main([str(tmp_path / "nowhere")]) == 2
     assert "summary.json does not exist" in capsys.readouterr().err
+
+
+def test_report_run_writes_into_the_workspace_with_its_chart(run, experiment, workspace) -> None:
+    run_dir, _ = run
+    written = report.report_run(run_dir, experiment, workspace)
+    folder = workspace.reports("phase40")
+    assert report.report_dir("phase40", workspace) == folder
+    assert written.markdown == folder / "results.md" and written.json == folder / "results.json"
+    # the preflight.json of that workspace is the one read
+    assert written.report["preflight"]["path"] == str(workspace.preflight_report("phase40"))
+    assert written.chart == folder / "results.png"
+    assert (folder / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = written.markdown.read_text()
+    assert "![per-category score, 95% interval, threshold and baseline](results.png)" in md
+    assert written.verdict.outcome == written.report["verdict"] == "FAIL"
+    assert written.verdict.exit_code == 1
+
+
+def test_unanswered_requests_make_an_error(tmp_path, workspace, experiment, prompts) -> None:
+    scored = scored_run(prompts, value=lambda p, i, s, t: 1.0)
+    first = scored[0]
+    scored[0] = dataclasses.replace(
+        first, record=dataclasses.replace(first.record, error="connection refused")
+    )
+    run_dir = tmp_path / "runs" / "phase40" / "error"
+    pf = write_run(run_dir, experiment, scored, built=False, workspace=workspace)
+    r = made(run_dir, experiment, pf)
+    assert r["verdict"] == r["thresholds_verdict"] == "ERROR"
+    assert r["verdict_reasons"] == [
+        f"1 of {len(scored)} request(s) got no usable answer: connection refused"
+    ]
+    assert any("T=0: 1 request(s) got no answer" in w for w in r["warnings"])
+    args = [str(run_dir), "--out", str(tmp_path / "cli"), "--no-chart", "--workdir", str(tmp_path)]
+    assert report_cli.main(args) == 3

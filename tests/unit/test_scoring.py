@@ -12,11 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.calls import Call, render
-from pipeline.catalog import load_catalog
-from pipeline.experiment import CATEGORIES, ScoreName, load_experiment
-from pipeline.prompts import EvalPrompt, Expectation, load_prompts
-from pipeline.scoring import (
+from pipeline.eval.scoring import (
     OVERALL,
     CategoryScore,
     Extraction,
@@ -28,6 +24,10 @@ from pipeline.scoring import (
     summarize,
     wilson_interval,
 )
+from pipeline.spec.calls import Call, render
+from pipeline.spec.catalog import load_catalog
+from pipeline.spec.experiment import ScoreName, load_experiment
+from pipeline.spec.prompts import EvalPrompt, Expectation, load_prompts
 
 CATALOG = load_catalog()
 PROMPTS = {p.id: p for p in load_prompts(load_experiment("phase40").eval.prompts, CATALOG)}
@@ -543,8 +543,9 @@ def test_summarize_reproduces_the_seed_overall_and_keeps_no_tool_out() -> None:
         "multi-01": 0.35,
         "notool-01": 0.0, "notool-02": 0.0, "notool-03": 0.0,
     }  # fmt: skip
-    summary = summarize([_scored(PROMPTS[p], v) for p, v in values.items()])
-    assert list(summary) == [*CATEGORIES, "no_tool", OVERALL]
+    categories = tuple(load_catalog().categories)
+    summary = summarize([_scored(PROMPTS[p], v) for p, v in values.items()], categories)
+    assert list(summary) == [*categories, "no_tool", OVERALL]
     overall = summary[OVERALL]
     assert overall.n == 27 and overall.mean == pytest.approx(0.824, abs=5e-4)
     assert overall.kind == "bootstrap" and overall.lo < overall.mean < overall.hi
@@ -555,7 +556,7 @@ def test_summarize_reproduces_the_seed_overall_and_keeps_no_tool_out() -> None:
 
 def test_summarize_counts_every_sample() -> None:
     p = PROMPTS["validation-01"]
-    summary = summarize([_scored(p, 1.0)] * 3 + [_scored(p, 0.0)])
+    summary = summarize([_scored(p, 1.0)] * 3 + [_scored(p, 0.0)], tuple(load_catalog().categories))
     assert summary["validation"] == CategoryScore(0.75, *wilson_interval(3, 4), 4, "wilson")
     assert summary[OVERALL] == summary["validation"]
 

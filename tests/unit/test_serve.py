@@ -12,13 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import load_catalog
-from pipeline.client import Record, read_records, run_requests
-from pipeline.evaluate import build_requests, settings_for
-from pipeline.experiment import Experiment, load_experiment
-from pipeline.models import resolve
-from pipeline.prompts import load_prompts
-from pipeline.serve import LOOPBACK, Server, ServerError, connect, free_port, start_server
+from pipeline.core.errors import BadInput
+from pipeline.eval.client import Record, read_records, run_requests
+from pipeline.eval.run import build_requests, settings_for
+from pipeline.eval.serve import (
+    LOOPBACK,
+    Server,
+    ServerError,
+    connect,
+    free_port,
+    server_root,
+    start_server,
+)
+from pipeline.models.refs import resolve
+from pipeline.spec.catalog import load_catalog
+from pipeline.spec.experiment import Experiment, load_experiment
+from pipeline.spec.prompts import load_prompts
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +131,31 @@ def test_not_a_model_folder_is_named(tmp_path: Path) -> None:
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/v1", "/v1/"])
+def test_server_url_forms_reach_the_same_server(server: Server, suffix: str) -> None:
+    # http://host:port and http://host:port/v1 (OpenAI clients' and vLLM's form), with or
+    # without a trailing slash, must all ask /v1/models and /v1/chat/completions once.
+    given = connect(f"{server.url}{suffix}")
+    assert given.url == server.url
+    assert given.model_id == server.model_id
+
+
+@pytest.mark.parametrize(
+    ("given", "root"),
+    [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:8080/v1/", "http://127.0.0.1:8080"),
+        (" https://host/v1 ", "https://host"),
+    ],
+)
+def test_server_root_of_each_url_form(given: str, root: str) -> None:
+    assert server_root(given) == root
+
+
+def test_server_url_without_a_scheme_is_bad_input() -> None:
+    with pytest.raises(BadInput, match="give http://host:port"):
+        server_root("127.0.0.1:8080")

@@ -13,8 +13,8 @@ from typing import Any, cast
 
 import pytest
 
-from pipeline.experiment import TinyModel
-from pipeline.tiny import SPECIAL_TOKENS, build_tiny_model, chat_template, tiny_model
+from pipeline.models.tiny import SPECIAL_TOKENS, build_tiny_model, chat_template, tiny_model
+from pipeline.spec.experiment import TinyModel
 
 TOOL_NAMES = ("read_file", "write_file", "git_status", "git_diff", "grep_search", "list_dir")
 

@@ -16,23 +16,24 @@ from typing import Any
 import pytest
 
 from pipeline.build import BuildRefused, build
-from pipeline.catalog import load_catalog
-from pipeline.data import SPLITS, _Generator, ensure_data, message_calls, read_split, write_jsonl
-from pipeline.evaluate import OVERALL, run_eval
-from pipeline.experiment import CATEGORIES, Experiment, load_experiment, with_overrides
-from pipeline.models import resolve
-
-GATED = (*CATEGORIES, OVERALL)
+from pipeline.core.workspace import Workspace
+from pipeline.data import SPLITS, ensure_data, message_calls, read_split, write_jsonl
+from pipeline.data.generator import _Generator
+from pipeline.eval.records import EvalSummary
+from pipeline.eval.run import OVERALL, run_eval
+from pipeline.models.refs import resolve
+from pipeline.spec.catalog import load_catalog
+from pipeline.spec.experiment import Experiment, load_experiment, with_overrides
 
 
 def _quiet(_: str) -> None:
     pass
 
 
-def _failed_everywhere(summary: dict[str, Any]) -> list[str]:
+def _failed_everywhere(summary: EvalSummary, experiment: Experiment) -> list[str]:
     """The gated categories that passed at the decision temperature (none, for a failing model)."""
-    decision = summary["temperatures"][f"{summary['decision_temperature']:g}"]
-    return [name for name in GATED if decision["categories"][name]["passed"]]
+    rows = summary.decision().categories
+    return [name for name in experiment.thresholds.as_dict() if rows[name].passed]
 
 
 @pytest.mark.slow
@@ -40,9 +41,9 @@ def test_the_untrained_tiny_base_fails_every_threshold(tmp_path: Path) -> None:
     tiny = load_experiment("tiny")
     assert not tiny.thresholds.pending, "tiny's thresholds are pre-registered"
     result = run_eval(tiny, tmp_path, model_dir=resolve("tiny:json", tiny), log=_quiet)
-    assert result.summary["verdict"] == "FAIL"
-    assert _failed_everywhere(result.summary) == []
-    assert result.decision()["categories"][OVERALL]["mean"] == tiny.baseline.overall
+    assert result.summary.verdict == "FAIL"
+    assert _failed_everywhere(result.summary, tiny) == []
+    assert result.decision().categories[OVERALL].mean == tiny.baseline.get(OVERALL)
 
 
 def masked_calls(experiment: Experiment, source: Path, out: Path) -> Path:
@@ -82,15 +83,16 @@ def test_a_model_trained_with_its_calls_masked_fails_too(tmp_path: Path) -> None
     # The preflight sees it (no trained target holds a call; no tool is ever trained) and
     # refuses; forced, the build trains what the data says, for the eval to judge.
     with pytest.raises(BuildRefused, match="masking") as refused:
-        build(masked, runs_root=tmp_path / "runs", log=_quiet)
+        build(masked, workspace=Workspace(tmp_path), log=_quiet)
     assert {f.check for f in refused.value.findings if f.failed} == {"call-syntax", "masking"}
 
-    built = build(masked, force=True, runs_root=tmp_path / "runs", log=_quiet)
-    assert built.record["stages"]["train"]["iters"] == tiny.train.iters
+    built = build(masked, force=True, workspace=Workspace(tmp_path), log=_quiet)
+    assert built.record.stages.train is not None
+    assert built.record.stages.train.iters == tiny.train.iters
     result = run_eval(masked, built.run_dir, model_dir=built.quantized, log=_quiet)
-    assert result.summary["verdict"] == "FAIL"
-    assert _failed_everywhere(result.summary) == []
-    assert result.decision()["categories"][OVERALL]["mean"] < tiny.thresholds.overall
+    assert result.summary.verdict == "FAIL"
+    assert _failed_everywhere(result.summary, masked) == []
+    assert result.decision().categories[OVERALL].mean < tiny.thresholds.as_dict()[OVERALL]
 
 
 @pytest.mark.slow
@@ -114,9 +116,10 @@ def test_lora_steps_on_the_tiny_base_change_exactly_the_adapted_weights(tmp_path
     experiment = with_overrides(
         dataclasses.replace(tiny, name="tiny-lora", train=lora), data=str(ensure_data(tiny))
     )
-    built = build(experiment, keep_fused=True, runs_root=tmp_path, log=_quiet)
+    built = build(experiment, keep_fused=True, workspace=Workspace(tmp_path), log=_quiet)
     assert built.fused is not None
-    assert built.record["stages"]["fuse"]["nothing_to_merge"] is False
+    assert built.record.stages.fuse is not None
+    assert built.record.stages.fuse.nothing_to_merge is False
 
     def weights(folder: Path) -> dict[str, Any]:
         out: dict[str, Any] = {}

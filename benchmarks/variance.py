@@ -1,0 +1,91 @@
+"""Variance study: train one experiment with several seeds and print its routing per category.
+
+    python benchmarks/variance.py [--experiment tiny] [--seeds 0,1,2,3,4] [--out FILE]
+
+Each seed is a full build of the experiment with only `[train] seed` changed (fresh data,
+runs and model cache in a temporary folder, so nothing is reused), evaluated as the gate
+evaluates it (the experiment's own samples and temperatures). The BLAS the mlx processes get
+is the gate's (pipeline.core.blas; `ROUTEGATE_BLAS=none|pip|system|PATH` and `OPENBLAS_NUM_THREADS`
+select other numerics). Prints, per seed and category, prompts right / prompts at the decision
+temperature, and appends one JSON line per seed to `--out`. Thresholds are pre-registered from
+these tables (experiments/*.toml say which runs); no assertions here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.build import build
+from pipeline.core import blas
+from pipeline.core.workspace import Workspace
+from pipeline.data import generate
+from pipeline.eval.run import run_eval
+from pipeline.preflight import run_preflight
+from pipeline.spec.experiment import load_experiment, with_overrides
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def one_seed(name: str, seed: int, root: Path) -> dict:
+    os.environ["ROUTEGATE_CACHE"] = str(root / "cache")
+    experiment = load_experiment(name)
+    experiment = dataclasses.replace(
+        experiment, train=dataclasses.replace(experiment.train, seed=seed)
+    )
+    generate(experiment, root / "data")
+    experiment = with_overrides(experiment, data=str(root / "data"))
+    findings = run_preflight(experiment)
+    started = time.perf_counter()
+    built = build(experiment, workspace=Workspace(root), log=_quiet, preflight=lambda _: findings)
+    result = run_eval(experiment, built.run_dir, model_dir=built.quantized, log=_quiet)
+    decision = result.decision().categories
+    ids = {c: {s.prompt.id for s in result.scored if s.prompt.category == c} for c in decision}
+    ids["overall"] = {s.prompt.id for s in result.scored if s.prompt.category != "no_tool"}
+    return {
+        "experiment": name,
+        "seed": seed,
+        "blas": blas.describe(),
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "machine": platform.node(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "val_loss": built.record.stages.train.val_loss if built.record.stages.train else None,
+        "categories": {
+            c: {"mean": round(row.mean, 4), "prompts": len(ids[c])} for c, row in decision.items()
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="tiny")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--out", default=None, help="append one JSON line per seed here")
+    args = parser.parse_args(argv)
+    print(blas.describe(), flush=True)
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        with tempfile.TemporaryDirectory(prefix="variance-") as tmp:
+            row = one_seed(args.experiment, seed, Path(tmp))
+        rows.append(row)
+        if args.out:
+            with open(args.out, "a") as out:
+                out.write(json.dumps(row) + "\n")
+        cells = "  ".join(f"{c} {v['mean']:.2f}" for c, v in row["categories"].items())
+        print(f"seed {seed} ({row['seconds']:.0f} s): {cells}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

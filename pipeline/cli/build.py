@@ -1,0 +1,56 @@
+"""`python -m pipeline build`: train, fuse and quantize the experiment's model.
+
+Cached by key and resumable (pipeline.build); every output under `--workdir`. Exit 0 when the
+model is built or reused, 1 when the preflight refused the build, 2 for an experiment, option or
+model that cannot be used, 3 when a stage crashed, 130 on Ctrl-C (the same command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.build import BuildRefused, build
+from pipeline.cli.door import parser, run, selected
+from pipeline.core.errors import EXIT_PASS
+from pipeline.preflight import summary
+
+INTERRUPTED = "interrupted: run the same build again to resume"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    out = parser("build", "Train, fuse and quantize the experiment's model (cached and resumable).")
+    out.add_argument(
+        "--keep-fused",
+        action="store_true",
+        help="keep the fused float model after quantizing (removed by default)",
+    )
+    return out
+
+
+def build_step(args: argparse.Namespace) -> int:
+    experiment, workspace = selected(args)
+    try:
+        result = build(
+            experiment,
+            force=args.force,
+            keep_fused=args.keep_fused,
+            workspace=workspace,
+            log=lambda line: print(line, flush=True),
+        )
+    except BuildRefused as err:
+        if err.findings:
+            print(summary(err.findings))
+        raise
+    print(f"model: {result.quantized}")
+    print(f"record: {result.record_path}")
+    return EXIT_PASS
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(lambda: build_step(args), INTERRUPTED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

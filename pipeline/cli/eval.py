@@ -1,0 +1,66 @@
+"""`python -m pipeline eval`: serve a model (built, --model, or --server-url) and score it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.build import build
+from pipeline.cli.door import parser, run, selected
+from pipeline.eval.records import EvalSummary
+from pipeline.eval.run import eval_run_dir, run_eval
+from pipeline.eval.verdict import recorded_preflight
+from pipeline.report import report_run
+
+
+def format_summary(summary: EvalSummary) -> str:
+    lines = []
+    for key, row in summary.temperatures.items():
+        lines.append(f"temperature {key}:")
+        for name, cat in row.categories.items():
+            mark = (
+                ""
+                if cat.threshold is None
+                else (" PASS" if cat.passed else " FAIL") + (" (fragile)" if cat.fragile else "")
+            )
+            against = "" if cat.threshold is None else f"  threshold {cat.threshold:.2f}"
+            lines.append(
+                f"  {name:<12} {cat.mean:.3f} [{cat.lo:.3f}, {cat.hi:.3f}] n={cat.n}{against}{mark}"
+            )
+    lines.append(f"verdict: {summary.verdict}")
+    lines += [f"  {reason}" for reason in summary.verdict_reasons]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(
+        "eval", "Serve a model with mlx_lm.server and score the eval prompts."
+    ).parse_args(argv)
+
+    def step() -> int:
+        experiment, workspace = selected(args)
+        model_dir = Path(args.model).expanduser().resolve() if args.model else None
+        if not (args.server_url or model_dir):
+            model_dir = build(experiment, force=args.force, workspace=workspace).quantized
+        where = eval_run_dir(
+            experiment,
+            workspace,
+            model_dir=model_dir,
+            server_url=args.server_url,
+            built=not (args.server_url or args.model),
+        )
+        result = run_eval(
+            experiment,
+            where,
+            model_dir=None if args.server_url else model_dir,
+            server_url=args.server_url,
+            samples=args.samples,
+            temperatures=args.temperature,
+            concurrency=args.concurrency,
+            preflight=recorded_preflight(workspace, experiment, where),
+        )
+        print(format_summary(result.summary))
+        written = report_run(result.run_dir, experiment, workspace=workspace)
+        print(f"report: {written.markdown}")
+        return written.verdict.exit_code
+
+    return run(step)

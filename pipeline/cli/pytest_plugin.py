@@ -1,0 +1,129 @@
+"""routegate's pytest plugin (a `pytest11` entry point): options, and thin hooks onto one session.
+
+It declares the gate's options from the one table (pipeline.core.options), keeps one
+`GateSession` per pytest run, prints progress and the verdict on the terminal, and sets
+pytest's exit status from the verdict in one place (`pytest_sessionfinish`), as syrupy does:
+a FAIL is exit 1 even when every test passed, an ERROR exit 3. Fixtures stay in conftest.py.
+
+It is inert outside routegate's checkout: the options are declared everywhere (pytest has no
+other way), but the rootdir repair and the exit status apply only to a gate session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pipeline.core.options import register
+from pipeline.core.workspace import CHECKOUT
+
+SESSION = pytest.StashKey["GateSession"]()
+
+
+@dataclass
+class GateSession:
+    """What one pytest run of the gate has learnt, and the verdict it ends with."""
+
+    config: pytest.Config
+    finishers: list[Callable[[], Any]] = field(default_factory=list)
+    """Called at session end, in order; the last verdict they return decides the exit."""
+    verdict: Any = None
+    """The final pipeline.eval.verdict.Verdict, once the session has one."""
+    lines: list[str] = field(default_factory=list)
+    """What the terminal summary prints."""
+
+    def say(self, line: str) -> None:
+        """Print a progress line on the terminal now, even while pytest captures output."""
+        reporter = self.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is None:  # an xdist worker: its output goes to the controller's log
+            print(line, flush=True)
+            return
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        suspended = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+        with suspended:
+            reporter.write_line(line)
+
+    def at_finish(self, finisher: Callable[[], Any]) -> None:
+        self.finishers.append(finisher)
+
+
+def gate_session(config: pytest.Config) -> GateSession:
+    return config.stash[SESSION]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    register(parser.getgroup("routegate").addoption, "gate")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> None:
+    """Undo pytest's rootdir guess when it took an option's path value for a test path.
+
+    pytest 8-9 choose the rootdir and ini file from the arguments they cannot parse yet,
+    before any plugin declares options (`Config.parse` -> `determine_setup`), so in
+    `pytest -m eval --model /any/dir` the folder counts as a test path: outside the checkout
+    pytest finds no pyproject.toml and loads no conftest.py. Options are known by now; with
+    the true test paths, the setup is decided again, and only when that lands on routegate's
+    own pyproject.toml is it taken, with that file's addopts.
+    """
+    ns = early_config.known_args_namespace
+    if ns.inifilename or ns.rootdir:
+        return
+    try:
+        from _pytest.config.findpaths import determine_setup
+
+        rootpath, inipath, inicfg, _ = determine_setup(
+            inifile=None,
+            override_ini=ns.override_ini,
+            args=ns.file_or_dir,
+            rootdir_cmd_arg=None,
+            invocation_dir=early_config.invocation_params.dir,
+        )
+    except (ImportError, TypeError, ValueError):  # another pytest: its own guess stands
+        return
+    ours = CHECKOUT / "pyproject.toml"
+    if inipath != ours or early_config.inipath == ours:
+        return
+    early_config._rootpath = rootpath
+    early_config._inipath = inipath
+    early_config._inicfg = inicfg
+    early_config._inicache.clear()
+    args[:] = [*early_config.getini("addopts"), *args]
+    early_config.known_args_namespace = parser.parse_known_args(
+        args, namespace=copy.copy(early_config.option)
+    )
+    early_config.known_args_namespace.confcutdir = str(inipath.parent)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SESSION] = GateSession(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The exit status, set in one place: the verdict's, unless pytest already failed."""
+    gate = session.config.stash.get(SESSION, None)
+    if gate is None:
+        return
+    for finish in gate.finishers:
+        verdict = finish()
+        if verdict is not None:
+            gate.verdict = verdict
+    if gate.verdict is not None and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = gate.verdict.exit_code
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    gate = config.stash.get(SESSION, None)
+    if gate is None or not gate.lines:
+        return
+    terminalreporter.section("routegate")
+    for line in gate.lines:
+        terminalreporter.write_line(line)

@@ -1,0 +1,152 @@
+"""The one table of routegate's options: it feeds argparse (every `python -m pipeline STEP`) and
+pytest (`pytest_addoption` in pipeline.pytest_plugin), so a name, default and help text are
+stated once and the doors cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Step = Literal["preflight", "data", "build", "eval", "gate"]
+ALL_STEPS: tuple[Step, ...] = ("preflight", "data", "build", "eval", "gate")
+_AFTER_DATA: tuple[Step, ...] = ("preflight", "build", "eval", "gate")
+_EVAL: tuple[Step, ...] = ("eval", "gate")
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    """The long flag, e.g. "--base-model"; its dest is the flag's words joined by "_"."""
+    help: str
+    kind: Literal["value", "int", "switch"] = "value"
+    default: Any = None
+    metavar: str | None = None
+    path: bool = False
+    """The value is a filesystem path: pytest must never take it for a test path."""
+    steps: tuple[Step, ...] = ALL_STEPS
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--experiment",
+        "experiment name (experiments/NAME.toml) or path to a TOML file [tiny]",
+        default="tiny",
+        metavar="NAME|PATH",
+        path=True,
+        steps=_AFTER_DATA,
+    ),
+    Option(
+        "--base-model",
+        "hub id or folder replacing models.base",
+        metavar="ID|DIR",
+        path=True,
+        steps=_AFTER_DATA,
+    ),
+    Option(
+        "--reference-model",
+        "hub id or folder replacing models.reference",
+        metavar="ID|DIR",
+        path=True,
+        steps=_AFTER_DATA,
+    ),
+    Option(
+        "--data",
+        "folder with train.jsonl and valid.jsonl [generated]",
+        metavar="DIR",
+        path=True,
+        steps=_AFTER_DATA,
+    ),
+    Option(
+        "--workdir",
+        "where runs/ and reports/ go [the checkout, or $ROUTEGATE_WORKDIR]",
+        metavar="DIR",
+        path=True,
+    ),
+    Option(
+        "--model",
+        "a fused model folder to evaluate (no build)",
+        metavar="DIR",
+        path=True,
+        steps=_EVAL,
+    ),
+    Option(
+        "--server-url",
+        "an OpenAI-compatible server to evaluate, http://host:port[/v1] (no build)",
+        metavar="URL",
+        steps=_EVAL,
+    ),
+    Option(
+        "--samples", "samples per prompt [the experiment's]", kind="int", metavar="N", steps=_EVAL
+    ),
+    Option(
+        "--temperature",
+        "temperature, or a comma-separated sweep whose first decides [the experiment's]",
+        metavar="T[,T2...]",
+        steps=_EVAL,
+    ),
+    Option(
+        "--concurrency",
+        "requests in flight at once [the experiment's]",
+        kind="int",
+        metavar="N",
+        steps=_EVAL,
+    ),
+    Option(
+        "--force",
+        "build even when the preflight fails (the report still records the failure)",
+        kind="switch",
+        default=False,
+        steps=("build", "eval", "gate"),
+    ),
+)
+
+BY_DEST = {o.dest: o for o in OPTIONS}
+
+
+def register(add: Callable[..., Any], step: Step, options: Sequence[Option] = OPTIONS) -> None:
+    """Declare the options of `step` through `add` (argparse's `add_argument` or pytest's
+    `OptionGroup.addoption`: both take argparse's keywords)."""
+    for option in options:
+        if step not in option.steps:
+            continue
+        if option.kind == "switch":
+            add(option.flag, action="store_true", default=option.default, help=option.help)
+            continue
+        add(
+            option.flag,
+            type=int if option.kind == "int" else str,
+            default=option.default,
+            metavar=option.metavar,
+            help=option.help,
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser, step: Step) -> None:
+    register(parser.add_argument, step)
+
+
+def joined(args: Sequence[str]) -> list[str]:
+    """`args` with every path-valued option written `--flag=value`.
+
+    pytest picks its rootdir and ini file from the arguments it cannot parse yet, before any
+    plugin declares these options; a separate value that is a path outside the checkout would
+    decide where it looks (shared notes: the rootdir trap). Joined, the value is never a path
+    argument.
+    """
+    flags = {o.flag for o in OPTIONS if o.kind != "switch"}
+    out: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg in flags:
+            value = next(it, None)
+            out.append(arg if value is None else f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out

@@ -1,0 +1,74 @@
+"""The eval's records: what `<run>/eval/summary.json` holds, typed and versioned.
+
+The report, the pytest gate and the CLI read these fields, never the file's keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.core.records import Record
+from pipeline.eval.scoring import CategoryScore
+
+
+@dataclass(frozen=True)
+class CategoryRow(CategoryScore):
+    """One category (or `overall`) at one temperature: its score against its threshold."""
+
+    threshold: float | None = None
+    """None: the category is not gated."""
+    baseline: float | None = None
+    passed: bool | None = None
+    fragile: bool = False
+    """The interval straddles the threshold: the pass could flip on a rerun."""
+
+
+@dataclass(frozen=True)
+class TemperatureRow:
+    temperature: float
+    categories: dict[str, CategoryRow]
+    passed: bool
+    """The verdict's thresholds all hold at this temperature."""
+    errors: int = 0
+    truncated: int = 0
+
+
+@dataclass(frozen=True)
+class EvalSummary(Record):
+    KIND = "eval-summary"
+    VERSION = 1
+
+    experiment: str
+    fingerprint: str
+    score: str
+    samples: int
+    temperatures: dict[str, TemperatureRow]
+    decision_temperature: float
+    max_tokens: int
+    verdict: str
+    """PASS / FAIL / PENDING / ERROR, from pipeline.eval.verdict.judge."""
+    verdict_reasons: tuple[str, ...] = ()
+    enable_thinking: bool | None = None
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    thresholds_pending: bool = False
+    flips: tuple[str, ...] = ()
+    """Categories whose pass/fail differs between temperatures of the sweep."""
+    versions: dict[str, str] = field(default_factory=dict)
+    model: str | None = None
+    server_url: str | None = None
+    model_id: str = ""
+    restarts: int = 0
+    seconds: float = 0.0
+    requests: int = 0
+
+    def at(self, temperature: float) -> TemperatureRow:
+        return self.temperatures[temperature_key(temperature)]
+
+    def decision(self) -> TemperatureRow:
+        return self.at(self.decision_temperature)
+
+
+def temperature_key(t: float) -> str:
+    """How a temperature names its row: 0 -> "0", 0.7 -> "0.7"."""
+    return f"{t:g}"

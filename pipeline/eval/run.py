@@ -1,0 +1,343 @@
+"""The eval: every prompt x sample x temperature over HTTP, scored, summarised per category.
+
+Outputs land in `<run>/eval/`: responses.jsonl (raw, appended as answers arrive), scores.jsonl
+(one scored line per response) and summary.json (per temperature: category means with 95%
+intervals against the pre-registered thresholds and the baseline). The first temperature of
+the sweep is the decision; the others show whether the verdict survives sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.build import model_digest
+from pipeline.core import io
+from pipeline.core.progress import Heartbeat, clock
+from pipeline.core.workspace import Workspace
+from pipeline.eval import scoring
+from pipeline.eval.client import Record, Request, chat_body, run_requests
+from pipeline.eval.records import CategoryRow, EvalSummary, TemperatureRow, temperature_key
+from pipeline.eval.serve import Server, connect, server_root, start_server
+from pipeline.eval.verdict import PreflightOutcome, judge
+from pipeline.spec.catalog import Catalog, load_catalog
+from pipeline.spec.experiment import Experiment, ExperimentError
+from pipeline.spec.prompts import EvalPrompt, load_prompts, system_prompt
+
+OVERALL = scoring.OVERALL
+
+
+class SnapshotDrift(UserWarning):
+    """A prompt's extracted calls or score differ from the snapshot of an earlier run."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    samples: int
+    temperatures: tuple[float, ...]
+
+    @property
+    def decision_temperature(self) -> float:
+        return self.temperatures[0]
+
+
+@dataclass(frozen=True)
+class Scored:
+    prompt: EvalPrompt
+    record: Record
+    score: scoring.Score
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    run_dir: Path
+    settings: Settings
+    scored: tuple[Scored, ...]
+    summary: EvalSummary
+
+    def decision(self) -> TemperatureRow:
+        return self.summary.decision()
+
+    def at(self, prompt_id: str, temperature: float | None = None) -> list[Scored]:
+        t = self.settings.decision_temperature if temperature is None else temperature
+        return [s for s in self.scored if s.prompt.id == prompt_id and s.record.temperature == t]
+
+
+def settings_for(
+    experiment: Experiment, samples: int | None = None, temperatures: str | None = None
+) -> Settings:
+    temps = experiment.eval.temperatures
+    if temperatures:
+        try:
+            temps = tuple(float(t) for t in temperatures.split(","))
+        except ValueError as err:
+            raise ExperimentError(f"--temperature {temperatures!r}: not numbers") from err
+    n = samples if samples is not None else experiment.eval.samples
+    if n < 1 or not temps or any(t < 0 for t in temps):
+        raise ExperimentError("--samples must be >= 1 and temperatures >= 0")
+    return Settings(n, temps)
+
+
+def build_requests(
+    experiment: Experiment, prompts: Sequence[EvalPrompt], settings: Settings, catalog: Catalog
+) -> list[Request]:
+    ev = experiment.eval
+    system = system_prompt(experiment, catalog)
+    tools = catalog.openai_tools() if experiment.data.mode == "direct" else None
+    kwargs = {"enable_thinking": ev.enable_thinking} if ev.enable_thinking is not None else None
+    requests = []
+    for temperature in settings.temperatures:
+        for prompt in prompts:
+            for sample in range(settings.samples):
+                body = chat_body(
+                    system=system,
+                    user=prompt.text,
+                    tools=tools,
+                    temperature=temperature,
+                    max_tokens=prompt.max_tokens or ev.max_tokens,
+                    stop=ev.stop,
+                    # Greedy decoding needs no seed; sampled runs repeat with one per sample.
+                    seed=ev.seed + sample if temperature > 0 else None,
+                    chat_template_kwargs=kwargs,
+                )
+                requests.append(Request(prompt.id, sample, temperature, body))
+    return requests
+
+
+def score_record(
+    record: Record, prompt: EvalPrompt, experiment: Experiment, catalog: Catalog
+) -> Scored:
+    if record.response is None:
+        extraction = scoring.Extraction(errors=(f"no response: {record.error}",))
+    else:
+        choice = (record.response.get("choices") or [{}])[0]
+        extraction = scoring.extract(
+            choice.get("message") or {}, choice.get("finish_reason"), catalog
+        )
+    result = scoring.score(
+        extraction,
+        prompt,
+        primary=experiment.eval.score,
+        code_mode=experiment.data.mode == "code",
+        catalog=catalog,
+    )
+    return Scored(prompt, record, result, extraction.truncated)
+
+
+def summarize(
+    experiment: Experiment,
+    scored: Sequence[Scored],
+    settings: Settings,
+    *,
+    categories: Sequence[str],
+    preflight: PreflightOutcome | None = None,
+    **run_facts: Any,
+) -> EvalSummary:
+    """The eval summary: per temperature, each category against its threshold; the verdict
+    (pipeline.eval.verdict.judge) at the decision temperature. `run_facts` are the
+    EvalSummary's facts about the run (model, server_url, model_id, seconds, ...)."""
+    thresholds = experiment.thresholds
+    baseline = experiment.baseline
+    per_temperature: dict[str, TemperatureRow] = {}
+    for t in settings.temperatures:
+        at_t = [s for s in scored if s.record.temperature == t]
+        scores = scoring.summarize([(s.prompt, s.score) for s in at_t], categories)
+        rows = {}
+        for name, cat in scores.items():
+            threshold = thresholds.get(name)
+            rows[name] = CategoryRow(
+                **asdict(cat),
+                threshold=threshold,
+                baseline=baseline.get(name),
+                passed=None if threshold is None else cat.mean >= threshold,
+                fragile=threshold is not None and scoring.fragile(cat, threshold),
+            )
+        per_temperature[temperature_key(t)] = TemperatureRow(
+            temperature=t,
+            categories=rows,
+            passed=judge(dataclasses.replace(thresholds, pending=False), rows).outcome == "PASS",
+            errors=sum(1 for s in at_t if s.record.error),
+            truncated=sum(1 for s in at_t if s.truncated),
+        )
+    failed = [s.record for s in scored if s.record.error]
+    verdict = judge(
+        thresholds,
+        per_temperature[temperature_key(settings.decision_temperature)].categories,
+        preflight=preflight,
+        errors=len(failed),
+        requests=len(scored),
+        first_error=failed[0].error if failed else "",
+    )
+    return EvalSummary(
+        experiment=experiment.name,
+        fingerprint=experiment.fingerprint(),
+        score=experiment.eval.score,
+        samples=settings.samples,
+        temperatures=per_temperature,
+        decision_temperature=settings.decision_temperature,
+        max_tokens=experiment.eval.max_tokens,
+        enable_thinking=experiment.eval.enable_thinking,
+        stop=tuple(experiment.eval.stop),
+        seed=experiment.eval.seed,
+        thresholds_pending=thresholds.pending,
+        verdict=verdict.outcome,
+        verdict_reasons=verdict.reasons,
+        flips=_flips(per_temperature),
+        versions=versions(),
+        **run_facts,
+    )
+
+
+def _flips(per_temperature: dict[str, TemperatureRow]) -> tuple[str, ...]:
+    """Categories whose pass/fail differs between temperatures of the sweep."""
+    verdicts: dict[str, set[Any]] = {}
+    for row in per_temperature.values():
+        for name, cat in row.categories.items():
+            verdicts.setdefault(name, set()).add(cat.passed)
+    return tuple(sorted(name for name, seen in verdicts.items() if len(seen) > 1))
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("mlx", "mlx-lm", "transformers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def run_eval(
+    experiment: Experiment,
+    run_dir: Path,
+    *,
+    model_dir: Path | None = None,
+    server_url: str | None = None,
+    samples: int | None = None,
+    temperatures: str | None = None,
+    concurrency: int | None = None,
+    preflight: PreflightOutcome | None = None,
+    log: Callable[[str], None] = print,
+) -> EvalResult:
+    """Serve (or connect), ask every prompt, score, and write <run_dir>/eval/."""
+    if (model_dir is None) == (server_url is None):
+        raise ValueError("run_eval needs exactly one of model_dir or server_url")
+    catalog = load_catalog()
+    prompts = load_prompts(experiment.eval.prompts, catalog)
+    settings = settings_for(experiment, samples, temperatures)
+    requests = build_requests(experiment, prompts, settings, catalog)
+    out = run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    by_id = {p.id: p for p in prompts}
+    started = time.monotonic()
+    count = [0]
+
+    def waiting(seconds: float) -> str:
+        return f"[eval] {count[0]}/{len(requests)} answered, waiting {clock(seconds)}"
+
+    def progress(record: Record) -> None:
+        count[0] += 1
+        state = f"error: {record.error}" if record.error else f"{record.seconds:.1f} s"
+        log(
+            f"[eval] {count[0]}/{len(requests)} {record.prompt_id} s{record.sample} "
+            f"T={record.temperature:g} {state}"
+        )
+
+    if server_url:
+        server: Server = connect(server_url)
+    else:
+        assert model_dir is not None
+        server = start_server(model_dir, out / "server.log", log=log)
+    try:
+        log(f"[eval] {len(requests)} requests to {server.url} (model {server.model_id})")
+        with Heartbeat(log, waiting) as beat:
+
+            def answered(record: Record) -> None:
+                progress(record)
+                beat()
+
+            records = run_requests(
+                server,
+                requests,
+                out / "responses.jsonl",
+                concurrency=concurrency or experiment.eval.concurrency,
+                timeout_s=experiment.eval.timeout_s,
+                on_record=answered,
+            )
+    finally:
+        server.stop()
+    scored = tuple(score_record(r, by_id[r.prompt_id], experiment, catalog) for r in records)
+    summary = summarize(
+        experiment,
+        scored,
+        settings,
+        categories=tuple(catalog.categories),
+        preflight=preflight,
+        model=str(model_dir) if model_dir else None,
+        server_url=server_url,
+        model_id=server.model_id,
+        restarts=server.restarts,
+        seconds=round(time.monotonic() - started, 2),
+        requests=len(requests),
+    )
+    io.write_jsonl(out / "scores.jsonl", [_score_line(s) for s in scored])
+    summary.write(out / "summary.json")
+    return EvalResult(run_dir, settings, scored, summary)
+
+
+def _score_line(s: Scored) -> dict[str, Any]:
+    return {
+        "prompt_id": s.prompt.id,
+        "category": s.prompt.category,
+        "text": s.prompt.text,
+        "sample": s.record.sample,
+        "temperature": s.record.temperature,
+        "seconds": s.record.seconds,
+        "error": s.record.error,
+        "truncated": s.truncated,
+        **asdict(s.score),
+    }
+
+
+def eval_run_dir(
+    experiment: Experiment,
+    workspace: Workspace,
+    *,
+    model_dir: Path | None = None,
+    server_url: str | None = None,
+    built: bool = False,
+) -> Path:
+    """Where an eval's answers go, as both doors choose it: a build's own run folder, a folder
+    keyed by a given model folder's content, or a folder per server session."""
+    if server_url:
+        return server_run_dir(experiment, server_url, workspace)
+    if model_dir is None:
+        raise ValueError("eval_run_dir needs a model folder or a server URL")
+    return model_dir.parent if built else model_run_dir(experiment, model_dir, workspace)
+
+
+def model_run_dir(
+    experiment: Experiment, model_dir: Path, workspace: Workspace | None = None
+) -> Path:
+    """Where the eval of a model folder routegate did not build goes: keyed by its content,
+    so answers on disk are reused only for the same weights."""
+    what = json.dumps([str(model_dir.resolve()), model_digest(model_dir)], sort_keys=True)
+    digest = hashlib.sha256(what.encode()).hexdigest()[:12]
+    return (workspace or Workspace.at()).runs(experiment.name) / f"model-{digest}"
+
+
+def server_run_dir(experiment: Experiment, url: str, workspace: Workspace | None = None) -> Path:
+    """A served model's weights are not visible from here: each session starts afresh."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    digest = hashlib.sha256(server_root(url).encode()).hexdigest()[:8]
+    return (workspace or Workspace.at()).runs(experiment.name) / f"server-{digest}-{stamp}"

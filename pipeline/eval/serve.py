@@ -1,0 +1,246 @@
+"""Serve a model with the real `mlx_lm.server` on a loopback port, and always stop it.
+
+The eval talks to the same server a user would run, so the tool parser, the chat template and
+the stop handling under test are mlx_lm's own. The server's log goes to the run folder: the
+only place it says "Failed to parse tool call" when a call was cut off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from pipeline.core.blas import child_env
+from pipeline.core.errors import BadInput, Fault
+from pipeline.core.progress import Heartbeat, clock
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerError(Fault):
+    """The server could not be started or stopped; the message holds the log's last lines."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class Server:
+    """A running `mlx_lm.server` process (or, with `process` None, one someone else runs)."""
+
+    url: str
+    model_id: str
+    model_dir: Path | None = None
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    restarts: int = 0
+    startup_timeout_s: float = 180.0
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is None or self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        _RUNNING.discard(self.process)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def restart(self) -> None:
+        """Start a fresh process on the same model (after a crash)."""
+        if self.model_dir is None or self.log_path is None:
+            raise ServerError(
+                f"cannot restart the server at {self.url}: routegate did not start it"
+            )
+        self.stop()
+        fresh = start_server(
+            self.model_dir, self.log_path, startup_timeout_s=self.startup_timeout_s
+        )
+        self.url, self.model_id, self.process, self.port = (
+            fresh.url,
+            fresh.model_id,
+            fresh.process,
+            fresh.port,
+        )
+        self._log = fresh._log
+        self.restarts += 1
+
+
+_RUNNING: set[subprocess.Popen[bytes]] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    # A crash or Ctrl-C between start and teardown must not leave a server holding a port.
+    for process in list(_RUNNING):
+        if process.poll() is None:
+            process.kill()
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def start_server(
+    model_dir: Path,
+    log_path: Path,
+    *,
+    port: int | None = None,
+    startup_timeout_s: float = 180.0,
+    extra_args: tuple[str, ...] = (),
+    log: Callable[[str], None] = _silent,
+) -> Server:
+    """Start `python -m mlx_lm server` for model_dir and wait until it lists the model,
+    saying so through `log` (and every 10 s while the model loads)."""
+    if not (model_dir / "config.json").is_file():
+        raise ServerError(f"{model_dir} is not a model folder (no config.json)")
+    attempts = 1 if port is not None else 3
+    last = ""
+    for _ in range(attempts):
+        chosen = port if port is not None else free_port()
+        if not port_is_free(chosen):
+            raise ServerError(f"port {chosen} on {LOOPBACK} is already taken")
+        server = _launch(model_dir, log_path, chosen, extra_args, startup_timeout_s)
+        log(f"[serve] starting mlx_lm.server on {server.url} ({model_dir.name})")
+        try:
+            with Heartbeat(log, lambda t: f"[serve] loading the model {clock(t)}"):
+                _wait_ready(server, startup_timeout_s)
+            log(f"[serve] ready: {server.model_id}")
+            return server
+        except ServerError as err:
+            server.stop()
+            last = str(err)
+            if port_is_free(chosen):  # not a lost race for the port: a real failure
+                break
+    raise ServerError(last)
+
+
+def _launch(
+    model_dir: Path, log_path: Path, port: int, extra_args: tuple[str, ...], timeout: float
+) -> Server:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    hub_cache = log_path.parent / "hf-cache"
+    hub_cache.mkdir(exist_ok=True)
+    # /v1/models answers an empty body when the hub cache folder is missing (shared notes);
+    # an empty cache of our own also keeps other downloaded models out of the listing.
+    env = {**child_env(), "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"}
+    log = log_path.open("ab")
+    log.write(f"\n--- routegate: starting mlx_lm.server on port {port} ---\n".encode())
+    log.flush()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_lm",
+        "server",
+        "--model",
+        str(model_dir),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        *extra_args,
+    ]
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    _RUNNING.add(process)
+    return Server(
+        url=f"http://{LOOPBACK}:{port}",
+        model_id="",
+        model_dir=model_dir,
+        log_path=log_path,
+        process=process,
+        port=port,
+        startup_timeout_s=timeout,
+        _log=log,
+    )
+
+
+def _wait_ready(server: Server, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not server.alive:
+            raise ServerError(
+                f"mlx_lm.server exited with code {server.process and server.process.returncode} "
+                f"while starting; log {server.log_path}:\n{log_tail(server.log_path)}"
+            )
+        with contextlib.suppress(httpx.HTTPError, ServerError):
+            server.model_id = first_model_id(server.url, timeout_s=5)
+            return
+        time.sleep(0.25)
+    raise ServerError(
+        f"mlx_lm.server did not answer /v1/models within {timeout_s:.0f} s; "
+        f"log {server.log_path}:\n{log_tail(server.log_path)}"
+    )
+
+
+def server_root(url: str) -> str:
+    """`http://host:port`, from any form users give: with or without `/v1` (the form OpenAI
+    clients and vLLM's docs use), with or without a trailing slash. The client appends the
+    API paths (`/v1/models`, `/v1/chat/completions`) to this root."""
+    root = url.strip().rstrip("/")
+    if root.endswith("/v1"):
+        root = root[: -len("/v1")].rstrip("/")
+    if not root.startswith(("http://", "https://")):
+        raise BadInput(f"--server-url {url!r}: give http://host:port or http://host:port/v1")
+    return root
+
+
+def first_model_id(url: str, timeout_s: float = 10.0) -> str:
+    """The first model the server lists: the one it serves (the seed's Task 5 fix)."""
+    url = server_root(url)
+    response = httpx.get(f"{url}/v1/models", timeout=timeout_s)
+    response.raise_for_status()
+    try:
+        models = response.json().get("data") or []
+    except ValueError as err:
+        raise ServerError(f"{url}/v1/models answered no JSON: {response.text[:200]!r}") from err
+    if not models:
+        raise ServerError(f"{url}/v1/models lists no model")
+    return str(models[0]["id"])
+
+
+def connect(url: str) -> Server:
+    """A server someone else runs (`--server-url`): nothing to start or stop."""
+    root = server_root(url)
+    try:
+        return Server(url=root, model_id=first_model_id(root))
+    except (httpx.HTTPError, ServerError) as err:
+        raise ServerError(f"no OpenAI-compatible server answers at {url}: {err}") from err
+
+
+def log_tail(path: Path | None, lines: int = 15) -> str:
+    if path is None or not path.is_file():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

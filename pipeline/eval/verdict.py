@@ -1,0 +1,138 @@
+"""The verdict: one function from the pre-registered criteria and what a run measured.
+
+PASS / FAIL / PENDING / ERROR with its reasons. `summary.json`, `results.json`, `results.md`,
+the terminal summary, JUnit and pytest's exit status all take it from `judge`; nothing else
+decides whether a run passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.core import io
+from pipeline.core.errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
+from pipeline.core.records import Record
+from pipeline.core.workspace import Workspace
+from pipeline.spec.experiment import Experiment, Thresholds
+
+Outcome = Literal["PASS", "FAIL", "PENDING", "ERROR"]
+EXIT_CODES: dict[str, int] = {"PASS": EXIT_PASS, "PENDING": EXIT_PASS, "FAIL": EXIT_FAIL}
+
+
+@dataclass(frozen=True)
+class PreflightOutcome:
+    """What the preflight said about this run's experiment and data."""
+
+    failed: bool
+    line: str
+    """One line for the reasons: how many checks failed, and whether the build was forced."""
+
+
+@dataclass(frozen=True)
+class Verdict(Record):
+    KIND = "verdict"
+    VERSION = 1
+
+    outcome: Outcome
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.outcome, EXIT_ERROR)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def judge(
+    thresholds: Thresholds,
+    scores: Mapping[str, Any],
+    *,
+    preflight: PreflightOutcome | None = None,
+    errors: int = 0,
+    requests: int = 0,
+    first_error: str = "",
+) -> Verdict:
+    """The verdict of one run.
+
+    `scores` maps each scored category (and `overall`) to its row at the decision temperature
+    (anything with a `mean`, or a mapping with "mean"). A gated category (one with a threshold)
+    that no prompt scored fails the run; requests that got no usable answer make it an ERROR,
+    not a verdict on the model.
+    """
+    reasons: list[str] = []
+    if errors:
+        cause = f": {first_error}" if first_error else ""
+        reasons.append(f"{errors} of {requests} request(s) got no usable answer{cause}")
+        return Verdict("ERROR", tuple(reasons))
+
+    def mean(row: Any) -> float:
+        return float(row["mean"] if isinstance(row, Mapping) else row.mean)
+
+    gated = thresholds.as_dict()
+    missed = [
+        (name, mean(scores[name]), limit)
+        for name, limit in gated.items()
+        if name in scores and mean(scores[name]) < limit
+    ]
+    absent = [name for name in gated if name not in scores]
+    if missed and not thresholds.pending:
+        reasons.append(
+            "below the pre-registered threshold: "
+            + ", ".join(f"{name} {_pct(got)} < {_pct(limit)}" for name, got, limit in missed)
+        )
+    if absent:
+        reasons.append(f"no prompt scored in: {', '.join(absent)}")
+    preflight_failed = preflight is not None and preflight.failed
+    if preflight_failed and preflight is not None:
+        reasons.append(preflight.line)
+    if thresholds.pending:
+        reasons.append("the thresholds are pending (not yet pre-registered from measurements)")
+    if (missed and not thresholds.pending) or preflight_failed or absent:
+        return Verdict("FAIL", tuple(reasons))
+    if thresholds.pending:
+        return Verdict("PENDING", tuple(reasons))
+    return Verdict("PASS", tuple(reasons))
+
+
+def preflight_outcome(
+    report: Mapping[str, Any] | None,
+    recorded: Mapping[str, Any] | None,
+    fingerprint: str,
+) -> PreflightOutcome | None:
+    """The preflight's word on a run, from `reports/<exp>/preflight.json` (counted only when
+    written for the run's fingerprint: same settings, same data) and the build record's
+    `preflight` entry (what the build saw, and whether it was forced past a failure)."""
+    if report is None and not recorded:
+        return None
+    current = report is not None and report.get("fingerprint") == fingerprint
+    build_failed = bool(recorded) and recorded.get("passed") is False
+    file_failed = report is not None and current and not report.get("passed")
+    if build_failed and recorded and recorded.get("forced"):
+        line = (
+            f"the preflight failed ({len(recorded.get('failed') or [])} check(s)) and the model "
+            "was built anyway (--force): the run does not test the hypothesis"
+        )
+    elif build_failed or file_failed:
+        fails = [f for f in (report or {}).get("findings", []) if f.get("verdict") == "fail"]
+        n = len(fails) or len((recorded or {}).get("failed") or [])
+        line = f"the preflight failed ({n} check(s))"
+    else:
+        line = ""
+    return PreflightOutcome(failed=build_failed or file_failed, line=line)
+
+
+def recorded_preflight(
+    workspace: Workspace, experiment: Experiment, run_dir: Path | None = None
+) -> PreflightOutcome | None:
+    """The preflight outcome on disk for a run: the workspace's preflight.json for the
+    experiment, and the preflight entry of `run_dir/build.json` when routegate built it."""
+    path = workspace.preflight_report(experiment.name)
+    report = io.read_json(path) if path.is_file() else None
+    build_path = run_dir / "build.json" if run_dir is not None else None
+    build = io.read_json(build_path) if build_path is not None and build_path.is_file() else {}
+    return preflight_outcome(report, build.get("preflight"), experiment.fingerprint())

@@ -1,0 +1,60 @@
+"""Gate reports: results.md, results.json and results.png for one run, and two runs compared.
+
+Four steps, only the first and the last touch the disk:
+
+1. `collect(run_dir)` (collect.py) reads what the run left: the eval's summary and scores,
+   build.json when routegate built the model, the experiment's preflight.json and the
+   experiment itself.
+2. `build_report(run)` (content.py) turns that into one plain dict, the content of
+   results.json: the verdict (pipeline.eval.verdict.judge), the pre-registered criteria, every
+   prompt, the score distribution, the temperature sweep (scores.py), training figures, the
+   preflight, the settings and versions that repeat the run.
+3. `render_markdown(report)` (markdown.py), `render_chart(report)` (chart.py, matplotlib) and
+   `render_compare(compare(a, b))` (compare.py) turn dicts into text or PNG bytes.
+4. `write_report(report, out_dir)` (write.py) is the one writer: the workspace's
+   `reports/<experiment>/results.{md,json,png}`.
+
+The command line is pipeline.cli.report (`python -m pipeline report`).
+"""
+
+from __future__ import annotations
+
+from pipeline.report.chart import ChartUnavailable, render_chart
+from pipeline.report.collect import ReportError, RunData, collect, read_build
+from pipeline.report.compare import compare, render_compare
+from pipeline.report.content import FORMAT, build_report, verdict_of
+from pipeline.report.markdown import render_markdown
+from pipeline.report.scores import calls_text, format_call
+from pipeline.report.write import (
+    CHART,
+    JSON,
+    MARKDOWN,
+    Written,
+    report_dir,
+    report_run,
+    write_report,
+)
+
+__all__ = [
+    "CHART",
+    "FORMAT",
+    "JSON",
+    "MARKDOWN",
+    "ChartUnavailable",
+    "ReportError",
+    "RunData",
+    "Written",
+    "build_report",
+    "calls_text",
+    "collect",
+    "compare",
+    "format_call",
+    "read_build",
+    "render_chart",
+    "render_compare",
+    "render_markdown",
+    "report_dir",
+    "report_run",
+    "verdict_of",
+    "write_report",
+]

@@ -1,0 +1,137 @@
+"""Reading a run folder: everything a report is made from, as it is on disk.
+
+`collect(run_dir)` reads what the run left: `eval/summary.json` (an `EvalSummary`) and
+`eval/scores.jsonl` (the eval), `build.json` (a `BuildRecord`) when routegate built the model
+(absent for a `--model` or `--server-url` run), the experiment's preflight.json (the workspace's
+`reports/<name>/preflight.json`, else the one the build recorded) and the experiment itself
+(settings, docs folder). Nothing after this step touches the disk.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.build import BuildRecord, read_record
+from pipeline.core import io
+from pipeline.core.errors import BadInput
+from pipeline.core.workspace import Workspace
+from pipeline.eval.records import EvalSummary
+from pipeline.spec.catalog import load_catalog
+from pipeline.spec.experiment import Experiment, ExperimentError, load_experiment
+
+
+class ReportError(BadInput):
+    """The run folder cannot be reported on; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything a report is made from, as read from disk."""
+
+    run_dir: Path
+    summary: EvalSummary
+    scores: tuple[dict[str, Any], ...]
+    """The lines of eval/scores.jsonl, one per answer."""
+    categories: tuple[str, ...] = ()
+    """The catalog's categories, in its order."""
+    build: BuildRecord | None = None
+    """build.json; None when routegate did not build the model (--model, --server-url)."""
+    preflight: dict[str, Any] | None = None
+    preflight_path: Path | None = None
+    experiment: Experiment | None = None
+    """The experiment file as it is now (its fingerprint may differ from the run's)."""
+    docs: tuple[str, ...] = ()
+    """The files of the experiment's docs folder, sorted."""
+    model_bytes: int | None = None
+    """Size of the evaluated model folder, when it is on this machine."""
+
+
+def collect(
+    run_dir: Path,
+    experiment: Experiment | None = None,
+    *,
+    preflight_path: Path | None = None,
+    workspace: Workspace | None = None,
+) -> RunData:
+    """Read a run folder (`runs/<experiment>/<key>/`, the folder that holds `eval/`)."""
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "eval" / "summary.json"
+    if not summary_path.is_file():
+        raise ReportError(
+            f"{summary_path} does not exist: pass a run folder whose eval finished "
+            "(runs/<experiment>/<key>/, written by `pytest -m eval` or `python -m pipeline eval`)"
+        )
+    summary = EvalSummary.read(summary_path)
+    scores = _read_scores(run_dir / "eval" / "scores.jsonl")
+    if experiment is None:
+        try:
+            experiment = load_experiment(summary.experiment)
+        except ExperimentError:
+            experiment = None  # a renamed or deleted experiment: reported from the run alone
+    build = read_build(run_dir / "build.json")
+    if preflight_path is None:
+        preflight_path = _preflight_path(summary.experiment, build, workspace)
+    preflight = _read_object(preflight_path) if preflight_path.is_file() else None
+    docs: tuple[str, ...] = ()
+    if experiment is not None and experiment.docs is not None and experiment.docs.is_dir():
+        docs = tuple(sorted(p.name for p in experiment.docs.iterdir() if p.is_file()))
+    model_bytes = None
+    if build is None and summary.model and Path(summary.model).is_dir():
+        folder = Path(summary.model)
+        model_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return RunData(
+        run_dir=run_dir,
+        summary=summary,
+        scores=scores,
+        categories=tuple(load_catalog().categories),
+        build=build,
+        preflight=preflight,
+        preflight_path=preflight_path if preflight is not None else None,
+        experiment=experiment,
+        docs=docs,
+        model_bytes=model_bytes,
+    )
+
+
+def read_build(path: Path) -> BuildRecord | None:
+    """build.json, or None where routegate did not build the model; one that cannot be read
+    is a `ReportError` (the report would otherwise claim the model was not built)."""
+    if not path.is_file():
+        return None
+    why: list[str] = []
+    record = read_record(path, why.append)
+    if record is None:
+        detail = f": {why[0].removeprefix('[build] ')}" if why else ""
+        raise ReportError(f"{path} is not a build record the report can read{detail}")
+    return record
+
+
+def _preflight_path(name: str, build: BuildRecord | None, workspace: Workspace | None) -> Path:
+    """The workspace's preflight.json of the experiment, else the one the build recorded."""
+    path = (workspace or Workspace.at()).preflight_report(name)
+    recorded = build.preflight.report if build is not None else None
+    if not path.is_file() and recorded is not None and recorded.is_file():
+        return recorded
+    return path
+
+
+def _read_scores(path: Path) -> tuple[dict[str, Any], ...]:
+    if not path.is_file():
+        raise ReportError(f"{path} does not exist: the eval did not finish scoring")
+    rows = []
+    for number, line in io.read_lines(path):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ReportError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+    return tuple(rows)
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    value = io.read_json(path)
+    if not isinstance(value, dict):
+        raise ReportError(f"{path}: expected a JSON object")
+    return value

@@ -1,0 +1,274 @@
+"""The report as data: `build_report(run)` is the content of results.json, a pure function of
+what `collect` read.
+
+The verdict is the gate's, from `pipeline.eval.verdict.judge`: the thresholds the run was
+judged against, its scores at the decision temperature, its unanswered requests, and the
+preflight as it stands now (`preflight_outcome`: a build forced past a failure, or a current
+preflight.json that failed). The summary's own verdict is kept beside it as
+`thresholds_verdict`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from pipeline.build import BuildRecord, FuseRecord
+from pipeline.eval.records import temperature_key
+from pipeline.eval.verdict import PreflightOutcome, Verdict, judge, preflight_outcome
+from pipeline.report.collect import RunData
+from pipeline.report.scores import distribution, prompt_rows, sweep
+from pipeline.report.show import show_path
+from pipeline.spec.experiment import EXPERIMENTS_DIR, OVERALL, Thresholds
+
+FORMAT = 1
+"""Bump when results.json changes shape."""
+
+_STAGES = ("train", "fuse", "quantize")
+_BUILD_PREFLIGHT = ("passed", "forced", "failed", "checks", "fingerprint")
+_TRAIN = (
+    "fine_tune_type",
+    "iters",
+    "train_loss",
+    "val_loss",
+    "val_loss_step",
+    "trainable_parameters",
+    "trainable_parameters_reported",
+    "total_parameters_millions",
+    "mlx_peak_memory_gb",
+)
+_QUANTIZE = ("bits", "group_size", "bits_per_weight")
+
+
+def build_report(run: RunData) -> dict[str, Any]:
+    """The whole report as plain data (results.json); a pure function of `run`."""
+    summary = run.summary
+    exp = run.experiment
+    decision = summary.decision()
+    overall = decision.categories.get(OVERALL)
+    warnings: list[str] = []
+    if exp is not None and exp.fingerprint() != summary.fingerprint:
+        warnings.append(
+            f"the experiment file has changed since this run (fingerprint now "
+            f"{exp.fingerprint()}, the run's {summary.fingerprint}): settings read from the "
+            "file below may not be the run's"
+        )
+    preflight = _preflight_section(run, warnings)
+    for key, row in summary.temperatures.items():
+        if row.errors:
+            warnings.append(f"T={key}: {row.errors} request(s) got no answer")
+    verdict = verdict_of(run)
+    training = _training_section(run.build)
+    docs = None
+    if exp is not None and exp.docs is not None:
+        docs = {"path": show_path(exp.docs), "files": list(run.docs)}
+    t = summary.decision_temperature
+    return {
+        "format": FORMAT,
+        "experiment": summary.experiment,
+        "description": exp.description if exp else "",
+        "run_dir": show_path(run.run_dir),
+        "verdict": verdict.outcome,
+        "verdict_reasons": list(verdict.reasons),
+        "thresholds_verdict": summary.verdict,
+        "thresholds_pending": summary.thresholds_pending,
+        "score": summary.score,
+        "samples": summary.samples,
+        "decision_temperature": t,
+        "baseline_name": exp.baseline.name if exp else "",
+        "overall": asdict(overall) if overall is not None else None,
+        "criteria": [{"category": n, **asdict(row)} for n, row in decision.categories.items()],
+        "prompts": prompt_rows(run.scores, t),
+        "distribution": distribution(run.scores, t, run.categories),
+        "sweep": sweep(summary, run.scores),
+        "training": training,
+        "model_bytes": (training or {}).get("model_bytes") or run.model_bytes,
+        "preflight": preflight,
+        "settings": _settings(run),
+        "repeat": _repeat_command(run),
+        "docs": docs,
+        "files": _files(run),
+        "warnings": warnings,
+    }
+
+
+def verdict_of(run: RunData) -> Verdict:
+    """The run's verdict, with the preflight as it stands now."""
+    summary = run.summary
+    failed = [s for s in run.scores if s["error"]]
+    return judge(
+        _thresholds(run),
+        summary.decision().categories,
+        preflight=_preflight_outcome(run),
+        errors=sum(row.errors for row in summary.temperatures.values()),
+        requests=summary.requests,
+        first_error=failed[0]["error"] if failed else "",
+    )
+
+
+def _thresholds(run: RunData) -> Thresholds:
+    """The thresholds the run was judged against: the experiment's while its file is the
+    run's, else those recorded in the summary's rows."""
+    exp, summary = run.experiment, run.summary
+    if exp is not None and exp.fingerprint() == summary.fingerprint:
+        return exp.thresholds
+    recorded = {
+        name: row.threshold
+        for name, row in summary.decision().categories.items()
+        if row.threshold is not None
+    }
+    return Thresholds(recorded, pending=summary.thresholds_pending)
+
+
+def _recorded_preflight(run: RunData) -> dict[str, Any] | None:
+    """What the build recorded of the preflight it ran (None without a build)."""
+    if run.build is None:
+        return None
+    recorded = run.build.preflight
+    return {k: getattr(recorded, k) for k in _BUILD_PREFLIGHT} | {"failed": list(recorded.failed)}
+
+
+def _preflight_outcome(run: RunData) -> PreflightOutcome | None:
+    return preflight_outcome(run.preflight, _recorded_preflight(run), run.summary.fingerprint)
+
+
+def _preflight_section(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
+    recorded = _recorded_preflight(run)
+    pf = run.preflight
+    outcome = _preflight_outcome(run)
+    if outcome is None:
+        return None
+    fingerprint = run.summary.fingerprint
+    out: dict[str, Any] = {"path": show_path(run.preflight_path) if run.preflight_path else None}
+    if pf is not None:
+        findings = [dict(f) for f in pf.get("findings", [])]
+        counts = Counter(f.get("verdict", "") for f in findings)
+        current = pf.get("fingerprint") == fingerprint
+        out.update(
+            fingerprint=pf.get("fingerprint"),
+            current=current,
+            passed=bool(pf.get("passed")),
+            base=pf.get("base"),
+            reference=pf.get("reference"),
+            counts={k: counts[k] for k in ("pass", "fail", "info", "skip") if counts[k]},
+            findings=findings,
+        )
+        if not current:
+            warnings.append(
+                f"{out['path']} was written for fingerprint {pf.get('fingerprint')}, not this "
+                f"run's {fingerprint}: its verdict is shown, not counted"
+            )
+    if recorded:
+        out["build"] = recorded
+    out["failed_for_this_run"] = outcome.failed
+    out["verdict_line"] = outcome.line
+    return out
+
+
+def _training_section(build: BuildRecord | None) -> dict[str, Any] | None:
+    if build is None:
+        return None
+    stages = build.stages
+    rows = [
+        {
+            "stage": name,
+            "seconds": stage.wall_seconds,
+            "peak_memory_bytes": stage.peak_memory_bytes,
+            "output_bytes": stage.output_bytes,
+            "removed": isinstance(stage, FuseRecord) and bool(stage.removed),
+        }
+        for name in _STAGES
+        if (stage := stages.get(name)) is not None
+    ]
+    train, quant = stages.train, stages.quantize
+    return {
+        "key": build.key,
+        "complete": build.complete,
+        "started": build.started,
+        "finished": build.finished,
+        "seconds": build.seconds,
+        "base_model": build.base_model,
+        "stages": rows,
+        **{k: getattr(train, k, None) for k in _TRAIN},
+        "resumed_from": train.resumed_from.step if train and train.resumed_from else None,
+        "attempts": len(train.attempts) if train else 0,
+        "model_bytes": quant.output_bytes if quant else None,
+        **{k: getattr(quant, k, None) for k in _QUANTIZE},
+        "versions": dict(build.inputs.versions),
+    }
+
+
+def _settings(run: RunData) -> dict[str, Any]:
+    s, exp, build = run.summary, run.experiment, run.build
+    out: dict[str, Any] = {
+        "fingerprint": s.fingerprint,
+        "score": s.score,
+        "samples": s.samples,
+        "temperatures": [row.temperature for row in s.temperatures.values()],
+        "decision_temperature": s.decision_temperature,
+        "model": s.model,
+        "server_url": s.server_url,
+        "model_id": s.model_id,
+        "build_key": build.key if build else None,
+        "base_model": build.base_model if build else (exp.models.base if exp else None),
+        "versions": dict(s.versions),
+        "requests": s.requests,
+        "restarts": s.restarts,
+        "eval_seconds": s.seconds,
+    }
+    if exp is not None:
+        ev = exp.eval
+        out.update(
+            experiment_file=show_path(exp.source),
+            fingerprint_now=exp.fingerprint(),
+            base_revision=exp.models.base_revision or None,
+            reference_model=exp.models.reference,
+            eval_seed=ev.seed,
+            sampled_seeds="seed + sample index at T > 0; none at T = 0 (greedy)",
+            max_tokens=ev.max_tokens,
+            enable_thinking=ev.enable_thinking,
+            stop=list(ev.stop),
+            system_prompt=show_path(ev.system_prompt),
+            prompts=show_path(ev.prompts),
+            mode=exp.data.mode,
+            syntax=exp.data.syntax,
+            data_seed=exp.data.seed,
+            train_seed=exp.train.seed,
+            num_layers=exp.train.num_layers,
+            iters=exp.train.iters,
+            quantize=f"{exp.quantize.bits} bits, group size {exp.quantize.group_size}",
+        )
+    return out
+
+
+def _repeat_command(run: RunData) -> str:
+    s, exp = run.summary, run.experiment
+    name = s.experiment
+    if exp is not None and exp.source.parent.resolve() != EXPERIMENTS_DIR.resolve():
+        name = show_path(exp.source)
+    parts = ["python", "-m", "pipeline", "eval", "--experiment", name]
+    if s.server_url:
+        parts += ["--server-url", s.server_url]
+    elif run.build is None and s.model:
+        parts += ["--model", s.model]
+    parts += ["--samples", str(s.samples)]
+    temps = ",".join(temperature_key(row.temperature) for row in s.temperatures.values())
+    parts += ["--temperature", temps]
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def _files(run: RunData) -> dict[str, str | None]:
+    eval_dir = run.run_dir / "eval"
+    places = {
+        "summary": eval_dir / "summary.json",
+        "scores": eval_dir / "scores.jsonl",
+        "responses": eval_dir / "responses.jsonl",
+        "server_log": eval_dir / "server.log",
+        "build": run.run_dir / "build.json",
+        "build_log": run.run_dir / "build.log",
+    }
+    out = {k: show_path(p) if p.exists() else None for k, p in places.items()}
+    out["preflight"] = show_path(run.preflight_path) if run.preflight_path else None
+    return out

@@ -1,0 +1,361 @@
+"""results.md: the report's data (`build_report`, or results.json read back) as markdown.
+
+Every number comes from the report; nothing here reads a run folder. Long table cells are cut
+(results.json keeps them whole); links are relative to the folder results.md is written to.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.eval.records import temperature_key
+from pipeline.report.show import pct, shown_target
+from pipeline.spec.experiment import OVERALL
+
+_CELL = 110
+"""Markdown table cells longer than this are cut (results.json keeps everything)."""
+
+
+def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> str:
+    """results.md; `out_dir` (where it will be written) makes its links relative."""
+    r = report
+    t = temperature_key(r["decision_temperature"])
+    lines = [f"# {r['experiment']}: {r['verdict']}", ""]
+    if r.get("description"):
+        lines += [r["description"], ""]
+    lines += [
+        f"Run `{r['run_dir']}`; score `{r['score']}` at decision temperature {t}, "
+        f"{r['samples']} sample(s) per prompt.",
+        "",
+    ]
+    if r.get("docs"):
+        link = _link(r["docs"]["path"], out_dir)
+        files = ", ".join(f"[{f}]({link}/{f})" for f in r["docs"]["files"])
+        lines += [
+            f"Experiment record: [{r['docs']['path']}]({link})" + (f": {files}" if files else ""),
+            "",
+        ]
+    lines += ["## Verdict", "", _verdict_line(r), ""]
+    lines += [f"- {reason}" for reason in r["verdict_reasons"]]
+    fragile = [c["category"] for c in r["criteria"] if c.get("fragile")]
+    if fragile:
+        lines.append(
+            f"- fragile (the 95% interval straddles the threshold, the verdict could flip on a "
+            f"rerun): {', '.join(fragile)}"
+        )
+    lines += [f"- warning: {w}" for w in r["warnings"]]
+    if lines[-1] != "":
+        lines.append("")
+
+    lines += [f"## Pre-registered criteria (T={t})", ""]
+    base = f"baseline ({r['baseline_name']})" if r.get("baseline_name") else "baseline"
+    rows = []
+    for c in r["criteria"]:
+        gated = c.get("threshold") is not None
+        name = f"**{c['category']}**" if c["category"] == OVERALL else c["category"]
+        rows.append(
+            [
+                name,
+                pct(c.get("baseline")),
+                f">= {pct(c['threshold'])}" if gated else "not gated",
+                pct(c["mean"]),
+                f"{pct(c['lo'])} - {pct(c['hi'])}",
+                str(c["n"]),
+                _pass_cell(c["passed"], r["thresholds_pending"]) if gated else "-",
+                "fragile" if c.get("fragile") else "",
+            ]
+        )
+    lines += _table(
+        ["category", base, "threshold", "this run", "95% interval", "n", "pass?", "fragile"], rows
+    )
+    lines += ["", "## Chart", ""]
+    chart = r.get("chart") or {}
+    if chart.get("file"):
+        lines.append(
+            f"![per-category score, 95% interval, threshold and baseline]({chart['file']})"
+        )
+    else:
+        lines.append(f"Chart skipped: {chart.get('skipped') or 'not rendered'}.")
+    lines += ["", f"## Prompts (T={t})", ""]
+    prows = [
+        [
+            p["id"],
+            p["category"],
+            p["query"],
+            _values(p),
+            f"{p['seconds']:.2f}",
+            p["reason"],
+            p["calls_text"],
+        ]
+        for p in r["prompts"]
+    ]
+    lines += _table(
+        [
+            "id",
+            "category",
+            "query",
+            "score",
+            "time (s)",
+            "reason / failure mode",
+            "extracted call(s)",
+        ],
+        prows,
+    )
+    dist = r["distribution"]
+    lines += ["", f"## Score distribution (T={t})", ""]
+    lines += [f"How many answers got each {r['score']} score value (every sample counts once)."]
+    if r["score"] == "seed":
+        lines[-1] += (
+            " The seed's partial credit: 1 the right tool inside execute_code, 0.5 the right "
+            "tool called directly, 0.1 a wrapped call to the wrong tool, 0 no call (all_of: the "
+            "share of expected tools, plus 0.1 when wrapped)."
+        )
+    lines.append("")
+    drows = [
+        [cat, *(str(counts[v]) for v in dist["values"]), str(sum(counts.values()))]
+        for cat, counts in dist["categories"].items()
+    ]
+    lines += _table(["category", *dist["values"], "n"], drows)
+    lines += ["", *_sweep_lines(r["sweep"], r["thresholds_pending"]), ""]
+    lines += _training_lines(r)
+    lines += ["", *_preflight_lines(r.get("preflight")), ""]
+    lines += _settings_lines(r)
+    lines += ["", "## Files", ""]
+    lines += [f"- {k}: `{v}`" for k, v in r["files"].items() if v]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _pass_cell(passed: bool | None, pending: bool) -> str:
+    text = "PASS" if passed else "FAIL"
+    return f"pending ({'met' if passed else 'below'})" if pending else text
+
+
+def _verdict_line(r: Mapping[str, Any]) -> str:
+    o = r.get("overall")
+    if not o:
+        return f"**{r['verdict']}**: no overall score."
+    base = r.get("baseline_name") or "baseline"
+    return (
+        f"**{r['verdict']}**: overall {pct(o['mean'])} (95% interval {pct(o['lo'])} - "
+        f"{pct(o['hi'])}, n={o['n']}) against the threshold {pct(o['threshold'])} "
+        f"({base}: {pct(o['baseline'])})."
+    )
+
+
+def _values(p: Mapping[str, Any]) -> str:
+    if len(p["values"]) == 1:
+        return f"{p['values'][0]:g}"
+    return f"{p['mean']:.2f} ({', '.join(f'{v:g}' for v in p['values'])})"
+
+
+def _sweep_lines(sweep: Mapping[str, Any], pending: bool) -> list[str]:
+    temps = sweep["temperatures"]
+    out = ["## Temperature sweep", ""]
+    if len(temps) < 2:
+        out.append(f"One temperature only (T={temps[0]}): no sweep in this run.")
+        return out
+    rows = []
+    for c in sweep["categories"]:
+        cells = []
+        for t in temps:
+            cell = c["by_temperature"].get(t)
+            if not cell:
+                cells.append("-")
+                continue
+            mark = "" if cell["passed"] is None else " " + _pass_cell(cell["passed"], pending)
+            cells.append(f"{pct(cell['mean'])} [{pct(cell['lo'])} - {pct(cell['hi'])}]{mark}")
+        rows.append([c["category"], *cells, "flips" if c["flips"] else ""])
+    out += _table(["category", *(f"T={t}" for t in temps), "verdict"], rows)
+    out.append("")
+    gate = ", ".join(
+        f"T={t}: {'PASS' if sweep['passed'][t] else 'FAIL'}"
+        f" ({sweep['errors'][t]} errors, {sweep['truncated'][t]} truncated)"
+        for t in temps
+    )
+    out.append(f"All thresholds met per temperature: {gate}.")
+    flips = sweep["flips"]
+    out.append(
+        f"Verdict flips between temperatures: {', '.join(flips)}."
+        if flips
+        else "No category's verdict flips between temperatures."
+    )
+    return out
+
+
+def _training_lines(r: Mapping[str, Any]) -> list[str]:
+    tr = r.get("training")
+    out = ["## Training", ""]
+    if not tr:
+        size = f" Model folder: {_bytes(r['model_bytes'])}." if r.get("model_bytes") else ""
+        out.append(
+            "Not built by routegate (a `--model` or `--server-url` run): no build.json, no "
+            f"training figures.{size}"
+        )
+        return out
+    rows = [
+        [
+            s["stage"],
+            _secs(s["seconds"]),
+            _bytes(s["peak_memory_bytes"]),
+            _bytes(s["output_bytes"]) + (" (removed)" if s["removed"] else ""),
+        ]
+        for s in tr["stages"]
+    ]
+    out += _table(["stage", "time", "peak memory (process RSS)", "output"], rows)
+    out.append("")
+    loss = f"train loss {_num(tr['train_loss'])}, validation loss {_num(tr['val_loss'])}"
+    if tr.get("val_loss_step") is not None:
+        loss += f" (at iteration {tr['val_loss_step']})"
+    params = f"{tr['trainable_parameters']:,}" if tr.get("trainable_parameters") else "n/a"
+    if tr.get("trainable_parameters_reported"):
+        params += f" ({tr['trainable_parameters_reported']} as mlx_lm reports it)"
+    quant = ""
+    if tr.get("bits"):
+        quant = f", {tr['bits']} bits / group size {tr['group_size']}"
+        if tr.get("bits_per_weight"):
+            quant += f" ({_num(tr['bits_per_weight'])} bits per weight)"
+    out += [
+        f"- build `{tr['key']}`: {_secs(tr['seconds'])} in all"
+        + (f", {tr['started']} to {tr['finished']}" if tr.get("finished") else "")
+        + ("" if tr["complete"] else " (incomplete)"),
+        f"- {tr['fine_tune_type']} training, {tr['iters']} iterations: {loss}"
+        + (f"; resumed from iteration {tr['resumed_from']}" if tr.get("resumed_from") else ""),
+        f"- trainable parameters: {params}",
+        f"- model size: {_bytes(tr['model_bytes'])}{quant}",
+    ]
+    if tr.get("mlx_peak_memory_gb"):
+        out.append(f"- mlx peak memory while training: {tr['mlx_peak_memory_gb']} GB")
+    return out
+
+
+def _preflight_lines(pf: Mapping[str, Any] | None) -> list[str]:
+    out = ["## Preflight", ""]
+    if not pf:
+        out.append("No preflight record for this experiment (run `python -m pipeline preflight`).")
+        return out
+    if "passed" in pf:
+        counts = ", ".join(f"{n} {k}" for k, n in pf["counts"].items())
+        state = "passed" if pf["passed"] else "FAILED"
+        stale = "" if pf["current"] else " (written for another fingerprint: shown, not counted)"
+        out.append(f"`{pf['path']}`: {state} ({counts}){stale}.")
+    b = pf.get("build")
+    if b:
+        how = (
+            "passed"
+            if b["passed"]
+            else "FAILED" + (", built anyway (--force)" if b["forced"] else "")
+        )
+        out.append(f"At build time: {how} ({b['checks']} checks).")
+    failed = [f for f in pf.get("findings", []) if f.get("verdict") == "fail"]
+    if failed:
+        out += ["", "Failed checks:", ""]
+        out += [f"- {f['check']} ({f['subject']}): {f['figure']}" for f in failed]
+    elif b and b.get("failed"):
+        out += ["", "Failed checks at build time:", ""]
+        out += [f"- {line.splitlines()[0]}" for line in b["failed"]]
+    if pf.get("findings"):
+        out += ["", "<details><summary>All checks</summary>", ""]
+        out += _table(
+            ["check", "subject", "verdict", "figure"],
+            [[f["check"], f["subject"], f["verdict"], f["figure"]] for f in pf["findings"]],
+        )
+        out += ["", "</details>"]
+    return out
+
+
+def _settings_lines(r: Mapping[str, Any]) -> list[str]:
+    s = r["settings"]
+    out = ["## Settings and versions", ""]
+    keys = [
+        ("fingerprint", "experiment fingerprint (the run's)"),
+        ("fingerprint_now", "experiment fingerprint (the file now)"),
+        ("experiment_file", "experiment file"),
+        ("model", "model folder"),
+        ("server_url", "server URL"),
+        ("model_id", "model id (server)"),
+        ("base_model", "base model"),
+        ("base_revision", "base revision"),
+        ("reference_model", "reference model"),
+        ("build_key", "build key"),
+        ("score", "primary score"),
+        ("temperatures", "temperatures (first decides)"),
+        ("samples", "samples per prompt"),
+        ("eval_seed", "eval seed"),
+        ("sampled_seeds", "sampling seeds"),
+        ("max_tokens", "max_tokens"),
+        ("enable_thinking", "enable_thinking"),
+        ("stop", "stop sequences"),
+        ("mode", "call mode"),
+        ("syntax", "call syntax"),
+        ("system_prompt", "system prompt"),
+        ("prompts", "prompts"),
+        ("data_seed", "data seed"),
+        ("train_seed", "train seed"),
+        ("num_layers", "trained layers (-1: all)"),
+        ("iters", "iterations"),
+        ("quantize", "quantization"),
+        ("requests", "requests"),
+        ("restarts", "server restarts"),
+        ("eval_seconds", "eval time (s)"),
+    ]
+    rows = [
+        [label, _setting(s[k])]
+        for k, label in keys
+        if s.get(k) not in (None, "", [])
+        and not (k == "fingerprint_now" and s[k] == s.get("fingerprint"))
+    ]
+    if "enable_thinking" in s and s["enable_thinking"] is None:
+        rows.append(["enable_thinking", "template default"])
+    for name, version in (s.get("versions") or {}).items():
+        rows.append([f"{name} (eval)", version])
+    built = (r.get("training") or {}).get("versions") or {}
+    for name, version in built.items():
+        rows.append([f"{name} (build)", version])
+    out += _table(["setting", "value"], rows)
+    out += ["", "Repeat the eval:", "", "```sh", r["repeat"], "```"]
+    return out
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(repr(v) if isinstance(v, str) else f"{v:g}" for v in value)
+    return str(value)
+
+
+def _link(path: str, out_dir: Path | None) -> str:
+    target = shown_target(path)
+    if out_dir is None:
+        return str(target)
+    return os.path.relpath(target, Path(out_dir).resolve())
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    def cell(text: str) -> str:
+        text = " ".join(str(text).split()).replace("|", "\\|")
+        return text if len(text) <= _CELL else text[: _CELL - 3] + "..."
+
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def _bytes(value: int | None) -> str:
+    if not value:
+        return "n/a"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:.2f} {unit}"
+    return f"{value} B"

@@ -1,0 +1,82 @@
+"""The one writer: results.md, results.json and results.png into the workspace's
+`reports/<experiment>/` (or a folder given), each file replaced atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.core import io
+from pipeline.core.workspace import Workspace
+from pipeline.eval.verdict import Verdict
+from pipeline.report.chart import ChartUnavailable, render_chart
+from pipeline.report.collect import collect
+from pipeline.report.content import build_report
+from pipeline.report.markdown import render_markdown
+from pipeline.spec.experiment import Experiment
+
+MARKDOWN, JSON, CHART = "results.md", "results.json", "results.png"
+
+
+@dataclass(frozen=True)
+class Written:
+    markdown: Path
+    json: Path
+    chart: Path | None
+    """None when the chart was skipped (`chart_skipped` says why)."""
+    chart_skipped: str
+    report: dict[str, Any]
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict(self.report["verdict"], tuple(self.report["verdict_reasons"]))
+
+
+def report_dir(experiment_name: str, workspace: Workspace | None = None) -> Path:
+    """Where an experiment's results go: the workspace's reports/<experiment>/."""
+    return (workspace or Workspace.at()).reports(experiment_name)
+
+
+def write_report(
+    report: Mapping[str, Any],
+    out_dir: Path | None = None,
+    *,
+    chart: bool = True,
+    workspace: Workspace | None = None,
+) -> Written:
+    """Write results.md, results.json and (unless `chart` is off) results.png into `out_dir`
+    (default: the workspace's `reports/<experiment>/`)."""
+    out = Path(out_dir) if out_dir is not None else report_dir(report["experiment"], workspace)
+    png: bytes | None = None
+    skipped = ""
+    if chart:
+        try:
+            png = render_chart(report)
+        except ChartUnavailable as err:
+            skipped = str(err)
+    else:
+        skipped = "turned off (--no-chart)"
+    full = {**report, "chart": {"file": CHART} if png else {"skipped": skipped}}
+    chart_path = out / CHART
+    if png:
+        io.write_bytes(chart_path, png)
+    elif chart_path.exists():
+        chart_path.unlink()  # a chart from an earlier run would contradict this report
+    io.write_json(out / JSON, full)
+    io.write_text(out / MARKDOWN, render_markdown(full, out))
+    return Written(out / MARKDOWN, out / JSON, chart_path if png else None, skipped, full)
+
+
+def report_run(
+    run_dir: Path,
+    experiment: Experiment | None = None,
+    workspace: Workspace | None = None,
+    *,
+    out_dir: Path | None = None,
+    chart: bool = True,
+) -> Written:
+    """collect -> build_report -> write_report: the report of one run folder."""
+    run = collect(run_dir, experiment, workspace=workspace)
+    return write_report(build_report(run), out_dir, chart=chart, workspace=workspace)

@@ -1,0 +1,382 @@
+"""Load and validate an experiment: everything a run depends on, as frozen dataclasses.
+
+An experiment is a TOML file under `experiments/`. Relative paths inside it resolve against the
+folder that holds the file, so an experiment can live anywhere. Loading is strict: an unknown
+key, a wrong type, a threshold outside 0..1 or a missing file raises `ExperimentError` naming
+the file and the dotted key, because a typo that silently falls back to a default would change
+the experiment without anyone noticing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.core.errors import BadInput
+from pipeline.spec.catalog import load_catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS_DIR = ROOT / "experiments"
+SHARED = Path(os.environ.get("ROUTEGATE_SHARED", ROOT.parent / "shared"))
+"""Read-only material beside the checkout: real Qwen3 tokenizers, notes, the seed plan."""
+
+OVERALL = "overall"
+"""The score over every gated category's prompts; the categories come from the catalog."""
+
+CallSyntax = Literal["structured", "json", "xml"]
+CallMode = Literal["direct", "code"]
+ScoreName = Literal["routing", "arguments", "seed"]
+
+
+class ExperimentError(BadInput):
+    """An experiment file (or an override) is invalid; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class Models:
+    base: str
+    """Hub id, local folder, or `tiny:json` / `tiny:xml` for the embedded tiny model."""
+    reference: str
+    """The model the base is meant to replace; its tokenizer and template are the yardstick."""
+    base_revision: str = ""
+    reference_revision: str = ""
+
+
+@dataclass(frozen=True)
+class Data:
+    train_min: int
+    valid_min: int
+    path: str = ""
+    """A folder with train.jsonl and valid.jsonl; empty means `runs/<name>/data`, generated."""
+    train_count: int = 1159
+    valid_count: int = 123
+    seed: int = 0
+    syntax: CallSyntax = "structured"
+    mode: CallMode = "direct"
+
+
+@dataclass(frozen=True)
+class Train:
+    fine_tune_type: Literal["lora", "dora", "full"] = "lora"
+    num_layers: int = 16
+    iters: int = 800
+    batch_size: int = 1
+    learning_rate: float = 1e-4
+    grad_accumulation_steps: int = 4
+    mask_prompt: bool = True
+    save_every: int = 200
+    steps_per_report: int = 10
+    steps_per_eval: int = 50
+    val_batches: int = 10
+    max_seq_length: int = 2048
+    lora_rank: int = 8
+    lora_scale: float = 20.0
+    lora_dropout: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Fuse:
+    dequantize: bool = True
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+
+
+@dataclass(frozen=True)
+class Quantize:
+    bits: int = 5
+    group_size: int = 64
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+
+
+@dataclass(frozen=True)
+class Eval:
+    prompts: Path
+    system_prompt: Path
+    """Text file; `{tool_stubs}` and `{tool_list}` are filled from the catalog."""
+    system_prompt_variants: tuple[Path, ...] = ()
+    """Other system prompts declared equivalent for the train/eval consistency check."""
+    temperatures: tuple[float, ...] = (0.0,)
+    samples: int = 1
+    max_tokens: int = 512
+    enable_thinking: bool | None = None
+    """Passed to the chat template; None leaves the template's default."""
+    stop: tuple[str, ...] = ()
+    score: ScoreName = "routing"
+    seed: int = 0
+    concurrency: int = 2
+    timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores in 0..1 keyed by category (the catalog's, fixtures/tools.json) or `overall`.
+
+    A category the table leaves out has no score here: for thresholds, it is not gated.
+    """
+
+    values: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        """The scores alone, without a subclass's extra fields."""
+        return dict(self.values)
+
+    def get(self, name: str) -> float | None:
+        return self.values.get(name)
+
+
+@dataclass(frozen=True)
+class Thresholds(Scores):
+    pending: bool = False
+    """True while the thresholds are not yet pre-registered from measurements: gates skip."""
+
+
+@dataclass(frozen=True)
+class Baseline(Scores):
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Resources:
+    disk_gb: float
+    expected_minutes: float
+    memory_gb: float = 0.0
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """Shape of the embedded tiny Qwen3 model (only the tiny experiment has one)."""
+
+    seed: int = 0
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    intermediate_size: int = 256
+    max_position_embeddings: int = 4096
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    source: Path
+    models: Models
+    tokens: dict[str, int]
+    """Pinned special-token ids, e.g. `<tool_call>` -> 151657."""
+    data: Data
+    train: Train
+    fuse: Fuse
+    quantize: Quantize
+    eval: Eval
+    thresholds: Thresholds
+    baseline: Baseline
+    resources: Resources
+    docs: Path | None = None
+    tiny: TinyModel | None = None
+
+    def fingerprint(self) -> str:
+        """A short hash of every setting, for run keys and reports."""
+        text = json.dumps(_plain(self), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def experiment_path(name_or_path: str | Path) -> Path:
+    """`tiny` -> experiments/tiny.toml; anything with a suffix or a slash is a path."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text:
+        return Path(text).expanduser().resolve()
+    return EXPERIMENTS_DIR / f"{text}.toml"
+
+
+def available_experiments() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))
+
+
+def load_experiment(name_or_path: str | Path) -> Experiment:
+    path = experiment_path(name_or_path)
+    if not path.is_file():
+        raise ExperimentError(
+            f"experiment file {path} does not exist "
+            f"(known experiments: {', '.join(available_experiments())})"
+        )
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ExperimentError(f"{path}: not valid TOML: {err}") from err
+    raw.setdefault("name", path.stem)
+    return _build(Experiment, raw, path, "", {"source": path})
+
+
+def with_overrides(experiment: Experiment, **overrides: str | None) -> Experiment:
+    """Apply command-line overrides: base_model, reference_model, data (None leaves a field)."""
+    models = experiment.models
+    if overrides.get("base_model"):
+        models = dataclasses.replace(models, base=str(overrides["base_model"]), base_revision="")
+    if overrides.get("reference_model"):
+        models = dataclasses.replace(
+            models, reference=str(overrides["reference_model"]), reference_revision=""
+        )
+    data = experiment.data
+    if overrides.get("data"):
+        data = dataclasses.replace(data, path=str(Path(str(overrides["data"])).resolve()))
+    return dataclasses.replace(experiment, models=models, data=data)
+
+
+def from_options(option: Callable[[str], Any]) -> Experiment:
+    """The experiment a CLI or pytest run selects: `experiment` plus single-field overrides."""
+    return with_overrides(
+        load_experiment(option("experiment")),
+        base_model=option("base_model"),
+        reference_model=option("reference_model"),
+        data=option("data"),
+    )
+
+
+# --- strict construction -------------------------------------------------------------------
+
+_PATH_KEYS_THAT_MUST_EXIST = {"prompts", "system_prompt", "system_prompt_variants", "docs"}
+
+
+def _build(cls: Any, raw: Any, source: Path, key: str, preset: dict[str, Any] | None = None):
+    where = f"{source}: [{key}]" if key else f"{source}"
+    if not isinstance(raw, dict):
+        raise ExperimentError(f"{where} must be a table, got {type(raw).__name__}")
+    preset = preset or {}
+    if issubclass(cls, Scores):
+        raw = _scores(cls, raw, source, key)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields) - set(preset))
+    if unknown:
+        raise ExperimentError(
+            f"{source}: unknown key {_dotted(key, unknown[0])!r} "
+            f"(allowed here: {', '.join(sorted(set(fields) - set(preset)))})"
+        )
+    values: dict[str, Any] = dict(preset)
+    for name, f in fields.items():
+        if name in preset:
+            continue
+        dotted = _dotted(key, name)
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ExperimentError(f"{source}: missing required key {dotted!r}")
+            continue
+        values[name] = _convert(hints[name], raw[name], source, dotted)
+    return cls(**values)
+
+
+def _scores(cls: Any, raw: dict[str, Any], source: Path, key: str) -> dict[str, Any]:
+    """A [thresholds] or [baseline] table: its own settings, and one score per category."""
+    own = {f.name for f in dataclasses.fields(cls)} - {"values"}
+    known = (*load_catalog().categories, OVERALL)
+    values: dict[str, float] = {}
+    for name, score in raw.items():
+        if name in own:
+            continue
+        dotted = _dotted(key, name)
+        if name not in known:
+            raise ExperimentError(
+                f"{source}: unknown key {dotted!r} (allowed here: {', '.join([*known, *own])})"
+            )
+        score = _convert(float, score, source, dotted)
+        if not 0.0 <= score <= 1.0:
+            raise ExperimentError(f"{source}: {dotted} = {score} is outside 0..1")
+        values[name] = score
+    return {**{k: v for k, v in raw.items() if k in own}, "values": values}
+
+
+def _dotted(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _convert(hint: Any, value: Any, source: Path, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, key)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, source, key)
+    if origin is Literal:
+        if value not in args:
+            raise ExperimentError(
+                f"{source}: {key} = {value!r} is not one of {', '.join(map(repr, args))}"
+            )
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ExperimentError(f"{source}: {key} must be a list, got {value!r}")
+        return tuple(_convert(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ExperimentError(f"{source}: {key} must be a table, got {value!r}")
+        return {str(k): _convert(args[1], v, source, f"{key}.{k}") for k, v in value.items()}
+    if hint is Path:
+        if not isinstance(value, str):
+            raise ExperimentError(f"{source}: {key} must be a path string, got {value!r}")
+        path = (source.parent / value).resolve()
+        if key.split(".")[-1].split("[")[0] in _PATH_KEYS_THAT_MUST_EXIST and not path.exists():
+            raise ExperimentError(f"{source}: {key} names {path}, which does not exist")
+        return path
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ExperimentError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if hint in (int, str, bool):
+        ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+        if not ok:
+            raise ExperimentError(
+                f"{source}: {key} must be {hint.__name__}, got {type(value).__name__} {value!r}"
+            )
+        return value
+    raise ExperimentError(f"{source}: {key}: unsupported setting type {hint!r}")  # pragma: no cover
+
+
+__all__ = [
+    "OVERALL",
+    "ROOT",
+    "SHARED",
+    "Baseline",
+    "Data",
+    "Eval",
+    "Experiment",
+    "ExperimentError",
+    "Fuse",
+    "Models",
+    "Quantize",
+    "Resources",
+    "Scores",
+    "Thresholds",
+    "TinyModel",
+    "Train",
+    "available_experiments",
+    "experiment_path",
+    "from_options",
+    "load_experiment",
+    "with_overrides",
+]
