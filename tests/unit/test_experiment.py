@@ -93,8 +93,10 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
         ("iters = 2000", "iters = 2000\nitres = 3", r"unknown key 'train\.itres'"),
         ("iters = 2000", 'iters = "2000"', r"train\.iters must be int, got str '2000'"),
         ("learning_rate = 1e-3", "learning_rate = true", r"train\.learning_rate must be a number"),
-        ("lsp = 0.35", "lsp = 1.5", r"thresholds\.lsp = 1\.5 is outside 0\.\.1"),
-        ("git = 0.60", "git = -0.1", r"thresholds\.git = -0\.1 is outside 0\.\.1"),
+        ("domain = 0.33", "domain = 1.5", r"thresholds\.domain = 1\.5 is outside 0\.\.1"),
+        ("overall = 0.33", "overall = -0.1", r"thresholds\.overall = -0\.1 is outside 0\.\.1"),
+        # Categories come from the catalog (fixtures/tools.json): a typo is no category.
+        ("domain = 0.33", "domian = 0.33", r"unknown key 'thresholds\.domian'"),
         ("eval_prompts.toml", "missing_prompts.toml", r"eval\.prompts names .*missing_prompts"),
         ('score = "routing"', 'score = "vibes"', r"eval\.score = 'vibes' is not one of"),
         ('base = "tiny:json"', "", r"missing required key 'models\.base'"),
