@@ -3,7 +3,7 @@
 A wrong answer is reported (xfail with the scorer's reason), not failed: the pre-registered
 category thresholds are the decision, and a single prompt must not override them.
 
-Snapshots belong to a reference build: `__snapshots__/<experiment>/reference.json` names the
+Snapshots belong to a reference build: `snapshot_references/<experiment>.json` names the
 weights (a content digest of the model folder) the snapshots were taken from, and
 `--snapshot-update` makes this run the reference. A run of the same weights must extract the
 same calls: a difference is drift (a SnapshotDrift warning and syrupy's "snapshot failed"
@@ -27,7 +27,8 @@ from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import Experiment, from_options
 from pipeline.spec.prompts import load_prompts
 
-SNAPSHOTS = Path(__file__).parent / "__snapshots__"
+REFERENCES = Path(__file__).parent / "snapshot_references"
+"""Beside `__snapshots__/`, not in it: syrupy deletes files there that are not snapshots."""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -78,7 +79,7 @@ def snapshot_reference(
     """The weights this experiment's snapshots were taken from (None: compare against them).
 
     With `--snapshot-update` this run becomes the reference."""
-    path = SNAPSHOTS / experiment.name / "reference.json"
+    path = REFERENCES / f"{experiment.name}.json"
     if pytestconfig.getoption("update_snapshots"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"weights": weights}, indent=2) + "\n")
