@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.build.runner import strip_ansi
+from pipeline.build.train import TrainProgress
 from pipeline.core import blas
 from pipeline.data import generate
 from pipeline.models.refs import resolve
@@ -38,8 +39,6 @@ t = time.perf_counter()
 for _ in range({repeat}): mx.eval(a @ b)
 print((time.perf_counter() - t) / {repeat} * 1000)
 """
-# mlx_lm's progress table: iteration, loss, trend, tokens/s, tokens seen.
-_ROW = re.compile(r"^\s*(\d+)\s+[\d.]+\s+\S+\s+([\d.]+)\s")
 
 
 def choice_env(choice: str) -> tuple[dict[str, str] | None, str]:
@@ -83,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
                  "--learning-rate", str(t.learning_rate), "--mask-prompt",
                  "--steps-per-report", "10", "--steps-per-eval", str(10 * args.iters),
                  "--val-batches", "1", "--max-seq-length", str(t.max_seq_length)],
-                env=env, capture_output=True, text=True,
+                env={**env, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "120"},
+                capture_output=True, text=True,
             )  # fmt: skip
             seconds = time.perf_counter() - started
-            rates = [float(m.group(2)) for m in map(_ROW.match, train.stdout.splitlines()) if m]
+            progress = TrainProgress(total=args.iters)
+            rates = []
+            for row in train.stdout.splitlines():
+                if progress.feed(strip_ansi(row)) == "train" and progress.tokens_per_second:
+                    rates.append(progress.tokens_per_second)
             rate = f"{sum(rates) / len(rates):.0f}" if rates else "?"
             if train.returncode != 0:
                 rate = f"exit {train.returncode}"
