@@ -47,7 +47,7 @@ from pipeline.build.records import (
 )
 from pipeline.build.runner import Log, Runner
 from pipeline.build.train import train
-from pipeline.core import io
+from pipeline.core import blas, io
 from pipeline.core.errors import EXIT_FAIL, BadInput, Refused
 from pipeline.core.workspace import Workspace
 from pipeline.data import DataError, ensure_data
@@ -382,6 +382,7 @@ def build(
             )
         log_file.write(f"\n# build {_now()} key {p.key}\n")
         say(f"[build] {experiment.name} -> {p.run_dir}")
+        say(f"[build] {blas.describe()}")  # with no OpenBLAS: one line saying it will be slow
         runner = Runner(say, log_file, p.log_path, pass_fds=(lock_fd,))
         record, ran = _run_stages(p, _fresh_record(p, record, verdict), runner, keep_fused)
         seconds = round(time.perf_counter() - started, 3)

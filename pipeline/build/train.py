@@ -27,8 +27,8 @@ from pathlib import Path
 from pipeline.build.files import parameter_count
 from pipeline.build.records import Attempt, Attempts, Resumed, TrainRecord
 from pipeline.build.runner import Runner, StageError, mlx_lm_argv
-from pipeline.core.progress import clock
 from pipeline.core import io
+from pipeline.core.progress import clock
 from pipeline.spec.experiment import Experiment
 
 CHECKPOINT_RE = re.compile(r"^(\d{7})_adapters\.safetensors$")

@@ -28,7 +28,7 @@ def parser(step: Step, description: str) -> argparse.ArgumentParser:
 
 def selected(args: argparse.Namespace) -> tuple[Experiment, Workspace]:
     """The experiment (with its overrides) and the workspace the arguments select."""
-    return from_options(lambda name: getattr(args, name)), Workspace.at(args.workdir)
+    return from_options(lambda name: getattr(args, name, None)), Workspace.at(args.workdir)
 
 
 def run(step: Callable[[], int], interrupted: str = "") -> int:

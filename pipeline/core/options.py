@@ -99,6 +99,27 @@ OPTIONS: tuple[Option, ...] = (
         steps=_EVAL,
     ),
     Option(
+        "--prompts",
+        "eval prompt set: fixtures/prompts/NAME.toml or a path [the experiment's]",
+        metavar="NAME|PATH",
+        path=True,
+        steps=_EVAL,
+    ),
+    Option(
+        "--baseline-run",
+        "an earlier eval's run folder to compare with, prompt by prompt [the experiment's]",
+        metavar="RUN_DIR",
+        path=True,
+        steps=_EVAL,
+    ),
+    Option(
+        "--require-decidable",
+        "a pass whose 95% interval reaches below its threshold fails [the experiment's]",
+        kind="switch",
+        default=False,
+        steps=_EVAL,
+    ),
+    Option(
         "--force",
         "build even when the preflight fails (the report still records the failure)",
         kind="switch",

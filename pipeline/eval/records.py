@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.core.records import Record
-from pipeline.eval.scoring import CategoryScore
+from pipeline.eval.metrics import CategoryScore, PairedRow
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,11 @@ class CategoryRow(CategoryScore):
     passed: bool | None = None
     fragile: bool = False
     """The interval straddles the threshold: the pass could flip on a rerun."""
+    decidable: bool | None = None
+    """The 95% interval lies wholly on one side of the threshold; None when not gated."""
+    prompts_needed: int | None = None
+    """Prompts of this category that, at the observed rate, would make the interval clear the
+    threshold; None when not gated, when the rate equals the threshold, or out of reach."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,14 @@ class EvalSummary(Record):
     restarts: int = 0
     seconds: float = 0.0
     requests: int = 0
+    require_decidable: bool = False
+    """A pass had to be decidable (its interval wholly above the threshold)."""
+    max_drop: float | None = None
+    """The pre-registered regression criterion against the baseline run (None: none)."""
+    baseline_run: str = ""
+    """The run folder `paired` compares with; "" for none."""
+    paired: dict[str, PairedRow] = field(default_factory=dict)
+    """Per category and overall: this run minus the baseline run, prompt by prompt."""
 
     def at(self, temperature: float) -> TemperatureRow:
         return self.temperatures[temperature_key(temperature)]

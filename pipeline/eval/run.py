@@ -20,9 +20,10 @@ from typing import Any
 
 from pipeline.build import model_digest
 from pipeline.core import io
+from pipeline.core.errors import BadInput
 from pipeline.core.progress import Heartbeat, clock
 from pipeline.core.workspace import Workspace
-from pipeline.eval import scoring
+from pipeline.eval import metrics, scoring
 from pipeline.eval.client import Record, Request, chat_body, run_requests
 from pipeline.eval.records import CategoryRow, EvalSummary, TemperatureRow, temperature_key
 from pipeline.eval.serve import Server, connect, server_root, start_server
@@ -139,26 +140,31 @@ def summarize(
     *,
     categories: Sequence[str],
     preflight: PreflightOutcome | None = None,
+    baseline_run: Path | None = None,
     **run_facts: Any,
 ) -> EvalSummary:
-    """The eval summary: per temperature, each category against its threshold; the verdict
-    (pipeline.eval.verdict.judge) at the decision temperature. `run_facts` are the
-    EvalSummary's facts about the run (model, server_url, model_id, seconds, ...)."""
+    """The eval summary: per temperature, each category against its threshold; the paired
+    comparison with `baseline_run` at the decision temperature; the verdict
+    (pipeline.eval.verdict.judge). `run_facts` are the EvalSummary's facts about the run
+    (model, server_url, model_id, seconds, ...)."""
     thresholds = experiment.thresholds
     baseline = experiment.baseline
     per_temperature: dict[str, TemperatureRow] = {}
     for t in settings.temperatures:
         at_t = [s for s in scored if s.record.temperature == t]
-        scores = scoring.summarize([(s.prompt, s.score) for s in at_t], categories)
+        scores = metrics.summarize(values_at(at_t), categories)
         rows = {}
         for name, cat in scores.items():
             threshold = thresholds.get(name)
+            gated = threshold is not None
             rows[name] = CategoryRow(
                 **asdict(cat),
                 threshold=threshold,
                 baseline=baseline.get(name),
-                passed=None if threshold is None else cat.mean >= threshold,
-                fragile=threshold is not None and scoring.fragile(cat, threshold),
+                passed=cat.mean >= threshold if gated else None,
+                fragile=gated and metrics.fragile(cat, threshold),
+                decidable=metrics.decidable(cat, threshold) if gated else None,
+                prompts_needed=metrics.prompts_needed(cat.mean, threshold) if gated else None,
             )
         per_temperature[temperature_key(t)] = TemperatureRow(
             temperature=t,
@@ -167,6 +173,8 @@ def summarize(
             errors=sum(1 for s in at_t if s.record.error),
             truncated=sum(1 for s in at_t if s.truncated),
         )
+    decision = [s for s in scored if s.record.temperature == settings.decision_temperature]
+    comparison = compare_with(baseline_run, values_at(decision), categories) if baseline_run else {}
     failed = [s.record for s in scored if s.record.error]
     verdict = judge(
         thresholds,
@@ -175,6 +183,9 @@ def summarize(
         errors=len(failed),
         requests=len(scored),
         first_error=failed[0].error if failed else "",
+        require_decidable=experiment.eval.require_decidable,
+        paired=comparison,
+        max_drop=experiment.regression.max_drop,
     )
     return EvalSummary(
         experiment=experiment.name,
@@ -192,8 +203,54 @@ def summarize(
         verdict_reasons=verdict.reasons,
         flips=_flips(per_temperature),
         versions=versions(),
+        require_decidable=experiment.eval.require_decidable,
+        max_drop=experiment.regression.max_drop,
+        baseline_run=str(baseline_run) if baseline_run else "",
+        paired=comparison,
         **run_facts,
     )
+
+
+def values_at(scored: Sequence[Scored]) -> list[metrics.PromptValue]:
+    """One value per prompt: the mean of its samples (intervals count prompts)."""
+    return metrics.prompt_values([(s.prompt.id, s.prompt.category, s.score.value) for s in scored])
+
+
+def baseline_values(run_dir: Path) -> list[metrics.PromptValue]:
+    """An earlier eval's per-prompt values at its decision temperature, from its run folder
+    (`<run>/eval/summary.json` and `scores.jsonl`); a folder that is not one is bad input."""
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "eval" / "summary.json"
+    if not summary_path.is_file():
+        raise BadInput(
+            f"--baseline-run {run_dir}: no eval/summary.json there; pass the run folder of a "
+            "finished eval (runs/<experiment>/<key>/)"
+        )
+    decision = EvalSummary.read(summary_path).decision_temperature
+    rows = []
+    scores_path = run_dir / "eval" / "scores.jsonl"
+    for number, line in io.read_lines(scores_path):
+        try:
+            row = json.loads(line)
+            if row["temperature"] == decision:
+                rows.append((str(row["prompt_id"]), str(row["category"]), float(row["value"])))
+        except (ValueError, KeyError, TypeError) as err:
+            raise BadInput(f"{scores_path}:{number}: not a scored answer ({err})") from err
+    return metrics.prompt_values(rows)
+
+
+def compare_with(
+    baseline_run: Path, this: Sequence[metrics.PromptValue], categories: Sequence[str]
+) -> dict[str, metrics.PairedRow]:
+    """The paired comparison with an earlier run; no prompt in common is bad input."""
+    base = baseline_values(baseline_run)
+    common = {v.prompt_id for v in base} & {v.prompt_id for v in this}
+    if not common:
+        raise BadInput(
+            f"--baseline-run {baseline_run} scored none of this run's {len(this)} prompts "
+            f"(its {len(base)} prompts are another set): compare runs of the same prompt set"
+        )
+    return metrics.paired(this, base, categories)
 
 
 def _flips(per_temperature: dict[str, TemperatureRow]) -> tuple[str, ...]:
@@ -227,11 +284,16 @@ def run_eval(
     temperatures: str | None = None,
     concurrency: int | None = None,
     preflight: PreflightOutcome | None = None,
+    baseline_run: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> EvalResult:
     """Serve (or connect), ask every prompt, score, and write <run_dir>/eval/."""
     if (model_dir is None) == (server_url is None):
         raise ValueError("run_eval needs exactly one of model_dir or server_url")
+    if baseline_run is None and experiment.eval.baseline_run:
+        baseline_run = experiment.source.parent / experiment.eval.baseline_run
+    if baseline_run is not None:
+        baseline_values(baseline_run)  # a bad baseline fails before any request is asked
     catalog = load_catalog()
     prompts = load_prompts(experiment.eval.prompts, catalog)
     settings = settings_for(experiment, samples, temperatures)
@@ -283,6 +345,7 @@ def run_eval(
         settings,
         categories=tuple(catalog.categories),
         preflight=preflight,
+        baseline_run=baseline_run,
         model=str(model_dir) if model_dir else None,
         server_url=server_url,
         model_id=server.model_id,

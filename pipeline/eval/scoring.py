@@ -1,4 +1,4 @@
-"""Score one model reply against one eval prompt, and summarise many with intervals.
+"""Score one model reply against one eval prompt.
 
 Pure functions, in two steps, like BFCL's AST checker:
 
@@ -11,15 +11,12 @@ Pure functions, in two steps, like BFCL's AST checker:
    expectations and gives every dimension (routing, arguments, format, the seed's scheme) plus
    one line that says what went wrong.
 
-`summarize` then gives each category a mean with a 95% interval (Wilson for 0/1 scores, a
-seeded percentile bootstrap otherwise, as Inspect AI reports), and `fragile` flags a category
-whose interval straddles its pre-registered threshold.
+Aggregation over prompts (means, intervals, decidability, paired comparisons) is
+pipeline.eval.metrics.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,10 +34,9 @@ from pipeline.spec.calls import (
 )
 from pipeline.spec.catalog import Catalog, load_catalog
 from pipeline.spec.experiment import OVERALL, ScoreName
-from pipeline.spec.prompts import NO_TOOL, EvalPrompt, Expectation
+from pipeline.spec.prompts import EvalPrompt, Expectation
 
 Source = Literal["native", "raw_json", "raw_xml", "none"]
-IntervalKind = Literal["wilson", "bootstrap"]
 
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 _BLOCK_TEXT_RE = re.compile(r"<tool_call>.*?(?:</tool_call>|\Z)", re.DOTALL)
@@ -361,9 +357,19 @@ def _checker(catalog: Catalog) -> Checker:
                 )
             elif not any(_same(value, a) for a in allowed):
                 out.append(f"{call.name} {arg}={value!r} not in allowed {_allowed(allowed)}")
+        for arg in exp.any_value:  # the prompt leaves the value open: present and not empty
+            if arg not in call.arguments:
+                if arg not in exp.optional:
+                    out.append(f"{call.name} missing {arg} (any value)")
+                continue
+            value = call.arguments[arg]
+            if value == NON_LITERAL:
+                out.append(f"{call.name} {arg} is computed, not a literal (any value)")
+            elif _empty(value):
+                out.append(f"{call.name} {arg}={value!r} is empty (any non-empty value)")
         known = properties.get(call.name, {})
         for arg in call.arguments:
-            if arg in exp.args or arg in known:
+            if arg in exp.args or arg in exp.any_value or arg in known:
                 continue
             if re.fullmatch(r"_\d+", arg):
                 out.append(f"{call.name} got an extra positional argument {call.arguments[arg]!r}")
@@ -372,6 +378,15 @@ def _checker(catalog: Catalog) -> Checker:
         return out
 
     return check
+
+
+def _empty(value: Any) -> bool:
+    """No value at all: None, a blank string, an empty list or table (0 and False are values)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, (list, tuple, Mapping)) and not value
 
 
 def _same(value: Any, allowed: Any) -> bool:
@@ -416,90 +431,10 @@ def _snippet(text: str) -> str:
     return repr(line if len(line) <= _SNIPPET else line[: _SNIPPET - 3] + "...")
 
 
-# --- aggregation ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CategoryScore:
-    mean: float
-    lo: float
-    hi: float
-    n: int
-    """Number of values: every sample of every prompt counts once."""
-    kind: IntervalKind
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for `successes` out of `n` (0 of 0 -> the whole of 0..1)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
-
-
-def bootstrap_interval(
-    values: Sequence[float], *, resamples: int = 2000, seed: int = 0, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean; the same inputs always give the same answer."""
-    if not values:
-        return 0.0, 1.0
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
-    tail = (1 - confidence) / 2
-    lo = means[max(0, math.floor(tail * resamples))]
-    hi = means[min(resamples - 1, math.ceil((1 - tail) * resamples) - 1)]
-    return lo, hi
-
-
-def category_score(values: Sequence[float]) -> CategoryScore:
-    """Mean and interval: Wilson when every value is 0 or 1, a bootstrap otherwise."""
-    n = len(values)
-    mean = sum(values) / n if n else 0.0
-    if all(v in (0.0, 1.0) for v in values):
-        lo, hi = wilson_interval(sum(values), n)
-        return CategoryScore(mean, lo, hi, n, "wilson")
-    lo, hi = bootstrap_interval(values)
-    return CategoryScore(mean, lo, hi, n, "bootstrap")
-
-
-def summarize(
-    scores: Sequence[tuple[EvalPrompt, Score]], categories: Sequence[str]
-) -> dict[str, CategoryScore]:
-    """Per category (in the catalog's order `categories`, then no_tool and any other), plus
-    "overall".
-
-    Overall is the mean over every value in the catalog's categories, as the seed's 82.4% was
-    the mean of its 27 prompt scores; no_tool is reported on its own and never enters it.
-    """
-    by_category: dict[str, list[float]] = {}
-    for prompt, s in scores:
-        by_category.setdefault(prompt.category, []).append(s.value)
-    order = [c for c in (*categories, NO_TOOL) if c in by_category]
-    order += sorted(set(by_category) - set(order))
-    out = {c: category_score(by_category[c]) for c in order}
-    out[OVERALL] = category_score([v for c in categories for v in by_category.get(c, [])])
-    return out
-
-
-def fragile(cat: CategoryScore, threshold: float) -> bool:
-    """The interval straddles the threshold: the pass/fail verdict could flip on a rerun."""
-    return cat.lo < threshold <= cat.hi
-
-
 __all__ = [
     "OVERALL",
-    "CategoryScore",
     "Extraction",
     "Score",
-    "bootstrap_interval",
-    "category_score",
     "extract",
-    "fragile",
     "score",
-    "summarize",
-    "wilson_interval",
 ]

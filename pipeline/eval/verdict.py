@@ -48,6 +48,11 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
+def _get(row: Any, key: str) -> Any:
+    """A field of a category row: a record's attribute or a report row's key."""
+    return row.get(key) if isinstance(row, Mapping) else getattr(row, key, None)
+
+
 def judge(
     thresholds: Thresholds,
     scores: Mapping[str, Any],
@@ -56,13 +61,19 @@ def judge(
     errors: int = 0,
     requests: int = 0,
     first_error: str = "",
+    require_decidable: bool = False,
+    paired: Mapping[str, Any] | None = None,
+    max_drop: float | None = None,
 ) -> Verdict:
     """The verdict of one run.
 
     `scores` maps each scored category (and `overall`) to its row at the decision temperature
-    (anything with a `mean`, or a mapping with "mean"). A gated category (one with a threshold)
-    that no prompt scored fails the run; requests that got no usable answer make it an ERROR,
-    not a verdict on the model.
+    (a CategoryRow, or a report row with the same keys). A gated category (one with a
+    threshold) that no prompt scored fails the run; with `require_decidable`, so does a pass
+    whose 95% interval reaches below its threshold. With `max_drop`, a category whose paired
+    interval against the baseline run (`paired`) does not rule out a drop larger than it
+    fails. Requests that got no usable answer make the run an ERROR, not a verdict on the
+    model.
     """
     reasons: list[str] = []
     if errors:
@@ -70,20 +81,53 @@ def judge(
         reasons.append(f"{errors} of {requests} request(s) got no usable answer{cause}")
         return Verdict("ERROR", tuple(reasons))
 
-    def mean(row: Any) -> float:
-        return float(row["mean"] if isinstance(row, Mapping) else row.mean)
-
     gated = thresholds.as_dict()
+    present = {name: scores[name] for name in gated if name in scores}
     missed = [
-        (name, mean(scores[name]), limit)
-        for name, limit in gated.items()
-        if name in scores and mean(scores[name]) < limit
+        (name, float(_get(row, "mean")), gated[name])
+        for name, row in present.items()
+        if float(_get(row, "mean")) < gated[name]
+    ]
+    undecided = [
+        (name, row, gated[name])
+        for name, row in present.items()
+        if require_decidable
+        and float(_get(row, "mean")) >= gated[name]
+        and float(_get(row, "lo")) < gated[name]
+    ]
+    regressed = [
+        (name, row)
+        for name, row in (paired or {}).items()
+        if max_drop is not None and float(_get(row, "lo")) < -max_drop
     ]
     absent = [name for name in gated if name not in scores]
     if missed and not thresholds.pending:
         reasons.append(
             "below the pre-registered threshold: "
             + ", ".join(f"{name} {_pct(got)} < {_pct(limit)}" for name, got, limit in missed)
+        )
+    if undecided and not thresholds.pending:
+        reasons.append(
+            "not decidable (--require-decidable): "
+            + ", ".join(
+                f"{name} {_pct(float(_get(row, 'mean')))} >= {_pct(limit)} but its 95% "
+                f"interval reaches {_pct(float(_get(row, 'lo')))}"
+                + (
+                    f" ({_get(row, 'prompts_needed')} prompts would decide)"
+                    if _get(row, "prompts_needed")
+                    else ""
+                )
+                for name, row, limit in undecided
+            )
+        )
+    if regressed and max_drop is not None:
+        reasons.append(
+            f"a drop of more than {_pct(max_drop)} from the baseline run is not ruled out: "
+            + ", ".join(
+                f"{name} {_pct(float(_get(row, 'difference')))} (paired 95% interval "
+                f"{_pct(float(_get(row, 'lo')))} to {_pct(float(_get(row, 'hi')))})"
+                for name, row in regressed
+            )
         )
     if absent:
         reasons.append(f"no prompt scored in: {', '.join(absent)}")
@@ -92,7 +136,8 @@ def judge(
         reasons.append(preflight.line)
     if thresholds.pending:
         reasons.append("the thresholds are pending (not yet pre-registered from measurements)")
-    if (missed and not thresholds.pending) or preflight_failed or absent:
+    failed = (missed or undecided) and not thresholds.pending
+    if failed or regressed or preflight_failed or absent:
         return Verdict("FAIL", tuple(reasons))
     if thresholds.pending:
         return Verdict("PENDING", tuple(reasons))

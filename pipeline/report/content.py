@@ -80,6 +80,10 @@ def build_report(run: RunData) -> dict[str, Any]:
         "baseline_name": exp.baseline.name if exp else "",
         "overall": asdict(overall) if overall is not None else None,
         "criteria": [{"category": n, **asdict(row)} for n, row in decision.categories.items()],
+        "require_decidable": summary.require_decidable,
+        "baseline_run": summary.baseline_run,
+        "max_drop": summary.max_drop,
+        "paired": {name: asdict(row) for name, row in summary.paired.items()},
         "prompts": prompt_rows(run.scores, t),
         "distribution": distribution(run.scores, t, run.categories),
         "sweep": sweep(summary, run.scores),
@@ -105,6 +109,9 @@ def verdict_of(run: RunData) -> Verdict:
         errors=sum(row.errors for row in summary.temperatures.values()),
         requests=summary.requests,
         first_error=failed[0]["error"] if failed else "",
+        require_decidable=summary.require_decidable,
+        paired=summary.paired,
+        max_drop=summary.max_drop,
     )
 
 

@@ -66,11 +66,24 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
                 str(c["n"]),
                 _pass_cell(c["passed"], r["thresholds_pending"]) if gated else "-",
                 "fragile" if c.get("fragile") else "",
+                ("yes" if c.get("decidable") else "no") if gated else "-",
+                _needed(c) if gated else "-",
             ]
         )
-    lines += _table(
-        ["category", base, "threshold", "this run", "95% interval", "n", "pass?", "fragile"], rows
-    )
+    header = ["category", base, "threshold", "this run", "95% interval", "n", "pass?"]
+    lines += _table([*header, "fragile", "decidable", "prompts needed"], rows)
+    lines += [
+        "",
+        "n counts prompts (a prompt's samples are one observation). Decidable: the 95% interval "
+        "lies wholly on one side of the threshold. Prompts needed: how many prompts of the "
+        "category, at the observed rate, would make it so."
+        + (
+            " A pass that is not decidable fails (require_decidable)."
+            if r.get("require_decidable")
+            else ""
+        ),
+    ]
+    lines += _paired_lines(r)
     lines += ["", "## Chart", ""]
     chart = r.get("chart") or {}
     if chart.get("file"):
@@ -126,6 +139,45 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
     lines += ["", "## Files", ""]
     lines += [f"- {k}: `{v}`" for k, v in r["files"].items() if v]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _needed(c: Mapping[str, Any]) -> str:
+    needed = c.get("prompts_needed")
+    if needed is None:
+        return "none decides" if c.get("mean") == c.get("threshold") else "out of reach"
+    return str(needed)
+
+
+def _paired_lines(r: Mapping[str, Any]) -> list[str]:
+    """This run against the baseline run, prompt by prompt."""
+    rows = r.get("paired") or {}
+    if not rows:
+        return []
+    drop = r.get("max_drop")
+    rule = f" Pre-registered: no drop of more than {pct(drop)} (the interval must rule it out)."
+    lines = [
+        "",
+        f"## Against the baseline run `{r.get('baseline_run', '')}`",
+        "",
+        "This run minus the baseline run on the prompts both scored; paired bootstrap 95% "
+        "interval (prompts resampled, each prompt's samples together) and the exact sign test "
+        "(McNemar's for 0/1 outcomes)." + (rule if drop is not None else ""),
+        "",
+    ]
+    table = [
+        [
+            name,
+            f"{100 * row['difference']:+.1f} pts",
+            f"{100 * row['lo']:+.1f} to {100 * row['hi']:+.1f}",
+            f"{row['p_value']:.3g}",
+            str(row["n"]),
+            f"{row['better']} / {row['worse']}",
+        ]
+        for name, row in rows.items()
+    ]
+    return lines + _table(
+        ["category", "difference", "95% interval", "p", "prompts", "better / worse"], table
+    )
 
 
 def _pass_cell(passed: bool | None, pending: bool) -> str:

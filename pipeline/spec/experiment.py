@@ -26,6 +26,8 @@ from pipeline.spec.catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = ROOT / "experiments"
+PROMPTS_DIR = ROOT / "fixtures" / "prompts"
+"""Eval prompt sets by name (`--prompts NAME`)."""
 SHARED = Path(os.environ.get("ROUTEGATE_SHARED", ROOT.parent / "shared"))
 """Read-only material beside the checkout: real Qwen3 tokenizers, notes, the seed plan."""
 
@@ -114,6 +116,11 @@ class Eval:
     seed: int = 0
     concurrency: int = 2
     timeout_s: float = 120.0
+    require_decidable: bool = False
+    """A pass whose 95% interval reaches below the threshold fails (pre-registered strictness)."""
+    baseline_run: str = ""
+    """An earlier eval's run folder to compare with, prompt by prompt (paired); relative to
+    this file's folder; "" for none. `--baseline-run` replaces it."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,15 @@ class Thresholds(Scores):
 @dataclass(frozen=True)
 class Baseline(Scores):
     name: str = ""
+
+
+@dataclass(frozen=True)
+class Regression:
+    """ "No catastrophic regression in any category" against the baseline run, pre-registered."""
+
+    max_drop: float | None = None
+    """A category fails when its paired 95% interval does not rule out a drop larger than this
+    (this run minus the baseline run); None: no such criterion."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +198,7 @@ class Experiment:
     thresholds: Thresholds
     baseline: Baseline
     resources: Resources
+    regression: Regression = Regression()
     docs: Path | None = None
     tiny: TinyModel | None = None
 
@@ -230,7 +247,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     return _build(Experiment, raw, path, "", {"source": path})
 
 
-def with_overrides(experiment: Experiment, **overrides: str | None) -> Experiment:
+def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
     """Apply command-line overrides: base_model, reference_model, data (None leaves a field)."""
     models = experiment.models
     if overrides.get("base_model"):
@@ -242,7 +259,30 @@ def with_overrides(experiment: Experiment, **overrides: str | None) -> Experimen
     data = experiment.data
     if overrides.get("data"):
         data = dataclasses.replace(data, path=str(Path(str(overrides["data"])).resolve()))
-    return dataclasses.replace(experiment, models=models, data=data)
+    ev = experiment.eval
+    if overrides.get("prompts"):
+        ev = dataclasses.replace(ev, prompts=prompts_path(str(overrides["prompts"])))
+    if overrides.get("baseline_run"):
+        ev = dataclasses.replace(
+            ev, baseline_run=str(Path(str(overrides["baseline_run"])).resolve())
+        )
+    if overrides.get("require_decidable"):
+        ev = dataclasses.replace(ev, require_decidable=True)
+    return dataclasses.replace(experiment, models=models, data=data, eval=ev)
+
+
+def prompts_path(name_or_path: str) -> Path:
+    """`--prompts NAME` -> fixtures/prompts/NAME.toml; anything with a suffix or a slash is a
+    path. A file that does not exist is an error naming it and the known sets."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text:
+        path = Path(text).expanduser().resolve()
+    else:
+        path = PROMPTS_DIR / f"{text}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.toml")))
+        raise ExperimentError(f"--prompts {text}: {path} does not exist (known sets: {known})")
+    return path
 
 
 def from_options(option: Callable[[str], Any]) -> Experiment:
@@ -252,6 +292,9 @@ def from_options(option: Callable[[str], Any]) -> Experiment:
         base_model=option("base_model"),
         reference_model=option("reference_model"),
         data=option("data"),
+        prompts=option("prompts"),
+        baseline_run=option("baseline_run"),
+        require_decidable=option("require_decidable"),
     )
 
 

@@ -20,6 +20,9 @@ NO_TOOL = "no_tool"
 """Category of prompts that need no call: reported, kept out of the seed's 27 and overall."""
 
 
+_EXPECT_KEYS = {"tool", "args", "optional", "any_value"}
+
+
 class PromptError(BadInput):
     """The prompt file is invalid; the message names the file and the prompt id."""
 
@@ -31,6 +34,10 @@ class Expectation:
     """Allowed values per argument (BFCL-style): the call's value must equal one of them."""
     optional: tuple[str, ...] = ()
     """Arguments that may be left out; when given they must still be allowed values."""
+    any_value: tuple[str, ...] = ()
+    """Arguments whose value the prompt leaves open ("find the definition of AgentConfig" gives
+    no line): judged present, with any non-empty value. Never also in `args`; an argument in
+    both `any_value` and `optional` may be left out, and when given must not be empty."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,9 @@ def _expectation(raw: dict[str, Any], where: str, catalog: Catalog) -> Expectati
         tool = catalog.tool(str(name))
     except KeyError as err:
         raise PromptError(f"{where}: {err.args[0]}") from err
+    unknown = sorted(set(raw) - _EXPECT_KEYS)
+    if unknown:
+        raise PromptError(f"{where}: {name} expectation has unknown key {unknown[0]!r}")
     args = raw.get("args", {})
     properties = tool.parameters.get("properties", {})
     for arg, values in args.items():
@@ -113,7 +123,31 @@ def _expectation(raw: dict[str, Any], where: str, catalog: Catalog) -> Expectati
         if not isinstance(values, list) or not values:
             raise PromptError(f"{where}: {name}.{arg} needs a non-empty list of allowed values")
     optional = tuple(raw.get("optional", []))
-    missing = [a for a in tool.required if a not in args]
+    any_value = _any_value(raw.get("any_value", []), args, properties, f"{where}: {name}")
+    missing = [a for a in tool.required if a not in args and a not in any_value]
     if missing:
-        raise PromptError(f"{where}: {name} expectation leaves out required {missing[0]!r}")
-    return Expectation(tool.name, {k: tuple(v) for k, v in args.items()}, optional)
+        raise PromptError(
+            f"{where}: {name} expectation leaves out required {missing[0]!r} "
+            "(give its allowed values in args, or list it in any_value)"
+        )
+    return Expectation(tool.name, {k: tuple(v) for k, v in args.items()}, optional, any_value)
+
+
+def _any_value(
+    raw: Any, args: dict[str, Any], properties: dict[str, Any], where: str
+) -> tuple[str, ...]:
+    """The argument names of `any_value`: parameters of the tool, each once, none in args."""
+    if not isinstance(raw, list) or not all(isinstance(a, str) and a for a in raw):
+        raise PromptError(f"{where}: any_value must be a list of argument names")
+    for arg in raw:
+        if arg not in properties:
+            raise PromptError(f"{where}: any_value names {arg!r}, which is not an argument")
+        if arg in args:
+            raise PromptError(
+                f"{where}: {arg!r} is both in args and in any_value (allowed values, or any "
+                "value: pick one)"
+            )
+    if len(set(raw)) != len(raw):
+        twice = next(a for a in raw if raw.count(a) > 1)
+        raise PromptError(f"{where}: any_value lists {twice!r} twice")
+    return tuple(raw)

@@ -20,8 +20,9 @@ def test_threshold(
 ) -> None:
     row = eval_result.decision().categories.get(category)
     assert row is not None, f"no prompt of category {category} was scored"
-    for key in ("mean", "lo", "hi", "n", "threshold", "baseline", "fragile"):
+    for key in ("mean", "lo", "hi", "n", "threshold", "baseline", "fragile", "decidable"):
         record_property(key, getattr(row, key))
+    record_property("prompts_needed", row.prompts_needed)
     interval = f"{row.mean:.3f} (95% interval {row.lo:.3f}-{row.hi:.3f}, n={row.n})"
     if row.threshold is None:
         pytest.skip(f"{category} is not gated by {experiment.name}; measured {interval}")

@@ -97,7 +97,7 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
         ("overall = 0.33", "overall = -0.1", r"thresholds\.overall = -0\.1 is outside 0\.\.1"),
         # Categories come from the catalog (fixtures/tools.json): a typo is no category.
         ("domain = 0.33", "domian = 0.33", r"unknown key 'thresholds\.domian'"),
-        ("eval_prompts.toml", "missing_prompts.toml", r"eval\.prompts names .*missing_prompts"),
+        ("prompts/seed.toml", "prompts/missing.toml", r"eval\.prompts names .*missing"),
         ('score = "routing"', 'score = "vibes"', r"eval\.score = 'vibes' is not one of"),
         ('base = "tiny:json"', "", r"missing required key 'models\.base'"),
         ("[tiny]", "[tiny]\nlayers = 3", r"unknown key 'tiny\.layers'"),

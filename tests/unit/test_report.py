@@ -294,15 +294,17 @@ def test_criteria_table_matches_the_raw_scores(run, experiment) -> None:
     thresholds = experiment.thresholds.as_dict()
     baseline = experiment.baseline.as_dict()
     for cat in [*CATEGORIES, "no_tool", "overall"]:
-        values = [
-            x["value"]
+        chosen = [
+            x
             for x in at0
             if x["category"] == cat or (cat == "overall" and x["category"] in CATEGORIES)
         ]
-        mean = sum(values) / len(values)
+        values = [x["value"] for x in chosen]
+        mean = sum(values) / len(values)  # every prompt has the same number of samples
         row = rows[cat]
         assert row[3] == pct(mean), cat
-        assert row[5] == str(len(values)), cat
+        # n counts prompts, not samples (a prompt's samples are one observation)
+        assert row[5] == str(len({x["prompt_id"] for x in chosen})), cat
         if cat in thresholds:
             assert row[1] == pct(baseline[cat])
             assert row[2] == f">= {pct(thresholds[cat])}"

@@ -12,18 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.eval.scoring import (
-    OVERALL,
-    CategoryScore,
-    Extraction,
-    Score,
-    bootstrap_interval,
-    extract,
-    fragile,
-    score,
-    summarize,
-    wilson_interval,
-)
+from pipeline.eval.scoring import Extraction, Score, extract, score
 from pipeline.spec.calls import Call, render
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import ScoreName, load_experiment
@@ -502,69 +491,3 @@ def test_wrong_tool_comes_before_format_in_the_reason() -> None:
     assert s.reason == (
         "called ruff_check, expected typecheck; ruff_check called directly, not inside execute_code"
     )
-
-
-# --- intervals and summaries ------------------------------------------------------------------
-
-
-def test_wilson_interval_known_values() -> None:
-    lo, hi = wilson_interval(8, 10)
-    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
-    lo, hi = wilson_interval(10, 10)
-    assert lo == pytest.approx(0.7225, abs=1e-4) and hi == 1.0
-    lo, hi = wilson_interval(0, 10)
-    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
-    assert wilson_interval(0, 0) == (0.0, 1.0)
-
-
-def test_bootstrap_is_deterministic_and_brackets_the_mean() -> None:
-    values = [1.0, 0.5, 0.1, 0.0, 1.0, 1.0, 0.6, 1.0]
-    first = bootstrap_interval(values)
-    assert first == bootstrap_interval(values)
-    assert first == bootstrap_interval(values, seed=0, resamples=2000)
-    lo, hi = first
-    assert lo < sum(values) / len(values) < hi
-    assert lo >= 0.0 and hi <= 1.0
-    assert bootstrap_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)
-
-
-def _scored(prompt: EvalPrompt, value: float) -> tuple[EvalPrompt, Score]:
-    return prompt, Score(value, value, value, True, "")
-
-
-def test_summarize_reproduces_the_seed_overall_and_keeps_no_tool_out() -> None:
-    # The seed's per-prompt scores: 100% text/validation/git/cst, lsp 4.5/5, domain 5.4/9,
-    # multi 0.35: overall 22.25 / 27 = 82.4%.
-    values = {
-        **{p: 1.0 for p in PROMPTS if p.split("-")[0] in ("text", "validation", "git", "cst")},
-        "lsp-01": 1.0, "lsp-02": 1.0, "lsp-03": 1.0, "lsp-04": 1.0, "lsp-05": 0.5,
-        **{f"domain-0{i}": 1.0 for i in range(1, 6)}, "domain-06": 0.4,
-        "domain-07": 0.0, "domain-08": 0.0, "domain-09": 0.0,
-        "multi-01": 0.35,
-        "notool-01": 0.0, "notool-02": 0.0, "notool-03": 0.0,
-    }  # fmt: skip
-    categories = tuple(load_catalog().categories)
-    summary = summarize([_scored(PROMPTS[p], v) for p, v in values.items()], categories)
-    assert list(summary) == [*categories, "no_tool", OVERALL]
-    overall = summary[OVERALL]
-    assert overall.n == 27 and overall.mean == pytest.approx(0.824, abs=5e-4)
-    assert overall.kind == "bootstrap" and overall.lo < overall.mean < overall.hi
-    assert summary["lsp"].mean == pytest.approx(0.9) and summary["lsp"].kind == "bootstrap"
-    assert summary["text_tools"] == CategoryScore(1.0, *wilson_interval(3, 3), 3, "wilson")
-    assert summary["no_tool"].mean == 0.0 and summary["no_tool"].n == 3
-
-
-def test_summarize_counts_every_sample() -> None:
-    p = PROMPTS["validation-01"]
-    summary = summarize([_scored(p, 1.0)] * 3 + [_scored(p, 0.0)], tuple(load_catalog().categories))
-    assert summary["validation"] == CategoryScore(0.75, *wilson_interval(3, 4), 4, "wilson")
-    assert summary[OVERALL] == summary["validation"]
-
-
-def test_fragile_when_the_interval_straddles_the_threshold() -> None:
-    cat = CategoryScore(0.8, 0.49, 0.94, 10, "wilson")
-    assert fragile(cat, 0.8)
-    assert fragile(cat, 0.94)
-    assert not fragile(cat, 0.49)
-    assert not fragile(cat, 0.95)
-    assert not fragile(CategoryScore(1.0, 0.97, 1.0, 100, "wilson"), 0.95)

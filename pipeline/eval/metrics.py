@@ -1,0 +1,241 @@
+"""Metrics over scored prompts: category means with 95% intervals, decidability, how many prompts
+a decision needs, and the paired comparison of two runs.
+
+Intervals count prompts, not samples: the samples of one prompt are not independent (at
+temperature 0 they are the same answer), so each prompt contributes the mean of its samples
+once. Everything here is pure and deterministic (bootstraps are seeded).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.spec.experiment import OVERALL
+from pipeline.spec.prompts import NO_TOOL
+
+IntervalKind = Literal["wilson", "bootstrap"]
+PROMPTS_NEEDED_CAP = 100_000
+"""prompts_needed searches up to this many prompts; beyond, it is None (out of reach)."""
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    mean: float
+    lo: float
+    hi: float
+    n: int
+    """Number of prompts: each prompt counts once, with the mean of its samples."""
+    kind: IntervalKind
+
+
+@dataclass(frozen=True)
+class PromptValue:
+    """One prompt's outcome in one run: the mean of its samples' scores."""
+
+    prompt_id: str
+    category: str
+    value: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    """This run minus the baseline run on the prompts both scored."""
+
+    difference: float
+    lo: float
+    hi: float
+    """Paired bootstrap 95% interval: prompts resampled, each prompt's samples kept together."""
+    p_value: float
+    """Exact two-sided sign test (McNemar's test for 0/1 outcomes) on per-prompt differences."""
+    n: int
+    """Prompts both runs scored."""
+    better: int = 0
+    worse: int = 0
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for `successes` out of `n` (0 of 0 -> the whole of 0..1)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def _percentiles(means: list[float], confidence: float) -> tuple[float, float]:
+    means.sort()
+    count = len(means)
+    tail = (1 - confidence) / 2
+    return means[max(0, math.floor(tail * count))], means[
+        min(count - 1, math.ceil((1 - tail) * count) - 1)
+    ]
+
+
+def bootstrap_interval(
+    values: Sequence[float], *, resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; the same inputs always give the same answer."""
+    if not values:
+        return 0.0, 1.0
+    rng = random.Random(seed)
+    n = len(values)
+    return _percentiles([sum(rng.choices(values, k=n)) / n for _ in range(resamples)], confidence)
+
+
+def category_score(values: Sequence[float]) -> CategoryScore:
+    """Mean and interval of per-prompt values: Wilson when every value is 0 or 1, a bootstrap
+    otherwise (partial credit, or samples that disagree)."""
+    n = len(values)
+    mean = sum(values) / n if n else 0.0
+    if all(v in (0.0, 1.0) for v in values):
+        lo, hi = wilson_interval(sum(values), n)
+        return CategoryScore(mean, lo, hi, n, "wilson")
+    lo, hi = bootstrap_interval(values)
+    return CategoryScore(mean, lo, hi, n, "bootstrap")
+
+
+def prompt_values(scored: Sequence[tuple[str, str, float]]) -> list[PromptValue]:
+    """(prompt id, category, value) per sample -> one PromptValue per prompt, in first-seen
+    order."""
+    grouped: dict[str, list[float]] = {}
+    category: dict[str, str] = {}
+    for prompt_id, cat, value in scored:
+        grouped.setdefault(prompt_id, []).append(value)
+        category[prompt_id] = cat
+    return [
+        PromptValue(pid, category[pid], sum(values) / len(values), len(values))
+        for pid, values in grouped.items()
+    ]
+
+
+def summarize(values: Sequence[PromptValue], categories: Sequence[str]) -> dict[str, CategoryScore]:
+    """Per category (in the catalog's order `categories`, then no_tool and any other), plus
+    "overall".
+
+    Overall is the mean over every prompt of the catalog's categories, as the seed's 82.4% was
+    the mean of its 27 prompt scores; no_tool is reported on its own and never enters it.
+    """
+    by_category: dict[str, list[float]] = {}
+    for v in values:
+        by_category.setdefault(v.category, []).append(v.value)
+    order = [c for c in (*categories, NO_TOOL) if c in by_category]
+    order += sorted(set(by_category) - set(order))
+    out = {c: category_score(by_category[c]) for c in order}
+    out[OVERALL] = category_score([v for c in categories for v in by_category.get(c, [])])
+    return out
+
+
+def fragile(cat: CategoryScore, threshold: float) -> bool:
+    """The interval straddles the threshold: the pass/fail verdict could flip on a rerun."""
+    return cat.lo < threshold <= cat.hi
+
+
+def decidable(cat: CategoryScore, threshold: float) -> bool:
+    """The 95% interval lies wholly on one side of the threshold (at or above, or below)."""
+    return cat.lo >= threshold or cat.hi < threshold
+
+
+def prompts_needed(mean: float, threshold: float) -> int | None:
+    """How many prompts, at the observed rate `mean`, make the 95% (Wilson) interval clear the
+    threshold: its lower end at or above it for a rate above, its upper end below it for a rate
+    below. None when the rate equals the threshold (no number of prompts decides), or when
+    more than PROMPTS_NEEDED_CAP would be needed."""
+    if math.isclose(mean, threshold, abs_tol=1e-12):
+        return None
+
+    def clears(n: int) -> bool:
+        lo, hi = wilson_interval(mean * n, n)
+        return lo >= threshold if mean > threshold else hi < threshold
+
+    if not clears(PROMPTS_NEEDED_CAP):
+        return None
+    low, high = 1, PROMPTS_NEEDED_CAP  # clears(n) turns true once and stays true
+    while low < high:
+        mid = (low + high) // 2
+        if clears(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Exact two-sided sign test: the probability, with no true difference, of a split at least
+    this uneven among the prompts whose outcome differs (McNemar's exact test for 0/1)."""
+    n = better + worse
+    if n == 0:
+        return 1.0
+    k = min(better, worse)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired(
+    this: Sequence[PromptValue],
+    baseline: Sequence[PromptValue],
+    categories: Sequence[str],
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, PairedRow]:
+    """Per category (and overall: the catalog's categories together) on the prompts both runs
+    scored: mean difference (this - baseline), paired bootstrap interval, sign-test p-value."""
+    base = {v.prompt_id: v for v in baseline}
+    pairs = [(v.category, v.value - base[v.prompt_id].value) for v in this if v.prompt_id in base]
+    groups: dict[str, list[float]] = {}
+    for cat, diff in pairs:
+        groups.setdefault(cat, []).append(diff)
+    gated = [d for c in categories for d in groups.get(c, [])]
+    order = [c for c in (*categories, NO_TOOL) if c in groups]
+    out = {c: _paired_row(groups[c], resamples, seed) for c in order}
+    if gated:
+        out[OVERALL] = _paired_row(gated, resamples, seed)
+    return out
+
+
+def _paired_row(diffs: Sequence[float], resamples: int, seed: int) -> PairedRow:
+    n = len(diffs)
+    rng = random.Random(seed)
+    lo, hi = _percentiles(
+        [sum(rng.choices(diffs, k=n)) / n for _ in range(resamples)], confidence=0.95
+    )
+    better = sum(1 for d in diffs if d > 0)
+    worse = sum(1 for d in diffs if d < 0)
+    return PairedRow(sum(diffs) / n, lo, hi, sign_test(better, worse), n, better, worse)
+
+
+def detectable_drop(
+    prompts: int,
+    baseline_rate: float,
+    *,
+    power: float = 0.8,
+    alpha: float = 0.05,
+    trials: int = 4000,
+    seed: int = 0,
+) -> float | None:
+    """The smallest drop from `baseline_rate` (0.01 steps) that the paired sign test detects
+    at level `alpha` with the given power, for `prompts` 0/1 prompts per run (a seeded
+    simulation); None when no drop within reach is detected that often. The two runs'
+    outcomes are drawn independently: real runs agree on easy prompts, which makes a drop
+    easier to see, so this is the pessimistic end."""
+    rng = random.Random(seed)
+    for step in range(1, round(baseline_rate * 100) + 1):
+        rate = baseline_rate - step / 100
+        hits = 0
+        for _ in range(trials):
+            better = worse = 0
+            for _ in range(prompts):
+                a, b = rng.random() < baseline_rate, rng.random() < rate
+                better += b and not a
+                worse += a and not b
+            hits += worse > better and sign_test(better, worse) < alpha
+        if hits / trials >= power:
+            return step / 100
+    return None

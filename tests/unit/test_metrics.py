@@ -1,0 +1,167 @@
+"""Metrics: intervals over prompts, decidability, prompts needed, the paired comparison."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.eval.metrics import (
+    CategoryScore,
+    PromptValue,
+    bootstrap_interval,
+    decidable,
+    detectable_drop,
+    fragile,
+    paired,
+    prompt_values,
+    prompts_needed,
+    sign_test,
+    summarize,
+    wilson_interval,
+)
+from pipeline.spec.catalog import load_catalog
+from pipeline.spec.experiment import OVERALL, load_experiment
+from pipeline.spec.prompts import load_prompts
+
+CATEGORIES = tuple(load_catalog().categories)
+PROMPTS = {p.id: p for p in load_prompts(load_experiment("phase40").eval.prompts, load_catalog())}
+
+
+def test_wilson_interval_known_values() -> None:
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    lo, hi = wilson_interval(10, 10)
+    assert lo == pytest.approx(0.7225, abs=1e-4) and hi == 1.0
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_bootstrap_is_deterministic_and_brackets_the_mean() -> None:
+    values = [1.0, 0.5, 0.1, 0.0, 1.0, 1.0, 0.6, 1.0]
+    first = bootstrap_interval(values)
+    assert first == bootstrap_interval(values)
+    assert first == bootstrap_interval(values, seed=0, resamples=2000)
+    lo, hi = first
+    assert lo < sum(values) / len(values) < hi
+    assert lo >= 0.0 and hi <= 1.0
+    assert bootstrap_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)
+
+
+def _values(scores: dict[str, float]) -> list[PromptValue]:
+    return prompt_values([(p, PROMPTS[p].category, v) for p, v in scores.items()])
+
+
+def test_summarize_reproduces_the_seed_overall_and_keeps_no_tool_out() -> None:
+    # The seed's per-prompt scores: 100% text/validation/git/cst, lsp 4.5/5, domain 5.4/9,
+    # multi 0.35: overall 22.25 / 27 = 82.4%.
+    values = {
+        **{p: 1.0 for p in PROMPTS if p.split("-")[0] in ("text", "validation", "git", "cst")},
+        "lsp-01": 1.0, "lsp-02": 1.0, "lsp-03": 1.0, "lsp-04": 1.0, "lsp-05": 0.5,
+        **{f"domain-0{i}": 1.0 for i in range(1, 6)}, "domain-06": 0.4,
+        "domain-07": 0.0, "domain-08": 0.0, "domain-09": 0.0,
+        "multi-01": 0.35,
+        "notool-01": 0.0, "notool-02": 0.0, "notool-03": 0.0,
+    }  # fmt: skip
+    summary = summarize(_values(values), CATEGORIES)
+    assert list(summary) == [*CATEGORIES, "no_tool", OVERALL]
+    overall = summary[OVERALL]
+    assert overall.n == 27 and overall.mean == pytest.approx(0.824, abs=5e-4)
+    assert overall.kind == "bootstrap" and overall.lo < overall.mean < overall.hi
+    assert summary["lsp"].mean == pytest.approx(0.9) and summary["lsp"].kind == "bootstrap"
+    assert summary["text_tools"] == CategoryScore(1.0, *wilson_interval(3, 3), 3, "wilson")
+    assert summary["no_tool"].mean == 0.0 and summary["no_tool"].n == 3
+
+
+def test_intervals_count_prompts_not_samples() -> None:
+    # Five identical greedy samples of 3 prompts are 3 observations, not 15: the interval is
+    # the one of 2 right out of 3.
+    rows = [(p, "validation", v) for p, v in (("a", 1.0), ("b", 1.0), ("c", 0.0)) for _ in "12345"]
+    summary = summarize(prompt_values(rows), CATEGORIES)
+    assert summary["validation"] == CategoryScore(2 / 3, *wilson_interval(2, 3), 3, "wilson")
+    assert summary["validation"] != CategoryScore(2 / 3, *wilson_interval(10, 15), 15, "wilson")
+    # Samples of one prompt that disagree make one prompt of partial value (a bootstrap).
+    mixed = prompt_values([("a", "validation", 1.0)] * 3 + [("a", "validation", 0.0)])
+    assert mixed == [PromptValue("a", "validation", 0.75, 4)]
+    assert summarize(mixed, CATEGORIES)["validation"] == CategoryScore(
+        0.75, 0.75, 0.75, 1, "bootstrap"
+    )
+
+
+def test_fragile_when_the_interval_straddles_the_threshold() -> None:
+    cat = CategoryScore(0.8, 0.49, 0.94, 10, "wilson")
+    assert fragile(cat, 0.8)
+    assert fragile(cat, 0.94)
+    assert not fragile(cat, 0.49)
+    assert not fragile(cat, 0.95)
+    assert not fragile(CategoryScore(1.0, 0.97, 1.0, 100, "wilson"), 0.95)
+
+
+@pytest.mark.parametrize(
+    ("right", "n", "threshold", "expected"),
+    [
+        (3, 3, 0.95, False),  # a perfect 3/3 spans 0.44-1.00: never shows >= 95%
+        (3, 3, 0.40, True),  # ... but clears 0.40
+        (0, 3, 0.60, True),  # 0/3 tops out at 0.56: decidably below 0.60
+        (1, 3, 0.30, False),
+        (80, 100, 0.60, True),
+    ],
+)
+def test_decidable_on_known_counts(right: int, n: int, threshold: float, expected: bool) -> None:
+    cat = CategoryScore(right / n, *wilson_interval(right, n), n, "wilson")
+    assert decidable(cat, threshold) is expected
+
+
+def test_prompts_needed_on_known_counts() -> None:
+    # At a rate of 1.0 the Wilson lower end is n / (n + z^2): it reaches 0.95 at
+    # n >= 0.95 z^2 / 0.05 = 72.99, so 73 prompts.
+    z2 = 1.96**2
+    assert prompts_needed(1.0, 0.95) == math.ceil(0.95 * z2 / 0.05)
+    assert wilson_interval(73, 73)[0] >= 0.95 > wilson_interval(72, 72)[0]
+    # A rate below the threshold: the upper end must fall under it.
+    n = prompts_needed(0.5, 0.8)
+    assert (
+        n is not None
+        and wilson_interval(0.5 * n, n)[1] < 0.8 <= wilson_interval(0.5 * (n - 1), n - 1)[1]
+    )
+    assert prompts_needed(0.8, 0.8) is None  # no number of prompts decides a tie
+    assert prompts_needed(0.8001, 0.8) is None  # out of reach (more than the cap)
+
+
+def test_sign_test_matches_a_hand_computation() -> None:
+    # 8 prompts differ, 7 one way, 1 the other: P(X <= 1 | Bin(8, 1/2)) = 9/256; two-sided
+    # 18/256 = 0.0703125.
+    assert sign_test(7, 1) == pytest.approx(18 / 256)
+    assert sign_test(1, 7) == sign_test(7, 1)
+    assert sign_test(6, 0) == pytest.approx(2 / 64)
+    assert sign_test(5, 0) == pytest.approx(2 / 32)
+    assert sign_test(3, 3) == 1.0
+    assert sign_test(0, 0) == 1.0
+
+
+def test_paired_comparison_of_two_synthetic_runs_with_a_known_difference() -> None:
+    # 20 domain prompts: the baseline right on all, this run wrong on 6 of them (-0.30); and
+    # 10 text prompts where both agree.
+    base = [PromptValue(f"d{i}", "domain", 1.0, 1) for i in range(20)]
+    base += [PromptValue(f"t{i}", "text_tools", 1.0, 1) for i in range(10)]
+    this = [PromptValue(f"d{i}", "domain", 0.0 if i < 6 else 1.0, 1) for i in range(20)]
+    this += [PromptValue(f"t{i}", "text_tools", 1.0, 1) for i in range(10)]
+    this += [PromptValue("only-here", "domain", 1.0, 1)]  # not in the baseline: left out
+    rows = paired(this, base, CATEGORIES)
+    domain = rows["domain"]
+    assert domain.n == 20 and domain.difference == pytest.approx(-0.30)
+    assert (domain.better, domain.worse) == (0, 6)
+    assert domain.p_value == pytest.approx(2 / 64)
+    assert domain.lo < -0.30 < domain.hi <= 0.0
+    assert rows["text_tools"].difference == 0.0 and rows["text_tools"].p_value == 1.0
+    assert rows[OVERALL].n == 30 and rows[OVERALL].difference == pytest.approx(-0.2)
+    assert paired(this, base, CATEGORIES) == rows  # seeded: the same answer every time
+
+
+def test_detectable_drop_shrinks_with_more_prompts() -> None:
+    three = detectable_drop(3, 1.0, trials=500)
+    thirty = detectable_drop(30, 1.0, trials=500)
+    # 3 prompts right in the baseline: even losing all 3 gives p = 0.25, never < 0.05.
+    assert three is None
+    assert thirty is not None and thirty < 0.5
