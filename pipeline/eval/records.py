@@ -5,8 +5,13 @@ The report, the pytest gate and the CLI read these fields, never the file's keys
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from pipeline.core import io
+from pipeline.core.errors import BadInput
 from pipeline.core.records import Record
 from pipeline.eval.metrics import CategoryScore, PairedRow
 
@@ -85,3 +90,32 @@ class EvalSummary(Record):
 def temperature_key(t: float) -> str:
     """How a temperature names its row: 0 -> "0", 0.7 -> "0.7"."""
     return f"{t:g}"
+
+
+def read_summary(run_dir: Path) -> EvalSummary:
+    """`<run>/eval/summary.json` of a finished eval; a folder without one is bad input."""
+    path = Path(run_dir) / "eval" / "summary.json"
+    if not path.is_file():
+        raise BadInput(
+            f"{path} does not exist: pass a run folder whose eval finished "
+            "(runs/<experiment>/<key>/, written by `pytest -m eval` or `python -m pipeline eval`)"
+        )
+    return EvalSummary.read(path)
+
+
+def read_scores(run_dir: Path) -> tuple[dict[str, Any], ...]:
+    """`<run>/eval/scores.jsonl`: one scored answer per line (prompt_id, category, sample,
+    temperature, value, ...); a missing file or a line that is not JSON is bad input."""
+    path = Path(run_dir) / "eval" / "scores.jsonl"
+    if not path.is_file():
+        raise BadInput(f"{path} does not exist: the eval did not finish scoring")
+    rows = []
+    for number, line in io.read_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BadInput(f"{path}:{number}: not valid JSON ({err.msg})") from err
+        if not isinstance(row, dict):
+            raise BadInput(f"{path}:{number}: not a scored answer")
+        rows.append(row)
+    return tuple(rows)

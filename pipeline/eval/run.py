@@ -25,7 +25,14 @@ from pipeline.core.progress import Heartbeat, clock
 from pipeline.core.workspace import Workspace
 from pipeline.eval import metrics, scoring
 from pipeline.eval.client import Record, Request, chat_body, run_requests
-from pipeline.eval.records import CategoryRow, EvalSummary, TemperatureRow, temperature_key
+from pipeline.eval.records import (
+    CategoryRow,
+    EvalSummary,
+    TemperatureRow,
+    read_scores,
+    read_summary,
+    temperature_key,
+)
 from pipeline.eval.serve import Server, connect, server_root, start_server
 from pipeline.eval.verdict import PreflightOutcome, judge
 from pipeline.spec.catalog import Catalog, load_catalog
@@ -217,25 +224,18 @@ def values_at(scored: Sequence[Scored]) -> list[metrics.PromptValue]:
 
 
 def baseline_values(run_dir: Path) -> list[metrics.PromptValue]:
-    """An earlier eval's per-prompt values at its decision temperature, from its run folder
-    (`<run>/eval/summary.json` and `scores.jsonl`); a folder that is not one is bad input."""
-    run_dir = Path(run_dir)
-    summary_path = run_dir / "eval" / "summary.json"
-    if not summary_path.is_file():
-        raise BadInput(
-            f"--baseline-run {run_dir}: no eval/summary.json there; pass the run folder of a "
-            "finished eval (runs/<experiment>/<key>/)"
-        )
-    decision = EvalSummary.read(summary_path).decision_temperature
+    """An earlier eval's per-prompt values at its decision temperature, from its run folder;
+    a folder that is not one is bad input naming the file."""
+    decision = read_summary(run_dir).decision_temperature
     rows = []
-    scores_path = run_dir / "eval" / "scores.jsonl"
-    for number, line in io.read_lines(scores_path):
+    for number, row in enumerate(read_scores(run_dir), start=1):
         try:
-            row = json.loads(line)
             if row["temperature"] == decision:
                 rows.append((str(row["prompt_id"]), str(row["category"]), float(row["value"])))
         except (ValueError, KeyError, TypeError) as err:
-            raise BadInput(f"{scores_path}:{number}: not a scored answer ({err})") from err
+            raise BadInput(
+                f"{Path(run_dir) / 'eval' / 'scores.jsonl'}:{number}: not a scored answer ({err})"
+            ) from err
     return metrics.prompt_values(rows)
 
 

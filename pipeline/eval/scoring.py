@@ -345,28 +345,20 @@ def _checker(catalog: Catalog) -> Checker:
     def check(call: Call, exp: Expectation) -> list[str]:
         """Why the call does not meet the expectation (empty: it does)."""
         out = []
-        for arg, allowed in exp.args.items():
+        for arg in (*exp.args, *exp.any_value):
+            allowed = exp.args.get(arg)  # None: the prompt leaves the value open (any_value)
+            wanted = "any value" if allowed is None else f"allowed {_allowed(allowed)}"
             if arg not in call.arguments:
                 if arg not in exp.optional:
-                    out.append(f"{call.name} missing {arg} (allowed {_allowed(allowed)})")
+                    out.append(f"{call.name} missing {arg} ({wanted})")
                 continue
             value = call.arguments[arg]
             if value == NON_LITERAL:
-                out.append(
-                    f"{call.name} {arg} is computed, not a literal (allowed {_allowed(allowed)})"
-                )
-            elif not any(_same(value, a) for a in allowed):
-                out.append(f"{call.name} {arg}={value!r} not in allowed {_allowed(allowed)}")
-        for arg in exp.any_value:  # the prompt leaves the value open: present and not empty
-            if arg not in call.arguments:
-                if arg not in exp.optional:
-                    out.append(f"{call.name} missing {arg} (any value)")
-                continue
-            value = call.arguments[arg]
-            if value == NON_LITERAL:
-                out.append(f"{call.name} {arg} is computed, not a literal (any value)")
-            elif _empty(value):
+                out.append(f"{call.name} {arg} is computed, not a literal ({wanted})")
+            elif allowed is None and _empty(value):
                 out.append(f"{call.name} {arg}={value!r} is empty (any non-empty value)")
+            elif allowed is not None and not any(_same(value, a) for a in allowed):
+                out.append(f"{call.name} {arg}={value!r} not in allowed {_allowed(allowed)}")
         known = properties.get(call.name, {})
         for arg in call.arguments:
             if arg in exp.args or arg in exp.any_value or arg in known:

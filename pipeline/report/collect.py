@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from pipeline.build import BuildRecord, read_record
 from pipeline.core import io
 from pipeline.core.errors import BadInput
 from pipeline.core.workspace import Workspace
-from pipeline.eval.records import EvalSummary
+from pipeline.eval.records import EvalSummary, read_scores, read_summary
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import Experiment, ExperimentError, load_experiment
 
@@ -58,14 +57,8 @@ def collect(
 ) -> RunData:
     """Read a run folder (`runs/<experiment>/<key>/`, the folder that holds `eval/`)."""
     run_dir = Path(run_dir)
-    summary_path = run_dir / "eval" / "summary.json"
-    if not summary_path.is_file():
-        raise ReportError(
-            f"{summary_path} does not exist: pass a run folder whose eval finished "
-            "(runs/<experiment>/<key>/, written by `pytest -m eval` or `python -m pipeline eval`)"
-        )
-    summary = EvalSummary.read(summary_path)
-    scores = _read_scores(run_dir / "eval" / "scores.jsonl")
+    summary = read_summary(run_dir)
+    scores = read_scores(run_dir)
     if experiment is None:
         try:
             experiment = load_experiment(summary.experiment)
@@ -116,18 +109,6 @@ def _preflight_path(name: str, build: BuildRecord | None, workspace: Workspace |
     if not path.is_file() and recorded is not None and recorded.is_file():
         return recorded
     return path
-
-
-def _read_scores(path: Path) -> tuple[dict[str, Any], ...]:
-    if not path.is_file():
-        raise ReportError(f"{path} does not exist: the eval did not finish scoring")
-    rows = []
-    for number, line in io.read_lines(path):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ReportError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-    return tuple(rows)
 
 
 def _read_object(path: Path) -> dict[str, Any]:

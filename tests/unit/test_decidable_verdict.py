@@ -139,7 +139,7 @@ def test_baseline_run_of_another_prompt_set(tmp_path, phase40, prompts) -> None:
 
 
 def test_missing_or_corrupt_baseline_run(tmp_path, phase40, prompts) -> None:
-    with pytest.raises(BadInput, match=r"no eval/summary\.json there"):
+    with pytest.raises(BadInput, match=r"nowhere/eval/summary\.json does not exist: pass a run"):
         evaluate.baseline_values(tmp_path / "nowhere")
     run = write(tmp_path / "run", phase40, scored(prompts, None))
     (run / "eval" / "summary.json").write_text("{not json")
