@@ -6,10 +6,24 @@ from pathlib import Path
 
 from pipeline.build import build
 from pipeline.cli.door import parser, run, selected
-from pipeline.eval.records import EvalSummary
+from pipeline.eval.records import CategoryRow, EvalSummary
 from pipeline.eval.run import eval_run_dir, run_eval
 from pipeline.eval.verdict import recorded_preflight
 from pipeline.report import report_run
+
+
+def criterion_mark(cat: CategoryRow) -> str:
+    """PASS/FAIL, fragile, and whether the interval decides (or how many prompts would)."""
+    decides = (
+        "decidable"
+        if cat.decidable
+        else f"not decidable: {cat.prompts_needed or 'no number of'} prompts would decide"
+    )
+    return (
+        (" PASS" if cat.passed else " FAIL")
+        + (" (fragile)" if cat.fragile else "")
+        + f", {decides}"
+    )
 
 
 def format_summary(summary: EvalSummary) -> str:
@@ -17,11 +31,7 @@ def format_summary(summary: EvalSummary) -> str:
     for key, row in summary.temperatures.items():
         lines.append(f"temperature {key}:")
         for name, cat in row.categories.items():
-            mark = (
-                ""
-                if cat.threshold is None
-                else (" PASS" if cat.passed else " FAIL") + (" (fragile)" if cat.fragile else "")
-            )
+            mark = "" if cat.threshold is None else criterion_mark(cat)
             against = "" if cat.threshold is None else f"  threshold {cat.threshold:.2f}"
             lines.append(
                 f"  {name:<12} {cat.mean:.3f} [{cat.lo:.3f}, {cat.hi:.3f}] n={cat.n}{against}{mark}"

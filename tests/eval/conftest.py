@@ -15,6 +15,7 @@ import pytest
 from syrupy.extensions.amber import AmberSnapshotExtension
 
 from pipeline import report
+from pipeline.cli.eval import criterion_mark
 from pipeline.cli.pytest_plugin import gate_session
 from pipeline.core.errors import RoutegateError
 from pipeline.core.workspace import Workspace
@@ -81,6 +82,12 @@ def eval_result(
         verdict = written.verdict
         gate.lines.append(f"{experiment.name}: {verdict.outcome}")
         gate.lines += [f"  {reason}" for reason in verdict.reasons]
+        for name, row in result.decision().categories.items():
+            if row.threshold is not None:
+                shown = f"{row.mean:.3f} [{row.lo:.3f}, {row.hi:.3f}] n={row.n}"
+                gate.lines.append(
+                    f"  {name:<11} {shown} >= {row.threshold:.2f}:{criterion_mark(row)}"
+                )
         gate.lines.append(f"report: {written.markdown}")
         if written.chart is None:
             gate.lines.append(f"chart skipped: {written.chart_skipped}")
