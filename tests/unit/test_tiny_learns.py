@@ -80,11 +80,14 @@ def test_a_model_trained_with_its_calls_masked_fails_too(tmp_path: Path) -> None
     folder = masked_calls(tiny, ensure_data(tiny), tmp_path / "data")
     masked = with_overrides(dataclasses.replace(tiny, name="tiny-masked"), data=str(folder))
 
-    # The preflight sees it (no trained target holds a call; no tool is ever trained) and
+    # The preflight sees it (no trained target holds a call; no tool is ever trained: each of
+    # the 26 tool-trained findings fails, now that every door runs the whole registry) and
     # refuses; forced, the build trains what the data says, for the eval to judge.
     with pytest.raises(BuildRefused, match="masking") as refused:
         build(masked, workspace=Workspace(tmp_path), log=_quiet)
-    assert {f.check for f in refused.value.findings if f.failed} == {"call-syntax", "masking"}
+    failed = [f for f in refused.value.findings if f.failed]
+    assert {f.check for f in failed} == {"call-syntax", "masking", "tool-trained"}
+    assert sum(f.check == "tool-trained" for f in failed) == len(load_catalog().tools)
 
     built = build(masked, force=True, workspace=Workspace(tmp_path), log=_quiet)
     assert built.record.stages.train is not None
