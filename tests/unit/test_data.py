@@ -291,6 +291,32 @@ def test_every_placeholder_is_a_slot_and_every_fixed_argument_a_parameter(
         ('["git_status", "git_diff"]', '["git_status", "git_dif"]', "chains.recipes[8]: tool"),
         ("[clauses.cst_rename]\n", "[clauses.cst_rename]\nfirs = []\n", "clauses.cst_rename:"),
         ("[requests]\n", "[requests]\nread_file = 3\n", "not valid TOML"),
+        # the per-tool tables: slots, chains and responses are data
+        (
+            'slots.command = { pool = "commands" }',
+            'slots.command = { pool = "comands" }',
+            "tools.run_command.slots.command.pool: there is no pool 'comands'",
+        ),
+        (
+            'slots.pattern = { pool = "patterns" }',
+            'slots.pattern = { pick = "patterns" }',
+            "tools.cst_find_pattern.slots.pattern: needs exactly one of",
+        ),
+        (
+            "response.values = { count = { int = [2, 9] } }",
+            "response.values = { count = { int = [9, 2] } }",
+            "tools.cst_rename.response.values.count.int: 9 is more than 2",
+        ),
+        (
+            '[tools.hover]\nlike = "goto_definition"',
+            '[tools.hover]\nlike = "find_references"',
+            "tools.hover.like: 'find_references' is not a [tools] entry of its own",
+        ),
+        (
+            'response.tool = "{query}  {where}:{line}"',
+            'response.tool = "{query}  {where:{line}"',
+            "tools.workspace_symbols.response.tool: not a valid template",
+        ),
     ],
 )
 def test_a_malformed_templates_file_names_the_file_and_the_key(
