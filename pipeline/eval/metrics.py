@@ -69,15 +69,6 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     return max(0.0, center - half), min(1.0, center + half)
 
 
-def _percentiles(means: list[float], confidence: float) -> tuple[float, float]:
-    means.sort()
-    count = len(means)
-    tail = (1 - confidence) / 2
-    return means[max(0, math.floor(tail * count))], means[
-        min(count - 1, math.ceil((1 - tail) * count) - 1)
-    ]
-
-
 def bootstrap_interval(
     values: Sequence[float], *, resamples: int = 2000, seed: int = 0, confidence: float = 0.95
 ) -> tuple[float, float]:
@@ -86,7 +77,11 @@ def bootstrap_interval(
         return 0.0, 1.0
     rng = random.Random(seed)
     n = len(values)
-    return _percentiles([sum(rng.choices(values, k=n)) / n for _ in range(resamples)], confidence)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    lo = means[max(0, math.floor(tail * resamples))]
+    hi = means[min(resamples - 1, math.ceil((1 - tail) * resamples) - 1)]
+    return lo, hi
 
 
 def category_score(values: Sequence[float]) -> CategoryScore:
@@ -202,10 +197,8 @@ def paired(
 
 def _paired_row(diffs: Sequence[float], resamples: int, seed: int) -> PairedRow:
     n = len(diffs)
-    rng = random.Random(seed)
-    lo, hi = _percentiles(
-        [sum(rng.choices(diffs, k=n)) / n for _ in range(resamples)], confidence=0.95
-    )
+    # resampling prompts' differences keeps each prompt's samples (its mean) together
+    lo, hi = bootstrap_interval(diffs, resamples=resamples, seed=seed)
     better = sum(1 for d in diffs if d > 0)
     worse = sum(1 for d in diffs if d < 0)
     return PairedRow(sum(diffs) / n, lo, hi, sign_test(better, worse), n, better, worse)

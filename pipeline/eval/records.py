@@ -92,9 +92,21 @@ def temperature_key(t: float) -> str:
     return f"{t:g}"
 
 
+def eval_files(run_dir: Path) -> dict[str, Path]:
+    """The eval's outputs in a run folder, named once: written by pipeline.eval.run, read here
+    and listed by the report."""
+    folder = Path(run_dir) / "eval"
+    return {
+        "summary": folder / "summary.json",
+        "scores": folder / "scores.jsonl",
+        "responses": folder / "responses.jsonl",
+        "server_log": folder / "server.log",
+    }
+
+
 def read_summary(run_dir: Path) -> EvalSummary:
     """`<run>/eval/summary.json` of a finished eval; a folder without one is bad input."""
-    path = Path(run_dir) / "eval" / "summary.json"
+    path = eval_files(run_dir)["summary"]
     if not path.is_file():
         raise BadInput(
             f"{path} does not exist: pass a run folder whose eval finished "
@@ -106,7 +118,7 @@ def read_summary(run_dir: Path) -> EvalSummary:
 def read_scores(run_dir: Path) -> tuple[dict[str, Any], ...]:
     """`<run>/eval/scores.jsonl`: one scored answer per line (prompt_id, category, sample,
     temperature, value, ...); a missing file or a line that is not JSON is bad input."""
-    path = Path(run_dir) / "eval" / "scores.jsonl"
+    path = eval_files(run_dir)["scores"]
     if not path.is_file():
         raise BadInput(f"{path} does not exist: the eval did not finish scoring")
     rows = []

@@ -29,6 +29,7 @@ from pipeline.eval.records import (
     CategoryRow,
     EvalSummary,
     TemperatureRow,
+    eval_files,
     read_scores,
     read_summary,
     temperature_key,
@@ -298,8 +299,8 @@ def run_eval(
     prompts = load_prompts(experiment.eval.prompts, catalog)
     settings = settings_for(experiment, samples, temperatures)
     requests = build_requests(experiment, prompts, settings, catalog)
-    out = run_dir / "eval"
-    out.mkdir(parents=True, exist_ok=True)
+    files = eval_files(run_dir)
+    files["summary"].parent.mkdir(parents=True, exist_ok=True)
     by_id = {p.id: p for p in prompts}
     started = time.monotonic()
     count = [0]
@@ -319,7 +320,7 @@ def run_eval(
         server: Server = connect(server_url)
     else:
         assert model_dir is not None
-        server = start_server(model_dir, out / "server.log", log=log)
+        server = start_server(model_dir, files["server_log"], log=log)
     try:
         log(f"[eval] {len(requests)} requests to {server.url} (model {server.model_id})")
         with Heartbeat(log, waiting) as beat:
@@ -331,7 +332,7 @@ def run_eval(
             records = run_requests(
                 server,
                 requests,
-                out / "responses.jsonl",
+                files["responses"],
                 concurrency=concurrency or experiment.eval.concurrency,
                 timeout_s=experiment.eval.timeout_s,
                 on_record=answered,
@@ -353,8 +354,8 @@ def run_eval(
         seconds=round(time.monotonic() - started, 2),
         requests=len(requests),
     )
-    io.write_jsonl(out / "scores.jsonl", [_score_line(s) for s in scored])
-    summary.write(out / "summary.json")
+    io.write_jsonl(files["scores"], [_score_line(s) for s in scored])
+    summary.write(files["summary"])
     return EvalResult(run_dir, settings, scored, summary)
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pipeline.build import BuildRecord, FuseRecord
-from pipeline.eval.records import temperature_key
+from pipeline.eval.records import eval_files, temperature_key
 from pipeline.eval.verdict import PreflightOutcome, Verdict, judge, preflight_outcome
 from pipeline.report.collect import RunData
 from pipeline.report.scores import distribution, prompt_rows, sweep
@@ -267,12 +267,8 @@ def _repeat_command(run: RunData) -> str:
 
 
 def _files(run: RunData) -> dict[str, str | None]:
-    eval_dir = run.run_dir / "eval"
     places = {
-        "summary": eval_dir / "summary.json",
-        "scores": eval_dir / "scores.jsonl",
-        "responses": eval_dir / "responses.jsonl",
-        "server_log": eval_dir / "server.log",
+        **eval_files(run.run_dir),
         "build": run.run_dir / "build.json",
         "build_log": run.run_dir / "build.log",
     }
