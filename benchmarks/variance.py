@@ -2,8 +2,9 @@
 
     python benchmarks/variance.py [--experiment tiny] [--seeds 0,1,2,3,4] [--out FILE]
 
-Each seed is a full build of the experiment with only `[train] seed` changed (fresh data,
-runs and model cache in a temporary folder, so nothing is reused), evaluated as the gate
+Each seed is a full build of the experiment with only `[train] seed` changed (fresh data and
+runs in a temporary folder, so no build is reused; base models come from the model cache, as
+they are inputs, not results), evaluated as the gate
 evaluates it (the experiment's own samples and temperatures). The BLAS the mlx processes get
 is the gate's (pipeline.core.blas; `ROUTEGATE_BLAS=none|pip|system|PATH` and `OPENBLAS_NUM_THREADS`
 select other numerics). Prints, per seed and category, prompts right / prompts at the decision
@@ -39,7 +40,6 @@ def _quiet(_: str) -> None:
 
 
 def one_seed(name: str, seed: int, root: Path) -> dict:
-    os.environ["ROUTEGATE_CACHE"] = str(root / "cache")
     experiment = load_experiment(name)
     experiment = dataclasses.replace(
         experiment, train=dataclasses.replace(experiment.train, seed=seed)

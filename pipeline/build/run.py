@@ -51,6 +51,7 @@ from pipeline.core import blas, io
 from pipeline.core.errors import EXIT_FAIL, BadInput, Refused
 from pipeline.core.workspace import Workspace
 from pipeline.data import DataError, ensure_data
+from pipeline.models.expanded import float32_expansion
 from pipeline.models.refs import ModelError, resolve
 from pipeline.preflight import Finding, run_preflight, write_report
 from pipeline.spec.experiment import Experiment
@@ -479,6 +480,14 @@ def _run_stages(
         except ModelError as err:
             raise BuildError(str(err)) from err
         record = dataclasses.replace(record, base_folder=base)
+    if base is not None and p.experiment.train.dequantize_base and any(s.needs_base for s in todo):
+        try:
+            expansion = float32_expansion(base)
+        except ModelError as err:
+            raise BuildError(str(err)) from err
+        if expansion != base:
+            say(f"[build] training on the float32 expansion of {base}: {expansion}")
+            base = expansion
 
     ran: list[str] = []
     for stage in todo:

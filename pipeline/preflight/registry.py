@@ -30,13 +30,15 @@ from pipeline.preflight.checks_data import (
 )
 from pipeline.preflight.checks_templates import check_rendering, check_thinking
 from pipeline.preflight.checks_tokens import (
+    CALL_TAGS,
     check_chatml,
     check_special_positions,
     check_special_token,
+    report_call_tag,
 )
 from pipeline.preflight.context import NEEDS, Context, Need
 from pipeline.preflight.findings import Finding
-from pipeline.preflight.inputs import SIDES
+from pipeline.preflight.inputs import SIDES, SideName
 
 Subjects = Callable[[Context], list[str]]
 
@@ -74,9 +76,22 @@ def _load(ctx: Context) -> list[Finding]:
     return out
 
 
+def _tokens_checked(ctx: Context) -> list[tuple[SideName, str, int | None]]:
+    """(side, token, pinned id) per side: the experiment's pins, then the call tags it does not
+    pin (reported, not failed: SmolLM2 has none of them as tokens)."""
+    tokens = ctx.experiment.tokens
+    unpinned = [t for t in CALL_TAGS if t not in tokens]
+    wanted = [*tokens.items(), *((t, None) for t in unpinned)]
+    return [(side, token, pinned) for side in SIDES for token, pinned in wanted]
+
+
 def _special_tokens(ctx: Context) -> list[Finding]:
-    tokens = ctx.experiment.tokens.items()
-    return [check_special_token(ctx.side(s), t, i) for s in SIDES for t, i in tokens]
+    return [
+        check_special_token(ctx.side(side), token, pinned)
+        if pinned is not None
+        else report_call_tag(ctx.side(side), token)
+        for side, token, pinned in _tokens_checked(ctx)
+    ]
 
 
 def _chatml(ctx: Context) -> list[Finding]:
@@ -148,7 +163,7 @@ REGISTRY: tuple[Check, ...] = (
         "special-tokens",
         ("base", "reference"),
         _special_tokens,
-        lambda ctx: [f"{s} {t}" for s in SIDES for t in ctx.experiment.tokens],
+        lambda ctx: [f"{side} {token}" for side, token, _ in _tokens_checked(ctx)],
         per="token",
     ),
     Check("chatml", ("base", "reference"), _chatml, _one("system + user")),

@@ -258,7 +258,7 @@ def test_folder_tool_parser(folders: dict[str, Path], syntax: Syntax, parser: st
 
 
 @pytest.mark.slow
-def test_templates_render_tools_and_calls(folders: dict[str, Path]) -> None:
+def test_templates_render_calls_not_the_tool_list(folders: dict[str, Path]) -> None:
     rendered = {
         syntax: load_tokenizer(folder).apply_chat_template(
             CONVERSATION, tools=TOOLS, tokenize=False
@@ -273,8 +273,7 @@ def test_templates_render_tools_and_calls(folders: dict[str, Path]) -> None:
     assert f"<|im_start|>assistant\n{json_call}<|im_end|>" in rendered["json"]
     assert f"<|im_start|>assistant\n{xml_call}<|im_end|>" in rendered["xml"]
     system = rendered["json"].split("<|im_end|>")[0]
-    assert system.startswith("<|im_start|>system\nYou are a coding agent.\n\n# Tools")
-    assert json.dumps(TOOLS[0], ensure_ascii=False) in system
+    assert system == "<|im_start|>system\nYou are a coding agent."  # tools are learned
     tool_turn = "<|im_start|>user\n<tool_response>\nprint('hi')\n</tool_response><|im_end|>\n"
     assert rendered["json"].endswith(tool_turn) and rendered["xml"].endswith(tool_turn)
     prompt = rendered["json"].split("<|im_start|>assistant")[0]

@@ -1,12 +1,16 @@
-"""Time the tiny gate per stage, from scratch, and compare the trained tiny model with its base.
+"""Time one experiment's gate per stage, from scratch, and compare its model with the base.
 
-    python benchmarks/tiny_gate.py [--experiment tiny] [--samples N] [--temperature T[,T2]]
+    python benchmarks/gate.py [--experiment tiny] [--samples N] [--temperature T[,T2]]
+    python benchmarks/smol_gate.py     (the same for --experiment smol)
 
-Everything goes to a temporary folder (tiny model cache, data, runs), so nothing is reused:
-the tiny models (tokenizer + random weights, both call syntaxes), the data, the preflight, then
-the build's stages (train, fuse, quantize, from build.json) and the eval. Then the untrained
-base (the folder `tiny:json` resolves to) answers the same prompts, and the routing scores of
-both print per category with their 95% intervals. No assertions.
+Everything goes to a temporary folder (model cache, data, runs), so nothing is reused: the
+base models (tiny: tokenizer + random weights; smol: the SmolLM2 GGUF converted, its float32
+expansion; both call syntaxes), the data, the preflight, then the build's stages (train, fuse,
+quantize, from build.json) and the eval. The SmolLM2 GGUF is taken from the user's model cache
+when it is there (no download; `$ROUTEGATE_SMOLLM2` otherwise applies). Then the untrained base
+answers the same prompts, and the routing scores of both print per category with their 95%
+intervals. Wall time and peak memory (the stage process's maximum resident set) per stage;
+no assertions.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pipeline.data import generate
 from pipeline.eval.records import CategoryRow
 from pipeline.eval.run import run_eval
 from pipeline.models.refs import resolve
+from pipeline.models.smollm2 import GGUF_NAME, SOURCE_ENV, gguf_cache_folder
 from pipeline.preflight import run_preflight
 from pipeline.spec.experiment import load_experiment, with_overrides
 
@@ -45,11 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", default=None, help="T or T1,T2 [the experiment's]")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="tiny-gate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
         root = Path(tmp)
-        os.environ["ROUTEGATE_CACHE"] = str(root / "cache")  # build the tiny models afresh
+        cached_gguf = gguf_cache_folder() / GGUF_NAME
+        if cached_gguf.is_file() and not os.environ.get(SOURCE_ENV):
+            os.environ[SOURCE_ENV] = str(cached_gguf)  # converted afresh, not downloaded again
+        os.environ["ROUTEGATE_CACHE"] = str(root / "cache")  # build the base models afresh
         experiment = load_experiment(args.experiment)
         seconds: dict[str, float] = {}
+        peaks: dict[str, float] = {}  # GB
         started = time.perf_counter()
 
         t0 = time.perf_counter()
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         base = resolve(experiment.models.base, experiment)
         resolve(experiment.models.reference, experiment, tokenizer_only=True)
-        seconds["tiny models"] = time.perf_counter() - t0
+        seconds["base models"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         findings = run_preflight(experiment)
@@ -77,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in STAGE_NAMES:
             stage = built.record.stages.get(name)
             seconds[name] = stage.wall_seconds if stage is not None else float("nan")
+            if stage is not None and stage.peak_memory_bytes:
+                peaks[name] = stage.peak_memory_bytes / 1e9
         seconds["build (all)"] = built.seconds
 
         t0 = time.perf_counter()
@@ -110,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if failed:
         print(f"(preflight failed {len(failed)} checks; built anyway)")
-    print(f"\n{'stage':<14} {'seconds':>8}")
+    print(f"\n{'stage':<14} {'seconds':>8} {'peak GB':>8}")
     for stage, value in seconds.items():
-        print(f"{stage:<14} {value:>8.1f}")
+        peak = f"{peaks[stage]:>8.2f}" if stage in peaks else ""
+        print(f"{stage:<14} {value:>8.1f} {peak}")
     print(f"{'(untrained eval':<14} {untrained_seconds:>8.1f})")
 
     train = built.record.stages.train
