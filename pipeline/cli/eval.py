@@ -8,6 +8,7 @@ from pipeline.build import build
 from pipeline.cli.door import parser, run, selected
 from pipeline.eval.records import CategoryRow, EvalSummary
 from pipeline.eval.run import eval_run_dir, run_eval
+from pipeline.eval.scoring import ANOMALIES
 from pipeline.eval.verdict import recorded_preflight
 from pipeline.report import report_run
 
@@ -36,6 +37,7 @@ def format_summary(summary: EvalSummary) -> str:
             lines.append(
                 f"  {name:<12} {cat.mean:.3f} [{cat.lo:.3f}, {cat.hi:.3f}] n={cat.n}{against}{mark}"
             )
+        lines += [f"  {n} x {ANOMALIES.get(kind, kind)}" for kind, n in row.anomalies.items()]
     lines.append(f"verdict: {summary.verdict}")
     lines += [f"  {reason}" for reason in summary.verdict_reasons]
     return "\n".join(lines)

@@ -30,8 +30,8 @@ def write_bytes(path: Path, data: bytes) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise BadInput(
-            f"cannot write {path}: {err.strerror or err}; make {path.parent} writable "
-            "or pass --workdir DIR"
+            f"cannot write {path}: {err.strerror or err}; make {_existing(path.parent)} "
+            "writable or pass --workdir DIR"
         ) from err
     try:
         with os.fdopen(fd, "wb") as out:
@@ -42,6 +42,13 @@ def write_bytes(path: Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _existing(folder: Path) -> Path:
+    """The folder itself, or its nearest ancestor that exists: the one to make writable."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
 
 
 def write_text(path: Path, text: str) -> Path:

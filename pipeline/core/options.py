@@ -137,15 +137,16 @@ def register(add: Callable[..., Any], step: Step, options: Sequence[Option] = OP
     for option in options:
         if step not in option.steps:
             continue
+        help_text = option.help.replace("%", "%%")  # argparse %-formats help: "95% interval"
         if option.kind == "switch":
-            add(option.flag, action="store_true", default=option.default, help=option.help)
+            add(option.flag, action="store_true", default=option.default, help=help_text)
             continue
         add(
             option.flag,
             type=int if option.kind == "int" else str,
             default=option.default,
             metavar=option.metavar,
-            help=option.help,
+            help=help_text,
         )
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,8 +92,8 @@ def read_records(path: Path) -> dict[str, Record]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = Record(**json.loads(line))
-        except (ValueError, TypeError):
-            continue  # a line cut by a crash mid-write: that request is simply asked again
+        except (ValueError, TypeError, RecursionError):
+            continue  # a line cut by a crash mid-write (or unreadable): asked again
         if record.response is not None:
             done[record.key] = record
     return done
@@ -108,24 +108,52 @@ def run_requests(
     timeout_s: float = 120.0,
     on_record: Callable[[Record], None] | None = None,
 ) -> list[Record]:
-    """Answer every request, reusing answers in `out`; returns records in request order."""
+    """Answer every request, reusing answers in `out`; returns records in request order.
+
+    The workers are daemon threads and nothing waits for them when this is left early: on
+    Ctrl-C (or a worker's crash) the exception goes up at once, the answers already appended
+    stay in `out`, and a request still in flight is dropped (a rerun asks it again). A thread
+    pool would first sit out every request in flight, up to `timeout_s` each.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     done = read_records(out)
-    todo = [r for r in requests if r.key not in done]
+    pending = [r for r in requests if r.key not in done]
+    todo = iter(pending)
     write_lock = threading.Lock()
     restart_lock = threading.Lock()
+    take_lock = threading.Lock()
+    stopped = threading.Event()
+    results: queue.SimpleQueue[Record | BaseException] = queue.SimpleQueue()
 
-    def one(request: Request) -> Record:
-        record = _ask(server, request, timeout_s, restart_lock)
-        with write_lock, out.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(asdict(record)) + "\n")
-        if on_record:
-            on_record(record)
-        return record
+    def work() -> None:
+        while not stopped.is_set():
+            with take_lock:
+                request = next(todo, None)
+            if request is None:
+                return
+            try:
+                record = _ask(server, request, timeout_s, restart_lock, stopped)
+                if stopped.is_set():
+                    return  # the run was left: nothing more is written or said
+                with write_lock, out.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(asdict(record)) + "\n")
+                if on_record:
+                    on_record(record)
+            except BaseException as err:
+                results.put(err)
+                return
+            results.put(record)
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for record in pool.map(one, todo):
-            done[record.key] = record
+    for n in range(min(max(1, concurrency), len(pending))):
+        threading.Thread(target=work, name=f"eval-request-{n}", daemon=True).start()
+    try:
+        for _ in pending:
+            item = results.get()
+            if isinstance(item, BaseException):
+                raise item
+            done[item.key] = item
+    finally:
+        stopped.set()
     return [done[r.key] for r in requests]
 
 
@@ -133,7 +161,11 @@ _TRANSPORT_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadEr
 
 
 def _ask(
-    server: Server, request: Request, timeout_s: float, restart_lock: threading.Lock
+    server: Server,
+    request: Request,
+    timeout_s: float,
+    restart_lock: threading.Lock,
+    stopped: threading.Event,
 ) -> Record:
     started = time.monotonic()
     attempts = 0
@@ -150,15 +182,19 @@ def _ask(
         except httpx.TimeoutException:
             return _record(request, None, f"no answer within {timeout_s:.0f} s", started, attempts)
         except _TRANSPORT_ERRORS as err:
-            if attempts > 1 or not _restart_if_dead(server, restart_lock):
+            if attempts > 1 or not _restart_if_dead(server, restart_lock, stopped):
                 return _record(request, None, f"{type(err).__name__}: {err}", started, attempts)
-        except (httpx.HTTPStatusError, ValueError) as err:
+        except (httpx.HTTPStatusError, ValueError, RecursionError) as err:
+            # RecursionError: a body nested too deep for the JSON decoder, an invalid body too
             return _record(request, None, f"{type(err).__name__}: {err}", started, attempts)
 
 
-def _restart_if_dead(server: Server, lock: threading.Lock) -> bool:
-    """Restart a crashed server once per run; True when the request is worth retrying."""
+def _restart_if_dead(server: Server, lock: threading.Lock, stopped: threading.Event) -> bool:
+    """Restart a crashed server once per run; True when the request is worth retrying.
+    Never once the run was left (`stopped`): the server died because it is being stopped."""
     with lock:
+        if stopped.is_set():
+            return False
         if server.alive:
             return True  # another worker restarted it already, or it was a passing fault
         if server.restarts >= 1 or server.process is None:

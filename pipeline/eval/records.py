@@ -41,6 +41,9 @@ class TemperatureRow:
     """The verdict's thresholds all hold at this temperature."""
     errors: int = 0
     truncated: int = 0
+    anomalies: dict[str, int] = field(default_factory=dict)
+    """Replies per kind of pipeline.eval.scoring.ANOMALIES (kinds with none left out); absent
+    from summaries written before it, which read as none."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ class Scored:
     record: Record
     score: scoring.Score
     truncated: bool
+    anomalies: tuple[scoring.Anomaly, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,21 +126,28 @@ def build_requests(
 def score_record(
     record: Record, prompt: EvalPrompt, experiment: Experiment, catalog: Catalog
 ) -> Scored:
-    if record.response is None:
-        extraction = scoring.Extraction(errors=(f"no response: {record.error}",))
-    else:
-        choice = (record.response.get("choices") or [{}])[0]
-        extraction = scoring.extract(
-            choice.get("message") or {}, choice.get("finish_reason"), catalog
+    """One reply scored; whatever a reply makes a parser raise scores that reply 0, named."""
+    try:
+        if record.response is None:
+            extraction = scoring.Extraction(errors=(f"no response: {record.error}",))
+        else:
+            choice = (record.response.get("choices") or [{}])[0]
+            extraction = scoring.extract(
+                choice.get("message") or {}, choice.get("finish_reason"), catalog
+            )
+        result = scoring.score(
+            extraction,
+            prompt,
+            primary=experiment.eval.score,
+            code_mode=experiment.data.mode == "code",
+            catalog=catalog,
         )
-    result = scoring.score(
-        extraction,
-        prompt,
-        primary=experiment.eval.score,
-        code_mode=experiment.data.mode == "code",
-        catalog=catalog,
-    )
-    return Scored(prompt, record, result, extraction.truncated)
+        # Its line in scores.jsonl must be writable too: io.write_jsonl's UTF-8 has no room
+        # for a lone surrogate, and a call nested too deep for json fails there.
+        json.dumps(asdict(result), ensure_ascii=False).encode("utf-8")
+    except Exception as err:  # RecursionError, a body of the wrong shape, ...: see unscorable
+        extraction, result = scoring.unscorable(err)
+    return Scored(prompt, record, result, extraction.truncated, extraction.anomalies)
 
 
 def summarize(
@@ -180,6 +189,7 @@ def summarize(
             passed=judge(dataclasses.replace(thresholds, pending=False), rows).outcome == "PASS",
             errors=sum(1 for s in at_t if s.record.error),
             truncated=sum(1 for s in at_t if s.truncated),
+            anomalies=_counted(at_t),
         )
     decision = [s for s in scored if s.record.temperature == settings.decision_temperature]
     comparison = compare_with(baseline_run, values_at(decision), categories) if baseline_run else {}
@@ -217,6 +227,12 @@ def summarize(
         paired=comparison,
         **run_facts,
     )
+
+
+def _counted(scored: Sequence[Scored]) -> dict[str, int]:
+    """How many replies show each of scoring.ANOMALIES, in that table's order."""
+    counts = Counter(kind for s in scored for kind in s.anomalies)
+    return {kind: counts[kind] for kind in scoring.ANOMALIES if counts[kind]}
 
 
 def values_at(scored: Sequence[Scored]) -> list[metrics.PromptValue]:
@@ -369,6 +385,7 @@ def _score_line(s: Scored) -> dict[str, Any]:
         "seconds": s.record.seconds,
         "error": s.record.error,
         "truncated": s.truncated,
+        "anomalies": list(s.anomalies),
         **asdict(s.score),
     }
 

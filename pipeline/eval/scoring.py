@@ -11,6 +11,10 @@ Pure functions, in two steps, like BFCL's AST checker:
    expectations and gives every dimension (routing, arguments, format, the seed's scheme) plus
    one line that says what went wrong.
 
+A reply that contradicts itself (`ANOMALIES`: finish_reason "tool_calls" with no calls, a reply
+emptied by max_tokens, `<tool_call>` text the server left unparsed) says so in its reason, and a
+reply that crashes a parser scores 0 with the error (`unscorable`) instead of stopping the run.
+
 Aggregation over prompts (means, intervals, decidability, paired comparisons) is
 pipeline.eval.metrics.
 """
@@ -37,6 +41,18 @@ from pipeline.spec.experiment import OVERALL, ScoreName
 from pipeline.spec.prompts import EvalPrompt, Expectation
 
 Source = Literal["native", "raw_json", "raw_xml", "none"]
+Anomaly = Literal["no_tool_calls", "emptied", "unparsed", "unscorable"]
+
+ANOMALIES: dict[Anomaly, str] = {
+    "no_tool_calls": 'finish_reason "tool_calls" with no tool_calls: the server could not parse '
+    "the call (its log says why)",
+    "emptied": "truncated at max_tokens with an empty reply "
+    "(mlx_lm drops a tool call cut off by max_tokens)",
+    "unparsed": "<tool_call> text left in the content: the server did not parse it into tool_calls",
+    "unscorable": "the reply could not be scored",
+}
+"""Replies that contradict themselves or cannot be read, each named by its own reason text:
+the scored reply says it, and the eval summary counts each kind per temperature."""
 
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 _BLOCK_TEXT_RE = re.compile(r"<tool_call>.*?(?:</tool_call>|\Z)", re.DOTALL)
@@ -69,6 +85,8 @@ class Extraction:
     does not parse, a block cut off before `</tool_call>`, a reply emptied by max_tokens."""
     text: str = ""
     """The prose: the content without `<tool_call>` blocks and `<think>` blocks, stripped."""
+    anomalies: tuple[Anomaly, ...] = ()
+    """The contradictions of `ANOMALIES` this reply shows, in that table's order."""
 
     @property
     def attempted(self) -> bool:
@@ -87,8 +105,10 @@ def extract(
     outer: list[Call] = []
     source: Source = "none"
     cut_short = finish_reason == "length"
+    found: set[Anomaly] = set()
 
-    for i, item in enumerate(message.get("tool_calls") or []):
+    native_calls = message.get("tool_calls")
+    for i, item in enumerate(native_calls or []):
         source = "native"
         try:
             outer.extend(structured_calls({"tool_calls": [item]}))
@@ -109,10 +129,15 @@ def extract(
                 else f"tool call cut off before </tool_call> (finish_reason {finish_reason!r})"
             )
             continue
+        found.add("unparsed")
         try:
             outer.append(parse_block(block, schemas))
         except CallParseError as err:
             errors.append(str(err))
+    if finish_reason == "tool_calls" and not native_calls:
+        found.add("no_tool_calls")
+        if not blocks:  # the call is lost: an attempt that cannot be read
+            errors.append(ANOMALIES["no_tool_calls"])
 
     calls: list[Call] = []
     direct = wrapper_ok = False
@@ -136,10 +161,8 @@ def extract(
     if cut_short and not calls:
         truncated = True
         if not text and not errors:
-            errors.append(
-                "truncated at max_tokens with an empty reply "
-                "(mlx_lm drops a tool call cut off by max_tokens)"
-            )
+            found.add("emptied")
+            errors.append(ANOMALIES["emptied"])
     return Extraction(
         calls=calls,
         wrapped=wrapper_ok and not direct,
@@ -147,6 +170,7 @@ def extract(
         truncated=truncated,
         errors=tuple(errors),
         text=text,
+        anomalies=tuple(k for k in ANOMALIES if k in found),
     )
 
 
@@ -224,6 +248,7 @@ def score(
             reason = f"expected no call, but tried one: {ex.errors[0]}"
         else:
             reason = f"expected no call, but called {CODE_WRAPPER}"
+        reason = "; ".join([reason, *_notes(ex)])
         fmt = not ex.attempted or (ex.wrapped if code_mode else not ex.wrapped)
         return Score(ok, ok, ok, fmt, reason, plain)
 
@@ -256,6 +281,7 @@ def score(
     head = _no_call_reason(ex) if not calls else None
     if head:
         problems.insert(0, head)
+    problems += _notes(ex)
     if calls and ex.errors:
         problems.append("also: " + "; ".join(ex.errors))
     if not problems:
@@ -265,6 +291,23 @@ def score(
     else:
         reason = "; ".join(problems)
     return Score(value, routing, arguments, fmt, reason, plain)
+
+
+def unscorable(err: Exception) -> tuple[Extraction, Score]:
+    """A reply that crashed a parser (a 6,000-term expression in execute_code, JSON nested
+    100,000 deep): 0 on every dimension and the error as its reason, so that one reply, even
+    a stored one read again on every rerun, never stops the eval."""
+    message = " ".join(str(err).split())
+    if len(message) > _SNIPPET * 2:
+        message = message[: _SNIPPET * 2 - 3] + "..."
+    reason = f"{ANOMALIES['unscorable']} ({type(err).__name__}: {message})"
+    extraction = Extraction(errors=(reason,), anomalies=("unscorable",))
+    return extraction, Score(0.0, 0.0, 0.0, False, reason)
+
+
+def _notes(ex: Extraction) -> list[str]:
+    """The reply's contradictions that its errors do not already name."""
+    return [ANOMALIES[k] for k in ex.anomalies if ANOMALIES[k] not in ex.errors]
 
 
 def _no_call_reason(ex: Extraction) -> str:
@@ -424,9 +467,12 @@ def _snippet(text: str) -> str:
 
 
 __all__ = [
+    "ANOMALIES",
     "OVERALL",
+    "Anomaly",
     "Extraction",
     "Score",
     "extract",
     "score",
+    "unscorable",
 ]

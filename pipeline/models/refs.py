@@ -16,6 +16,7 @@ from pipeline.spec.experiment import Experiment
 
 TOKENIZER_FILES = [
     "tokenizer.json",
+    "tokenizer.model",
     "tokenizer_config.json",
     "chat_template.jinja",
     "chat_template.json",
@@ -26,6 +27,9 @@ TOKENIZER_FILES = [
     "config.json",
     "generation_config.json",
 ]
+VOCABULARIES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+"""A folder with none of these has no tokenizer: fast (tokenizers), sentencepiece, or BPE's
+vocab.json beside merges.txt."""
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 TINY_PREFIX = "tiny:"
 SMOLLM2_PREFIX = "smollm2:"
@@ -127,9 +131,15 @@ def tiny_corpus(experiment: Experiment) -> list[str]:
 
 
 def load_tokenizer(folder: Path) -> Any:
-    """A transformers tokenizer (typed Any: transformers' return type is a broad union)."""
+    """A transformers tokenizer (typed Any: transformers' return type is a broad union).
+
+    A folder without any vocabulary file is named as such: transformers would ask to install
+    sentencepiece or tiktoken, which would not help.
+    """
     from transformers import AutoTokenizer
 
+    if folder.is_dir() and not any((folder / name).is_file() for name in VOCABULARIES):
+        raise ModelError(f"{folder} has no tokenizer (tokenizer.json / tokenizer.model)")
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except Exception as err:  # transformers raises OSError, ValueError, KeyError...

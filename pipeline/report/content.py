@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.build import BuildRecord, FuseRecord
 from pipeline.eval.records import eval_files, temperature_key
+from pipeline.eval.scoring import ANOMALIES
 from pipeline.eval.verdict import PreflightOutcome, Verdict, judge, preflight_outcome
 from pipeline.report.collect import RunData
 from pipeline.report.scores import distribution, prompt_rows, sweep
@@ -59,6 +60,9 @@ def build_report(run: RunData) -> dict[str, Any]:
     for key, row in summary.temperatures.items():
         if row.errors:
             warnings.append(f"T={key}: {row.errors} request(s) got no answer")
+        for kind, n in row.anomalies.items():  # a kind this version does not know: its name
+            text = ANOMALIES.get(kind, kind)
+            warnings.append(f"T={key}: {n} repl{'y' if n == 1 else 'ies'}: {text}")
     verdict = verdict_of(run)
     training = _training_section(run.build)
     docs = None

@@ -119,5 +119,6 @@ def sweep(summary: EvalSummary, scores: Sequence[Mapping[str, Any]]) -> dict[str
         "passed": {t: row.passed for t, row in summary.temperatures.items()},
         "errors": {t: row.errors for t, row in summary.temperatures.items()},
         "truncated": {t: row.truncated for t, row in summary.temperatures.items()},
+        "anomalies": {t: dict(row.anomalies) for t, row in summary.temperatures.items()},
         "prompts": prompt_means,
     }

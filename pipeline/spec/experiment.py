@@ -164,6 +164,19 @@ class Regression:
 
 
 @dataclass(frozen=True)
+class Integrity:
+    """The build-integrity check (pipeline.eval.integrity): base + adapters vs fused vs
+    quantized, each asked every prompt greedily. A step fails below either bound."""
+
+    after_build: bool = True
+    """Run after every build (the gate's and `python -m pipeline build`'s); off: --no-integrity."""
+    max_drop: float = 0.15
+    """Largest allowed fall of a step's routing below the reference's (a share, 0..1)."""
+    min_agreement: float = 0.6
+    """Smallest allowed share of prompts whose calls equal the reference's."""
+
+
+@dataclass(frozen=True)
 class Resources:
     disk_gb: float
     expected_minutes: float
@@ -202,6 +215,7 @@ class Experiment:
     baseline: Baseline
     resources: Resources
     regression: Regression = Regression()
+    integrity: Integrity = Integrity()
     docs: Path | None = None
     tiny: TinyModel | None = None
 
@@ -297,8 +311,7 @@ def from_options(option: Callable[[str], Any]) -> Experiment:
     data = option("data")
     if data and not Path(str(data)).is_dir():
         raise ExperimentError(
-            f"--data {data}: no such folder; pass the folder that holds train.jsonl and "
-            "valid.jsonl"
+            f"--data {data}: no such folder; pass the folder that holds train.jsonl and valid.jsonl"
         )
     return with_overrides(
         load_experiment(option("experiment")),
