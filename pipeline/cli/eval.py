@@ -6,11 +6,15 @@ from pathlib import Path
 
 from pipeline.build import build
 from pipeline.cli.door import parser, run, selected
+from pipeline.core.errors import RoutegateError
+from pipeline.core.workspace import Workspace
 from pipeline.eval.records import CategoryRow, EvalSummary
 from pipeline.eval.run import eval_run_dir, run_eval
 from pipeline.eval.scoring import ANOMALIES
+from pipeline.eval.serve import check_model_folder
 from pipeline.eval.verdict import recorded_preflight
-from pipeline.report import report_run
+from pipeline.report import mark_stale, report_run
+from pipeline.spec.experiment import Experiment
 
 
 def criterion_mark(cat: CategoryRow) -> str:
@@ -28,6 +32,9 @@ def criterion_mark(cat: CategoryRow) -> str:
 
 
 def format_summary(summary: EvalSummary) -> str:
+    verdict = [f"verdict: {summary.verdict}", *(f"  {r}" for r in summary.verdict_reasons)]
+    if summary.verdict == "ERROR":  # scores of requests that got no answer say nothing
+        return "\n".join(verdict)
     lines = []
     for key, row in summary.temperatures.items():
         lines.append(f"temperature {key}:")
@@ -38,9 +45,14 @@ def format_summary(summary: EvalSummary) -> str:
                 f"  {name:<12} {cat.mean:.3f} [{cat.lo:.3f}, {cat.hi:.3f}] n={cat.n}{against}{mark}"
             )
         lines += [f"  {n} x {ANOMALIES.get(kind, kind)}" for kind, n in row.anomalies.items()]
-    lines.append(f"verdict: {summary.verdict}")
-    lines += [f"  {reason}" for reason in summary.verdict_reasons]
-    return "\n".join(lines)
+    return "\n".join(lines + verdict)
+
+
+def failure(err: BaseException) -> str:
+    """Why a run stopped, for the note that marks the last report stale."""
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    return str(err) if isinstance(err, RoutegateError) else f"{type(err).__name__}: {err}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +62,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def step() -> int:
         experiment, workspace = selected(args)
+        try:
+            return evaluate(experiment, workspace)
+        except BaseException as err:  # no earlier report may stand as this run's
+            mark_stale(experiment.name, failure(err), workspace)
+            raise
+
+    def evaluate(experiment: Experiment, workspace: Workspace) -> int:
         model_dir = Path(args.model).expanduser().resolve() if args.model else None
+        if model_dir is not None and not args.server_url:
+            check_model_folder(model_dir)  # before its digest keys the run folder
         if not (args.server_url or model_dir):
             model_dir = build(experiment, force=args.force, workspace=workspace).quantized
         where = eval_run_dir(

@@ -3,7 +3,9 @@
 It declares the gate's options from the one table (pipeline.core.options), keeps one
 `GateSession` per pytest run, prints progress and the verdict on the terminal, and sets
 pytest's exit status from the verdict in one place (`pytest_sessionfinish`), as syrupy does:
-a FAIL is exit 1 even when every test passed, an ERROR exit 3. Fixtures stay in conftest.py.
+a FAIL is exit 1 even when every test passed, an ERROR exit 3 even when tests failed (they
+failed for want of answers). A session whose eval wrote no report marks the last one stale
+(pipeline.report.mark_stale). Fixtures stay in conftest.py.
 
 It is inert outside routegate's checkout: the options are declared everywhere (pytest has no
 other way), but the rootdir repair and the exit status apply only to a gate session.
@@ -15,10 +17,12 @@ import contextlib
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pipeline.core.errors import RoutegateError
 from pipeline.core.options import register
 from pipeline.core.workspace import CHECKOUT
 
@@ -36,6 +40,12 @@ class GateSession:
     """The final pipeline.eval.verdict.Verdict, once the session has one."""
     lines: list[str] = field(default_factory=list)
     """What the terminal summary prints."""
+    eval_failure: str = ""
+    """The first failure of a test under tests/eval ("" while none failed)."""
+    eval_ran: bool = False
+    """Whether any test under tests/eval ran (or failed to set up)."""
+    error: RoutegateError | None = None
+    """The error that stopped the eval before its report (`stopped_by`), if any."""
 
     def say(self, line: str) -> None:
         """Print a progress line on the terminal now, even while pytest captures output."""
@@ -50,6 +60,11 @@ class GateSession:
 
     def at_finish(self, finisher: Callable[[], Any]) -> None:
         self.finishers.append(finisher)
+
+    def stopped_by(self, error: RoutegateError) -> None:
+        """The error that stopped the eval before its report: its exit code is the session's
+        (2 bad input, 3 a fault, 1 a refused build), not pytest's 1 for any failure."""
+        self.error = error
 
 
 def gate_session(config: pytest.Config) -> GateSession:
@@ -106,9 +121,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION] = GateSession(config)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Note whether the eval's tests ran, and the first one's failure (for `mark_stale`)."""
+    report = yield
+    gate = item.config.stash.get(SESSION, None)
+    eval_tests = CHECKOUT / "tests" / "eval"
+    if gate is None or eval_tests not in Path(str(item.path)).parents:
+        return report
+    gate.eval_ran = True
+    if report.failed and not gate.eval_failure:
+        lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+        gate.eval_failure = lines[-1] if lines else item.nodeid
+    return report
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The exit status, set in one place: the verdict's, unless pytest already failed."""
+    """The exit status, set in one place: the verdict's, unless pytest already failed for
+    another reason than an ERROR; a RoutegateError's that stopped the eval (`stopped_by`)."""
     gate = session.config.stash.get(SESSION, None)
     if gate is None:
         return
@@ -116,8 +147,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         verdict = finish()
         if verdict is not None:
             gate.verdict = verdict
-    if gate.verdict is not None and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = gate.verdict.exit_code
+    if gate.verdict is not None:
+        if session.exitstatus == pytest.ExitCode.OK or gate.verdict.outcome == "ERROR":
+            session.exitstatus = gate.verdict.exit_code
+        return
+    if gate.error is not None:
+        session.exitstatus = gate.error.exit_code
+    if gate.eval_ran:  # the eval ran and wrote no report: the last one is not this run's
+        _mark_stale(gate, str(gate.error or "") or gate.eval_failure)
+
+
+def _mark_stale(gate: GateSession, why: str) -> None:
+    from pipeline.core.workspace import Workspace
+    from pipeline.report import mark_stale
+    from pipeline.spec.experiment import from_options
+
+    config = gate.config
+    try:
+        experiment = from_options(config.getoption)
+    except RoutegateError:
+        return  # no experiment, no report of it to mark
+    workspace = Workspace.at(config.getoption("workdir"))
+    note = mark_stale(experiment.name, why or "the eval's tests failed", workspace)
+    if note is not None:
+        gate.lines.append(f"no report from this run; {note} says why")
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

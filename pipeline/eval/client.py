@@ -1,11 +1,16 @@
-"""Chat completions against the served model: bounded concurrency, timeouts, one restart.
+"""Chat completions against the served model: bounded concurrency, bounded waits, one restart.
 
 Every raw response is appended to responses.jsonl the moment it arrives, keyed by what was
 asked, so an interrupted eval resumes where it stopped and a crash loses nothing.
+
+Waits are bounded three ways, so a server that accepts connections and never answers ends the
+eval as an ERROR within minutes: each request by `request_timeout`, the whole eval by
+`eval_deadline`, and `FAILURES_IN_A_ROW` requests in a row without a usable answer stop it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import queue
@@ -19,6 +24,19 @@ from typing import Any
 import httpx
 
 from pipeline.eval.serve import Server, ServerError
+
+STARTUP_S = 15.0
+"""Before the first token: prompt processing, and on the first request the model's load
+(mlx_lm.server loads it lazily)."""
+SLOWEST_TOKENS_PER_S = 2.0
+"""A conservative generation speed: a third of the ~6 tokens/s 5-bit SmolLM2-135M generates
+on 2 CPU cores (README), the slowest model routegate serves."""
+FLOOR_S = 30.0
+FAILURES_IN_A_ROW = 5
+"""This many requests in a row without a usable answer stop the eval: the server is down or
+broken, and asking the rest would only repeat the fault."""
+NOT_ANSWERED = "not answered: "
+"""How the error of a request left without an answer when the eval stopped begins."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,22 @@ def chat_body(
     return body
 
 
+def request_timeout(request: Request, ceiling_s: float) -> float:
+    """How long one request may take: STARTUP_S, then its max_tokens at SLOWEST_TOKENS_PER_S;
+    at least FLOOR_S, at most `ceiling_s` (the experiment's `[eval] timeout_s`)."""
+    tokens = int(request.body.get("max_tokens") or 0)
+    return min(ceiling_s, max(FLOOR_S, STARTUP_S + tokens / SLOWEST_TOKENS_PER_S))
+
+
+def eval_deadline(timeouts: Sequence[float], concurrency: int) -> float:
+    """How long the whole eval may take: every request taking its whole timeout, `concurrency`
+    at a time, plus the longest once more for the last one to start. It bounds a server that
+    answers each request just in time, or trickles bytes so no single read times out."""
+    if not timeouts:
+        return 0.0
+    return sum(timeouts) / max(1, concurrency) + max(timeouts)
+
+
 def read_records(path: Path) -> dict[str, Record]:
     """Answers already on disk (errors are not kept: a rerun asks again)."""
     done: dict[str, Record] = {}
@@ -110,14 +144,21 @@ def run_requests(
 ) -> list[Record]:
     """Answer every request, reusing answers in `out`; returns records in request order.
 
+    Each request waits at most `request_timeout(request, timeout_s)`. Past `eval_deadline`, or
+    after FAILURES_IN_A_ROW failed requests in a row, the eval stops: every request without a
+    record gets one whose error (NOT_ANSWERED ...) says why, and none of those is written to `out`.
+
     The workers are daemon threads and nothing waits for them when this is left early: on
     Ctrl-C (or a worker's crash) the exception goes up at once, the answers already appended
     stay in `out`, and a request still in flight is dropped (a rerun asks it again). A thread
-    pool would first sit out every request in flight, up to `timeout_s` each.
+    pool would first sit out every request in flight, up to its timeout each.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     done = read_records(out)
     pending = [r for r in requests if r.key not in done]
+    workers = min(max(1, concurrency), len(pending))
+    deadline_s = eval_deadline([request_timeout(r, timeout_s) for r in pending], workers)
+    deadline = time.monotonic() + deadline_s
     todo = iter(pending)
     write_lock = threading.Lock()
     restart_lock = threading.Lock()
@@ -132,28 +173,46 @@ def run_requests(
             if request is None:
                 return
             try:
-                record = _ask(server, request, timeout_s, restart_lock, stopped)
+                wait_s = request_timeout(request, timeout_s)
+                record = _ask(server, request, wait_s, restart_lock, stopped)
                 if stopped.is_set():
                     return  # the run was left: nothing more is written or said
-                with write_lock, out.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(asdict(record)) + "\n")
-                if on_record:
-                    on_record(record)
+                with write_lock:  # one at a time: on_record prints, and print is not atomic
+                    with out.open("a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(asdict(record)) + "\n")
+                    if on_record:
+                        on_record(record)
             except BaseException as err:
                 results.put(err)
                 return
             results.put(record)
 
-    for n in range(min(max(1, concurrency), len(pending))):
+    for n in range(workers):
         threading.Thread(target=work, name=f"eval-request-{n}", daemon=True).start()
+    why = ""
+    in_a_row = 0
     try:
         for _ in pending:
-            item = results.get()
+            try:
+                item = results.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                why = f"the eval's deadline passed ({deadline_s:.0f} s for {len(pending)} requests)"
+                break
             if isinstance(item, BaseException):
                 raise item
             done[item.key] = item
+            in_a_row = in_a_row + 1 if item.error else 0
+            if in_a_row >= FAILURES_IN_A_ROW:
+                why = (
+                    f"the eval stopped after {in_a_row} requests in a row got no usable answer "
+                    f"(the last: {item.error})"
+                )
+                break
     finally:
         stopped.set()
+    for request in requests:
+        if request.key not in done:
+            done[request.key] = _record(request, None, NOT_ANSWERED + why, time.monotonic(), 0)
     return [done[r.key] for r in requests]
 
 
@@ -173,20 +232,55 @@ def _ask(
         attempts += 1
         url = f"{server.url}/v1/chat/completions"
         body = {**request.body, "model": server.model_id}
+        if server.adapters:
+            body["adapters"] = server.adapters
         try:
             response = httpx.post(url, json=body, timeout=timeout_s)
             if response.status_code >= 500 and not server.alive and attempts == 1:
                 raise httpx.RemoteProtocolError("server died answering")
-            response.raise_for_status()
-            return _record(request, response.json(), "", started, attempts)
+            answer, error = _answer(response)
+            return _record(request, answer, error, started, attempts)
         except httpx.TimeoutException:
-            return _record(request, None, f"no answer within {timeout_s:.0f} s", started, attempts)
+            return _record(request, None, f"no answer within {timeout_s:g} s", started, attempts)
         except _TRANSPORT_ERRORS as err:
             if attempts > 1 or not _restart_if_dead(server, restart_lock, stopped):
                 return _record(request, None, f"{type(err).__name__}: {err}", started, attempts)
-        except (httpx.HTTPStatusError, ValueError, RecursionError) as err:
-            # RecursionError: a body nested too deep for the JSON decoder, an invalid body too
+        except httpx.HTTPError as err:  # any other transport fault is this request's, not the run's
             return _record(request, None, f"{type(err).__name__}: {err}", started, attempts)
+
+
+def _answer(response: httpx.Response) -> tuple[dict[str, Any] | None, str]:
+    """The completion in `response`, or None and why it is no usable answer, in one line
+    that names the cause: the status and the server's own error text (mlx_lm.server answers
+    404 with the exception when the model fails to load), or what the body is instead."""
+    if not response.is_success:
+        return (
+            None,
+            f"HTTP {response.status_code} {response.reason_phrase}: {_server_error(response)}",
+        )
+    if not response.content.strip():
+        return None, f"HTTP {response.status_code} with an empty body"
+    try:
+        answer = response.json()
+    except (ValueError, RecursionError) as err:  # RecursionError: nested too deep to decode
+        return None, f"a body that is not JSON ({type(err).__name__}): {_excerpt(response.text)}"
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not isinstance(choices, list) or not choices:
+        return None, f"a body without choices: {_excerpt(response.text)}"
+    return answer, ""
+
+
+def _server_error(response: httpx.Response) -> str:
+    """The server's error text: OpenAI's {"error": {"message": ...}}, mlx_lm's {"error": str}."""
+    with contextlib.suppress(ValueError, RecursionError, KeyError, TypeError):
+        error = response.json()["error"]
+        return _excerpt(str(error.get("message", error) if isinstance(error, dict) else error))
+    return _excerpt(response.text) if response.text.strip() else "(no body)"
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """`text` on one line and cut short: an error is one line of the report."""
+    return repr(" ".join(text[: 4 * limit].split())[:limit])
 
 
 def _restart_if_dead(server: Server, lock: threading.Lock, stopped: threading.Event) -> bool:

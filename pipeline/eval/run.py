@@ -25,7 +25,7 @@ from pipeline.core.errors import BadInput
 from pipeline.core.progress import Heartbeat, clock
 from pipeline.core.workspace import Workspace
 from pipeline.eval import metrics, scoring
-from pipeline.eval.client import Record, Request, chat_body, run_requests
+from pipeline.eval.client import NOT_ANSWERED, Record, Request, chat_body, run_requests
 from pipeline.eval.records import (
     CategoryRow,
     EvalSummary,
@@ -35,7 +35,7 @@ from pipeline.eval.records import (
     read_summary,
     temperature_key,
 )
-from pipeline.eval.serve import Server, connect, server_root, start_server
+from pipeline.eval.serve import Server, ServerError, connect, server_root, start_server
 from pipeline.eval.verdict import PreflightOutcome, judge
 from pipeline.spec.catalog import Catalog, load_catalog
 from pipeline.spec.experiment import Experiment, ExperimentError
@@ -296,6 +296,7 @@ def run_eval(
     run_dir: Path,
     *,
     model_dir: Path | None = None,
+    adapters: Path | None = None,
     server_url: str | None = None,
     samples: int | None = None,
     temperatures: str | None = None,
@@ -304,7 +305,8 @@ def run_eval(
     baseline_run: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> EvalResult:
-    """Serve (or connect), ask every prompt, score, and write <run_dir>/eval/."""
+    """Serve `model_dir` (with `adapters` applied, if given) or connect to `server_url`, ask
+    every prompt, score, and write <run_dir>/eval/."""
     if (model_dir is None) == (server_url is None):
         raise ValueError("run_eval needs exactly one of model_dir or server_url")
     if baseline_run is None and experiment.eval.baseline_run:
@@ -336,7 +338,7 @@ def run_eval(
         server: Server = connect(server_url)
     else:
         assert model_dir is not None
-        server = start_server(model_dir, files["server_log"], log=log)
+        server = start_server(model_dir, files["server_log"], adapters=adapters, log=log)
     try:
         log(f"[eval] {len(requests)} requests to {server.url} (model {server.model_id})")
         with Heartbeat(log, waiting) as beat:
@@ -355,6 +357,9 @@ def run_eval(
             )
     finally:
         server.stop()
+    stopped = [r.error for r in records if r.error.startswith(NOT_ANSWERED)]
+    if stopped:
+        log(f"[eval] {stopped[0].removeprefix(NOT_ANSWERED)}: {len(stopped)} request(s) unanswered")
     scored = tuple(score_record(r, by_id[r.prompt_id], experiment, catalog) for r in records)
     summary = summarize(
         experiment,
@@ -399,7 +404,7 @@ def eval_run_dir(
     built: bool = False,
 ) -> Path:
     """Where an eval's answers go, as both doors choose it: a build's own run folder, a folder
-    keyed by a given model folder's content, or a folder per server session."""
+    keyed by a given model folder's content, or one keyed by the server and its model."""
     if server_url:
         return server_run_dir(experiment, server_url, workspace)
     if model_dir is None:
@@ -418,7 +423,14 @@ def model_run_dir(
 
 
 def server_run_dir(experiment: Experiment, url: str, workspace: Workspace | None = None) -> Path:
-    """A served model's weights are not visible from here: each session starts afresh."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    digest = hashlib.sha256(server_root(url).encode()).hexdigest()[:8]
-    return (workspace or Workspace.at()).runs(experiment.name) / f"server-{digest}-{stamp}"
+    """Where the eval of a server someone else runs goes: keyed by its root URL and the model
+    id it lists, so asking the same server the same requests again reuses its answers, as for
+    a model folder. Its weights are not visible from here: the id stands for them (a server
+    restarted on other weights under the same id reuses the old answers)."""
+    root = server_root(url)
+    try:
+        model_id = connect(root).model_id
+    except ServerError:
+        model_id = ""  # nothing answers, so nothing to reuse: run_eval names the fault
+    digest = hashlib.sha256(json.dumps([root, model_id]).encode()).hexdigest()[:12]
+    return (workspace or Workspace.at()).runs(experiment.name) / f"server-{digest}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -58,6 +59,9 @@ class Server:
     port: int = 0
     restarts: int = 0
     startup_timeout_s: float = 180.0
+    adapters: str | None = None
+    """Adapters the server applies (`--adapter-path`). mlx_lm's server uses them only for a
+    request naming its default model, so every request also names them (`adapters`)."""
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -114,6 +118,26 @@ def _silent(_: str) -> None:
     pass
 
 
+def check_model_folder(folder: Path) -> None:
+    """Bad input naming `folder` unless mlx_lm can load it: a config.json object with a
+    `model_type` and `model*.safetensors` weights beside it. mlx_lm.server loads the model on
+    the first request, so a broken folder would otherwise start, list the model, and answer
+    404 to every request, its cause only in server.log."""
+    config = folder / "config.json"
+    if not folder.is_dir():
+        raise BadInput(f"{folder} does not exist; pass a model folder")
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{folder} is not a model folder (no config.json)") from None
+    except (OSError, ValueError) as err:
+        raise BadInput(f"{config} does not load as JSON ({err}); pass a model folder") from err
+    if not isinstance(settings, dict) or not isinstance(settings.get("model_type"), str):
+        raise BadInput(f"{config} names no model_type: not a model's config; pass a model folder")
+    if not any(folder.glob("model*.safetensors")):
+        raise BadInput(f"{folder} holds no weights (model*.safetensors); pass a model folder")
+
+
 def start_server(
     model_dir: Path,
     log_path: Path,
@@ -121,19 +145,21 @@ def start_server(
     port: int | None = None,
     startup_timeout_s: float = 180.0,
     extra_args: tuple[str, ...] = (),
+    adapters: Path | None = None,
     log: Callable[[str], None] = _silent,
 ) -> Server:
     """Start `python -m mlx_lm server` for model_dir and wait until it lists the model,
     saying so through `log` (and every 10 s while the model loads)."""
-    if not (model_dir / "config.json").is_file():
-        raise ServerError(f"{model_dir} is not a model folder (no config.json)")
+    check_model_folder(model_dir)
     attempts = 1 if port is not None else 3
     last = ""
     for _ in range(attempts):
         chosen = port if port is not None else free_port()
         if not port_is_free(chosen):
             raise ServerError(f"port {chosen} on {LOOPBACK} is already taken")
-        server = _launch(model_dir, log_path, chosen, extra_args, startup_timeout_s)
+        args = (*extra_args, "--adapter-path", str(adapters)) if adapters else extra_args
+        server = _launch(model_dir, log_path, chosen, args, startup_timeout_s)
+        server.adapters = str(adapters) if adapters else None
         log(f"[serve] starting mlx_lm.server on {server.url} ({model_dir.name})")
         try:
             with Heartbeat(log, lambda t: f"[serve] loading the model {clock(t)}"):

@@ -72,8 +72,13 @@ def judge(
     threshold) that no prompt scored fails the run; with `require_decidable`, so does a pass
     whose 95% interval reaches below its threshold. With `max_drop`, a category whose paired
     interval against the baseline run (`paired`) does not rule out a drop larger than it
-    fails. Requests that got no usable answer make the run an ERROR, not a verdict on the
-    model.
+    fails.
+
+    One request without a usable answer (no connection, a timeout, an HTTP error, a body that
+    is no completion, or one the eval stopped before: pipeline.eval.client) makes the run an
+    ERROR, with the first such request's cause in the first reason; no threshold is judged.
+    Scoring it 0 would count a fault against the model, and leaving it out would judge fewer
+    prompts than were pre-registered; a rerun asks only the requests without an answer.
     """
     reasons: list[str] = []
     if errors:

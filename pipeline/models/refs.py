@@ -82,8 +82,10 @@ def resolve(
 
 
 def _download(repo_id: str, revision: str, tokenizer_only: bool) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
+    _bound_hub_calls()
+    what = "tokenizer files" if tokenizer_only else "the model"
     try:
         folder = snapshot_download(
             repo_id,
@@ -91,14 +93,59 @@ def _download(repo_id: str, revision: str, tokenizer_only: bool) -> Path:
             allow_patterns=TOKENIZER_FILES if tokenizer_only else None,
         )
     except Exception as err:  # the hub client raises many types; all mean "not reachable"
-        what = "tokenizer files" if tokenizer_only else "the model"
-        reason = " ".join(str(err).split())
+        instead = "pass a local folder instead (--base-model / --reference-model / --model DIR)"
+        if constants.HF_HUB_OFFLINE:  # it asked nothing: the files are not in the cache
+            raise ModelError(
+                f"HF_HUB_OFFLINE is set and {what} for hub id {repo_id!r} are not in the hub "
+                f"cache ({constants.HF_HUB_CACHE}): unset HF_HUB_OFFLINE to fetch them, or "
+                f"{instead}"
+            ) from err
         raise ModelError(
-            f"cannot fetch {what} for hub id {repo_id!r} ({type(err).__name__}: {reason}); "
-            "offline or mistyped? pass a local folder instead (--base-model / "
-            "--reference-model / --model DIR)"
+            f"cannot fetch {what} for hub id {repo_id!r} from {constants.ENDPOINT} "
+            f"({_causes(err)}); offline or mistyped? {instead}"
         ) from err
     return Path(folder)
+
+
+def _causes(err: BaseException) -> str:
+    """`err` and the first error it was raised from, on one line: the hub's "cannot find the
+    files" can hide the timeout or refused connection that caused it."""
+    root, parent, seen = err, err.__cause__ or err.__context__, {id(err)}
+    while parent is not None and id(parent) not in seen:  # (a chain can loop back)
+        seen.add(id(parent))
+        root, parent = parent, parent.__cause__ or parent.__context__
+    said = [f"{type(e).__name__}: {' '.join(str(e).split())}" for e in dict.fromkeys((err, root))]
+    return "; cause: ".join(said)
+
+
+def _bound_hub_calls() -> None:
+    """Give huggingface_hub's calls that set no timeout one: its metadata calls (repo_info,
+    the file listing) set none, so an endpoint that accepts connections and never answers
+    hung the preflight past 300 s. The bound is the hub's own HF_HUB_ETAG_TIMEOUT (10 s unless
+    set: its timeout for a file's metadata) to connect and between bytes; calls with their
+    own (downloads: HF_HUB_DOWNLOAD_TIMEOUT) keep it. Added to the hub's shared client on
+    every fetch, as the hub replaces that client after a fork."""
+    from huggingface_hub import get_session
+
+    session = get_session()
+    hooks = getattr(session, "event_hooks", None)
+    if not isinstance(hooks, dict) or not isinstance(hooks.get("request"), list):
+        return  # a requests-based huggingface_hub (< 1.0) has no request hooks
+    if _bounded not in hooks["request"]:
+        session.event_hooks = {**hooks, "request": [*hooks["request"], _bounded]}
+
+
+def _bounded(request: Any) -> None:
+    """An httpx request hook: each timeout the request leaves unset becomes the hub's
+    metadata timeout (the transport reads them from the request's `timeout` extension)."""
+    from huggingface_hub import constants
+
+    given = request.extensions.get("timeout") or {}
+    limit = float(constants.HF_HUB_ETAG_TIMEOUT)
+    request.extensions["timeout"] = {
+        kind: limit if given.get(kind) is None else given[kind]
+        for kind in ("connect", "read", "write", "pool")
+    }
 
 
 def _tiny(experiment: Experiment, syntax: Literal["json", "xml"]) -> Path:

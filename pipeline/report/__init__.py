@@ -12,7 +12,8 @@ Four steps, only the first and the last touch the disk:
 3. `render_markdown(report)` (markdown.py), `render_chart(report)` (chart.py, matplotlib) and
    `render_compare(compare(a, b))` (compare.py) turn dicts into text or PNG bytes.
 4. `write_report(report, out_dir)` (write.py) is the one writer: the workspace's
-   `reports/<experiment>/results.{md,json,png}`.
+   `reports/<experiment>/results.{md,json,png}`; `mark_stale` replaces them with a note when
+   a run failed before its report.
 
 The command line is pipeline.cli.report (`python -m pipeline report`).
 """
@@ -30,6 +31,7 @@ from pipeline.report.write import (
     JSON,
     MARKDOWN,
     Written,
+    mark_stale,
     report_dir,
     report_run,
     write_report,
@@ -49,6 +51,7 @@ __all__ = [
     "collect",
     "compare",
     "format_call",
+    "mark_stale",
     "read_build",
     "render_chart",
     "render_compare",

@@ -1,5 +1,6 @@
 """The one writer: results.md, results.json and results.png into the workspace's
-`reports/<experiment>/` (or a folder given), each file replaced atomically."""
+`reports/<experiment>/` (or a folder given), each file replaced atomically; and `mark_stale`,
+for a run that failed before writing them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import io
+from pipeline.core.errors import RoutegateError
 from pipeline.core.workspace import Workspace
 from pipeline.eval.verdict import Verdict
 from pipeline.report.chart import ChartUnavailable, render_chart
@@ -18,6 +20,8 @@ from pipeline.report.markdown import render_markdown
 from pipeline.spec.experiment import Experiment
 
 MARKDOWN, JSON, CHART = "results.md", "results.json", "results.png"
+STALE_MARKDOWN = "results.stale.md"
+"""Where `mark_stale` moves the last report (and results.stale.json / .png beside it)."""
 
 
 @dataclass(frozen=True)
@@ -80,3 +84,40 @@ def report_run(
     """collect -> build_report -> write_report: the report of one run folder."""
     run = collect(run_dir, experiment, workspace=workspace)
     return write_report(build_report(run), out_dir, chart=chart, workspace=workspace)
+
+
+def _stale(name: str) -> str:
+    return name.replace("results.", "results.stale.", 1)
+
+
+def mark_stale(experiment_name: str, why: str, workspace: Workspace | None = None) -> Path | None:
+    """After a run of the experiment failed before writing its report: move the last report
+    to results.stale.{md,json,png} and write a results.md saying the run failed and why, so no
+    earlier PASS looks current (and tools reading results.json find none). Returns that
+    results.md; None when there was no report to mark or the folder cannot be written (the
+    run's own error is the one to show)."""
+    out = report_dir(experiment_name, workspace)
+    if not ((out / MARKDOWN).is_file() or (out / JSON).is_file()):
+        return None
+    first, *rest = why.strip().splitlines() or ["(no reason given)"]
+    note = [f"# {experiment_name}: ERROR", "", f"The latest run failed before its report: {first}"]
+    if rest:
+        note += ["", "```", *rest, "```"]
+    try:
+        if (out / JSON).is_file():  # a report, not the note of a run that failed earlier
+            for name in (JSON, CHART):
+                if (out / name).exists():
+                    (out / name).replace(out / _stale(name))
+            if (out / MARKDOWN).is_file():
+                text = (out / MARKDOWN).read_text(encoding="utf-8", errors="replace")
+                text = text.replace(f"]({CHART})", f"]({_stale(CHART)})")
+                io.write_text(out / STALE_MARKDOWN, text)
+        if (out / STALE_MARKDOWN).is_file():
+            note += [
+                "",
+                f"The last report written, [{STALE_MARKDOWN}]({STALE_MARKDOWN}), is an earlier "
+                "run's: its verdict is not the latest run's.",
+            ]
+        return io.write_text(out / MARKDOWN, "\n".join(note) + "\n")
+    except (OSError, RoutegateError):
+        return None

@@ -64,6 +64,7 @@ def eval_result(
             log=gate.say,
         )
     except RoutegateError as err:
+        gate.stopped_by(err)  # the session exits with its code (2 bad input, 3 a fault)
         pytest.fail(f"the eval could not run: {err}", pytrace=False)
 
     def write() -> report.Written | str:
@@ -95,6 +96,8 @@ def eval_result(
 
     pytestconfig.stash[_WRITTEN] = write()
     gate.at_finish(finish)
+    if result.summary.verdict == "ERROR":  # no usable answers: nothing for a prompt test to judge
+        pytest.fail(f"the eval could not run: {result.summary.verdict_reasons[0]}", pytrace=False)
     return result
 
 

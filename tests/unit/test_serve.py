@@ -124,7 +124,7 @@ def test_dead_server_url_is_named() -> None:
 
 
 def test_not_a_model_folder_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ServerError, match="is not a model folder"):
+    with pytest.raises(BadInput, match="is not a model folder"):
         start_server(tmp_path, tmp_path / "server.log")
 
 

@@ -1,0 +1,367 @@
+"""Faults are errors, not verdicts; waits are bounded; a failed run leaves no report looking
+current; a server asked again reuses its answers. Through the real eval (`run_eval`,
+`python -m pipeline eval`, the pytest gate on tests/eval) against a fake server on a loopback
+port that lists one model and answers each chat as a test tells it to, or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Generator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_ERROR
+from pipeline.core.workspace import CHECKOUT, Workspace
+from pipeline.eval.client import (
+    FAILURES_IN_A_ROW,
+    FLOOR_S,
+    NOT_ANSWERED,
+    SLOWEST_TOKENS_PER_S,
+    STARTUP_S,
+    Request,
+    eval_deadline,
+    request_timeout,
+    run_requests,
+)
+from pipeline.eval.run import eval_run_dir, run_eval
+from pipeline.eval.serve import LOOPBACK, Server, free_port
+from pipeline.report import JSON, MARKDOWN, mark_stale, report_run
+from pipeline.report.write import STALE_MARKDOWN
+from pipeline.spec.experiment import Experiment, load_experiment
+
+Answer = tuple[int, bytes] | None
+"""What the fake server answers a chat with: (status, body), or None to never answer."""
+STALL = None
+REFUSE = "refuse"
+"""The server lists its model, then stops listening: every chat is refused."""
+TRICKLE = "trickle"
+"""The server answers 200 and sends its body a byte every 0.2 s: no single read times out."""
+GOOD = (200, json.dumps({"choices": [{"message": {"content": "no"}}]}).encode())
+
+
+@contextlib.contextmanager
+def fake_server(
+    answer: Answer | str, model_ids: list[str] | None = None
+) -> Generator[tuple[str, list[float]]]:
+    """(URL, when each chat arrived) of a server listing model_ids[0] (read at each listing)
+    and answering every chat with `answer`."""
+    ids = model_ids or ["fake-model"]
+    asked: list[float] = []
+    released = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def send(self, status: int, body: bytes, length: int | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body) if length is None else length))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if answer == REFUSE:  # stop listening first; this listing still goes out
+                self.server.shutdown()
+                self.server.server_close()
+            self.send(200, json.dumps({"object": "list", "data": [{"id": ids[0]}]}).encode())
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            asked.append(time.monotonic())
+            if answer is STALL:
+                released.wait(60)
+            elif answer == TRICKLE:
+                self.send(200, b"", length=1000)
+                while not released.wait(0.2):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+            elif isinstance(answer, tuple):
+                self.send(*answer)
+
+    httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{LOOPBACK}:{httpd.server_address[1]}", asked
+    finally:
+        released.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Experiment:
+    """tiny with a 1 s ceiling on each request, so a stalled server times out at once."""
+    base = load_experiment("tiny")
+    return dataclasses.replace(base, eval=dataclasses.replace(base.eval, timeout_s=1.0))
+
+
+def pipeline_eval(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "eval", "--experiment", "tiny", *args],
+        cwd=CHECKOUT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+# --- faults are errors, not verdicts -----------------------------------------------------------
+
+FAULTS: dict[str, tuple[Answer | str, str]] = {
+    # case: (what the server does, the cause the first reason names)
+    "connection refused": (REFUSE, "ConnectError: "),
+    "no answer (timeout)": (STALL, "no answer within 1 s"),
+    "HTTP 500": ((500, b"boom"), "HTTP 500 Internal Server Error: 'boom'"),
+    "invalid JSON body": ((200, b"{not json"), "a body that is not JSON (JSONDecodeError): "),
+    "empty 200": ((200, b""), "HTTP 200 with an empty body"),
+    "200 without choices": ((200, b"{}"), "a body without choices: '{}'"),
+    "a model that fails to load: 404 on every request, mlx_lm's error in the body": (
+        (404, json.dumps({"error": "Model type nope not supported."}).encode()),
+        "HTTP 404 Not Found: 'Model type nope not supported.'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FAULTS))
+def test_a_fault_is_an_error_whose_first_reason_names_it(
+    case: str, tiny: Experiment, tmp_path: Path
+) -> None:
+    answer, cause = FAULTS[case]
+    with fake_server(answer) as (url, asked):
+        result = run_eval(tiny, tmp_path / "run", server_url=url, log=lambda line: None)
+    first = result.summary.verdict_reasons[0]
+    assert result.summary.verdict == "ERROR", result.summary.verdict_reasons
+    assert first.startswith(f"30 of 30 request(s) got no usable answer: {cause}"), first
+    assert "\n" not in first
+    # The eval stopped after FAILURES_IN_A_ROW; each worker may have taken one more by then.
+    assert len(asked) <= FAILURES_IN_A_ROW + tiny.eval.concurrency
+    unanswered = [s.record.error for s in result.scored if s.record.error.startswith(NOT_ANSWERED)]
+    assert len(unanswered) >= 30 - FAILURES_IN_A_ROW - tiny.eval.concurrency
+    assert f"after {FAILURES_IN_A_ROW} requests in a row got no usable answer" in unanswered[0]
+
+    written = report_run(result.run_dir, tiny, Workspace.at(tmp_path), chart=False)
+    markdown = written.markdown.read_text().splitlines()
+    assert markdown[0] == f"# {tiny.name}: ERROR"
+    reasons = [line for line in markdown if line.startswith("- ")]
+    assert reasons[0] == f"- {first}"
+    assert written.verdict.exit_code == EXIT_ERROR
+
+
+def test_the_eval_door_prints_the_error_first_and_exits_3(tmp_path: Path) -> None:
+    with fake_server((500, b"boom")) as (url, _):
+        done = pipeline_eval("--server-url", url, "--workdir", str(tmp_path))
+    assert done.returncode == EXIT_ERROR, done.stdout[-2000:] + done.stderr[-2000:]
+    said = [line for line in done.stdout.splitlines() if line and not line.startswith("[eval] ")]
+    assert said[:2] == [
+        "verdict: ERROR",
+        "  30 of 30 request(s) got no usable answer: HTTP 500 Internal Server Error: 'boom'",
+    ]
+    assert " FAIL" not in done.stdout  # no category judged on answers that never came
+    assert done.stderr == ""
+
+
+def test_an_error_verdict_is_pytest_exit_3_even_though_tests_failed(tmp_path: Path) -> None:
+    """The threshold tests fail for want of answers; the session's exit is the ERROR's."""
+    with fake_server((500, b"boom")) as (url, _):
+        done = gate(tmp_path, url)
+    assert done.returncode == EXIT_ERROR, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "30 of 30 request(s) got no usable answer: HTTP 500 Internal Server Error" in done.stdout
+
+
+def gate(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
+    """The eval gate's tests (tests/eval) on the server at `url`: nothing is built."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         str(CHECKOUT / "tests" / "eval"), "--experiment=tiny", f"--server-url={url}",
+         f"--workdir={tmp_path}"],
+        cwd=CHECKOUT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+MODEL_FOLDERS: dict[str, tuple[str | None, str]] = {
+    # case: (its config.json, None for no folder; what the one line says after the folder)
+    "a folder that does not exist": (None, " does not exist"),
+    "config.json that is not JSON": ("{broken", "config.json does not load as JSON"),
+    "config.json without model_type": ('{"hidden_size": 8}', "config.json names no model_type"),
+    "no weights": ('{"model_type": "qwen3"}', " holds no weights (model*.safetensors)"),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_FOLDERS))
+def test_a_broken_model_folder_is_named_before_the_server_starts(case: str, tmp_path: Path) -> None:
+    config, said = MODEL_FOLDERS[case]
+    folder = tmp_path / "model"
+    if config is not None:
+        folder.mkdir()
+        (folder / "config.json").write_text(config)
+    done = pipeline_eval("--model", str(folder), "--workdir", str(tmp_path / "work"))
+    assert done.returncode == EXIT_BAD_INPUT, done.stdout[-2000:] + done.stderr[-2000:]
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: {folder}") and said in line, line
+    assert "[serve]" not in done.stdout
+
+
+# --- bounded waits -----------------------------------------------------------------------------
+
+
+def request(max_tokens: int, n: int = 0) -> Request:
+    return Request(f"p{n}", 0, 0.0, {"messages": [], "max_tokens": max_tokens})
+
+
+def test_a_request_waits_by_its_max_tokens_between_a_floor_and_the_ceiling() -> None:
+    assert request_timeout(request(96), 120.0) == STARTUP_S + 96 / SLOWEST_TOKENS_PER_S
+    assert request_timeout(request(4), 120.0) == FLOOR_S
+    assert request_timeout(request(512), 120.0) == 120.0
+    assert request_timeout(request(96), 0.5) == 0.5
+
+
+def test_the_eval_deadline_bounds_a_server_that_never_stops_sending(tmp_path: Path) -> None:
+    """A byte every 0.2 s: no read waits 1 s, so only the eval's deadline ends it."""
+    requests = [request(8, n) for n in range(3)]
+    deadline = eval_deadline([1.0] * 3, 1)
+    out: list[Any] = []
+    with fake_server(TRICKLE) as (url, _):
+        server = Server(url, "fake-model")
+
+        def ask() -> None:
+            out.append(
+                run_requests(server, requests, tmp_path / "r.jsonl", concurrency=1, timeout_s=1.0)
+            )
+
+        started = time.monotonic()
+        worker = threading.Thread(target=ask, daemon=True)
+        worker.start()
+        worker.join(deadline + 20)
+        took = time.monotonic() - started
+    assert out, f"run_requests still waiting after {took:.0f} s"
+    assert deadline <= took < deadline + 5
+    for record in out[0]:
+        assert record.error.startswith(f"{NOT_ANSWERED}the eval's deadline passed ("), record.error
+
+
+# --- stale reports -----------------------------------------------------------------------------
+
+
+def old_pass_report(workspace: Workspace) -> Path:
+    """reports/tiny/ as an earlier passing run left it."""
+    out = workspace.reports("tiny")
+    out.mkdir(parents=True)
+    (out / JSON).write_text(json.dumps({"verdict": "PASS"}))
+    (out / MARKDOWN).write_text("# tiny: PASS\n\n![chart](results.png)\n")
+    (out / "results.png").write_bytes(b"png")
+    return out
+
+
+def test_a_run_that_fails_before_its_report_marks_the_last_one_stale(tmp_path: Path) -> None:
+    out = old_pass_report(Workspace.at(tmp_path))
+    dead = f"http://{LOOPBACK}:{free_port()}"
+    done = pipeline_eval("--server-url", dead, "--workdir", str(tmp_path))
+    assert done.returncode == EXIT_ERROR, done.stderr
+    note = (out / MARKDOWN).read_text()
+    assert note.startswith("# tiny: ERROR\n\nThe latest run failed before its report: ")
+    assert f"no OpenAI-compatible server answers at {dead}" in note
+    assert not (out / JSON).exists()  # nothing reads the old PASS as current
+    assert json.loads((out / "results.stale.json").read_text()) == {"verdict": "PASS"}
+    assert (out / STALE_MARKDOWN).read_text() == "# tiny: PASS\n\n![chart](results.stale.png)\n"
+    assert (out / "results.stale.png").read_bytes() == b"png"
+
+
+def test_a_second_failure_keeps_the_last_real_report(tmp_path: Path) -> None:
+    workspace = Workspace.at(tmp_path)
+    out = old_pass_report(workspace)
+    mark_stale("tiny", "first failure", workspace)
+    mark_stale("tiny", "second failure\nwith a log line", workspace)
+    assert (out / STALE_MARKDOWN).read_text().startswith("# tiny: PASS")
+    note = (out / MARKDOWN).read_text()
+    assert "second failure" in note and "```\nwith a log line\n```" in note
+    assert "first failure" not in note
+    assert mark_stale("other", "no report of it", workspace) is None
+
+
+def test_a_gate_whose_eval_cannot_run_marks_the_last_report_stale(tmp_path: Path) -> None:
+    out = old_pass_report(Workspace.at(tmp_path))
+    done = gate(tmp_path, f"http://{LOOPBACK}:{free_port()}")
+    assert done.returncode != 0
+    note = (out / MARKDOWN).read_text()
+    assert note.startswith("# tiny: ERROR\n\nThe latest run failed before its report: ")
+    assert "no OpenAI-compatible server answers at" in note, note
+    assert not (out / JSON).exists()
+    assert f"no report from this run; {out / MARKDOWN} says why" in done.stdout
+
+
+# --- --server-url answers reused ---------------------------------------------------------------
+
+
+def test_the_same_server_and_model_asked_again_reuses_the_answers(
+    tiny: Experiment, tmp_path: Path
+) -> None:
+    workspace = Workspace.at(tmp_path)
+    ids = ["fake-model"]
+    with fake_server(GOOD, ids) as (url, asked):
+        first = eval_run_dir(tiny, workspace, server_url=url)
+        run_eval(tiny, first, server_url=url, log=lambda line: None)
+        assert len(asked) == 30
+        time.sleep(1.1)  # (a folder named by the second would change now)
+        again = eval_run_dir(tiny, workspace, server_url=f"{url}/v1/")
+        assert again == first
+        result = run_eval(tiny, again, server_url=url, log=lambda line: None)
+        assert len(asked) == 30  # every answer came from the first run's responses.jsonl
+        assert result.summary.verdict != "ERROR"
+        ids[0] = "another-model"  # the same server now serves another model: asked afresh
+        assert eval_run_dir(tiny, workspace, server_url=url) != first
+
+
+# --- the hub: bounded, and offline at once -----------------------------------------------------
+
+
+def fetch(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`resolve` of a hub id nobody has, in a fresh process (the hub reads its settings from
+    the environment at import), with an empty hub cache; and how long it took."""
+    code = (
+        "from pipeline.models.refs import resolve; from pipeline.spec.experiment import "
+        "load_experiment; resolve('someone/model', load_experiment('tiny'), tokenizer_only=True)"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    environ |= {"HF_HUB_CACHE": str(tmp_path / "hub"), **env}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=CHECKOUT, env=environ, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    return done, time.monotonic() - started
+
+
+def test_a_hub_that_accepts_and_never_answers_is_given_up_on(tmp_path: Path) -> None:
+    with socket.socket() as stalled:  # connections complete in the backlog; none is read
+        stalled.bind((LOOPBACK, 0))
+        stalled.listen(16)
+        endpoint = f"http://{LOOPBACK}:{stalled.getsockname()[1]}"
+        done, took = fetch(tmp_path, HF_ENDPOINT=endpoint, HF_HUB_ETAG_TIMEOUT="2")
+    said = done.stderr.strip().splitlines()[-1]
+    assert said.startswith(
+        f"pipeline.models.ModelError: cannot fetch tokenizer files for hub id 'someone/model' "
+        f"from {endpoint} ("
+    ), said
+    assert "ReadTimeout" in said
+    assert took < 30, f"{took:.0f} s"
+
+
+def test_hub_offline_mode_fails_at_once_and_says_so(tmp_path: Path) -> None:
+    done, took = fetch(tmp_path, HF_HUB_OFFLINE="1")
+    said = done.stderr.strip().splitlines()[-1]
+    assert said.startswith(
+        "pipeline.models.ModelError: HF_HUB_OFFLINE is set and tokenizer files for hub id "
+        f"'someone/model' are not in the hub cache ({tmp_path / 'hub'}): unset HF_HUB_OFFLINE"
+    ), said
+    assert took < 30
