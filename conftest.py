@@ -41,6 +41,7 @@ def fused_model(experiment: Experiment, workspace: Workspace, pytestconfig: pyte
     own message.
     """
     from pipeline.build import BuildRefused, build
+    from pipeline.eval.integrity import after_build
     from pipeline.preflight import summary
 
     given = pytestconfig.getoption("model")
@@ -62,4 +63,13 @@ def fused_model(experiment: Experiment, workspace: Workspace, pytestconfig: pyte
         pytest.fail(f"{table}{err}", pytrace=False)
     except RoutegateError as err:
         pytest.fail(f"build failed: {err}", pytrace=False)
+    try:
+        after_build(
+            experiment,
+            built.run_dir,
+            skip=pytestconfig.getoption("no_integrity"),
+            log=gate_session(pytestconfig).say,
+        )
+    except RoutegateError as err:  # a failed step: the model judged is not the model trained
+        pytest.fail(str(err), pytrace=False)
     return built.quantized

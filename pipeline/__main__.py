@@ -15,6 +15,7 @@ STEPS = {
     "build": "pipeline.cli.build",
     "eval": "pipeline.cli.eval",
     "report": "pipeline.cli.report",
+    "integrity": "pipeline.cli.integrity",
 }
 
 

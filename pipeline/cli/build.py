@@ -1,8 +1,10 @@
 """`python -m pipeline build`: train, fuse and quantize the experiment's model.
 
-Cached by key and resumable (pipeline.build); every output under `--workdir`. Exit 0 when the
-model is built or reused, 1 when the preflight refused the build, 2 for an experiment, option or
-model that cannot be used, 3 when a stage crashed, 130 on Ctrl-C (the same command resumes).
+Cached by key and resumable (pipeline.build); every output under `--workdir`. Then the
+build-integrity check (pipeline.eval.integrity; `--no-integrity` skips it). Exit 0 when the
+model is built or reused and held, 1 when the preflight refused the build or a step lost the
+trained behaviour, 2 for an experiment, option or model that cannot be used, 3 when a stage
+crashed or a model could not be served, 130 on Ctrl-C (the same command resumes).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pipeline.build import BuildRefused, build
 from pipeline.cli.door import parser, run, selected
 from pipeline.core.errors import EXIT_PASS
+from pipeline.eval.integrity import after_build, record_path, summary_lines
 from pipeline.preflight import summary
 
 INTERRUPTED = "interrupted: run the same build again to resume"
@@ -44,6 +47,12 @@ def build_step(args: argparse.Namespace) -> int:
         raise
     print(f"model: {result.quantized}")
     print(f"record: {result.record_path}")
+    integrity = after_build(
+        experiment, result.run_dir, skip=args.no_integrity, log=lambda line: print(line, flush=True)
+    )
+    if integrity is not None:
+        print("".join(f"  {line}\n" for line in summary_lines(integrity)), end="")
+        print(f"integrity: PASS ({record_path(result.run_dir)})")
     return EXIT_PASS
 
 

@@ -120,6 +120,13 @@ OPTIONS: tuple[Option, ...] = (
         steps=_EVAL,
     ),
     Option(
+        "--no-integrity",
+        "skip the build-integrity check after a build (base + adapters vs fused vs quantized)",
+        kind="switch",
+        default=False,
+        steps=("build", "eval", "gate"),
+    ),
+    Option(
         "--force",
         "build even when the preflight fails (the report still records the failure)",
         kind="switch",

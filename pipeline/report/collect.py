@@ -17,6 +17,7 @@ from pipeline.build import BuildRecord, read_record
 from pipeline.core import io
 from pipeline.core.errors import BadInput
 from pipeline.core.workspace import Workspace
+from pipeline.eval.integrity import IntegrityRecord, read_integrity
 from pipeline.eval.records import EvalSummary, read_scores, read_summary
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import Experiment, ExperimentError, load_experiment
@@ -46,6 +47,8 @@ class RunData:
     """The files of the experiment's docs folder, sorted."""
     model_bytes: int | None = None
     """Size of the evaluated model folder, when it is on this machine."""
+    integrity: IntegrityRecord | None = None
+    """The build-integrity check's record, when it ran on this build."""
 
 
 def collect(
@@ -86,6 +89,7 @@ def collect(
         experiment=experiment,
         docs=docs,
         model_bytes=model_bytes,
+        integrity=read_integrity(run_dir) if build is not None else None,
     )
 
 

@@ -65,6 +65,9 @@ def build_report(run: RunData) -> dict[str, Any]:
             warnings.append(f"T={key}: {n} repl{'y' if n == 1 else 'ies'}: {text}")
     verdict = verdict_of(run)
     training = _training_section(run.build)
+    integrity = run.integrity.to_json() if run.integrity is not None else None
+    if run.integrity is not None and run.integrity.failure:
+        warnings.append(run.integrity.failure)
     docs = None
     if exp is not None and exp.docs is not None:
         docs = {"path": show_path(exp.docs), "files": list(run.docs)}
@@ -92,6 +95,7 @@ def build_report(run: RunData) -> dict[str, Any]:
         "distribution": distribution(run.scores, t, run.categories),
         "sweep": sweep(summary, run.scores),
         "training": training,
+        "integrity": integrity,
         "model_bytes": (training or {}).get("model_bytes") or run.model_bytes,
         "preflight": preflight,
         "settings": _settings(run),

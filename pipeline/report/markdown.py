@@ -134,6 +134,7 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
     lines += _table(["category", *dist["values"], "n"], drows)
     lines += ["", *_sweep_lines(r["sweep"], r["thresholds_pending"]), ""]
     lines += _training_lines(r)
+    lines += ["", *_integrity_lines(r.get("integrity")), ""]
     lines += ["", *_preflight_lines(r.get("preflight")), ""]
     lines += _settings_lines(r)
     lines += ["", "## Files", ""]
@@ -187,6 +188,8 @@ def _pass_cell(passed: bool | None, pending: bool) -> str:
 
 def _verdict_line(r: Mapping[str, Any]) -> str:
     o = r.get("overall")
+    if r["verdict"] == "ERROR" and r.get("verdict_reasons"):  # the scores are not the model's
+        return f"**ERROR**: {r['verdict_reasons'][0]}"
     if not o:
         return f"**{r['verdict']}**: no overall score."
     base = r.get("baseline_name") or "baseline"
@@ -281,6 +284,29 @@ def _training_lines(r: Mapping[str, Any]) -> list[str]:
     if tr.get("mlx_peak_memory_gb"):
         out.append(f"- mlx peak memory while training: {tr['mlx_peak_memory_gb']} GB")
     return out
+
+
+def _integrity_lines(record: Mapping[str, Any] | None) -> list[str]:
+    out = ["## Build integrity", ""]
+    if not record:
+        out.append("Not checked for this run (not a build, or built with `--no-integrity`).")
+        return out
+    out.append(
+        "Every prompt asked greedily of each step of the build; a step fails when its routing "
+        f"falls more than {record['max_drop']:.0%} below the reference's or fewer than "
+        f"{record['min_agreement']:.0%} of its answers make the reference's calls."
+    )
+    out.append("")
+    rows = [
+        [
+            s["step"],
+            f"{s['routing']:.0%}",
+            "-" if s["agreement"] is None else f"{s['agreement']:.0%}",
+            "FAIL" if s["failure"] else "ok",
+        ]
+        for s in record["steps"]
+    ]
+    return out + _table(["step", "routing", "agreement", "held"], rows)
 
 
 def _preflight_lines(pf: Mapping[str, Any] | None) -> list[str]:

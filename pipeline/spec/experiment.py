@@ -119,6 +119,8 @@ class Eval:
     seed: int = 0
     concurrency: int = 2
     timeout_s: float = 120.0
+    """The most one request may wait, whatever its max_tokens (pipeline.eval.client's
+    request_timeout derives a shorter wait from them)."""
     require_decidable: bool = False
     """A pass whose 95% interval reaches below the threshold fails (pre-registered strictness)."""
     baseline_run: str = ""
@@ -172,8 +174,12 @@ class Integrity:
     """Run after every build (the gate's and `python -m pipeline build`'s); off: --no-integrity."""
     max_drop: float = 0.15
     """Largest allowed fall of a step's routing below the reference's (a share, 0..1)."""
-    min_agreement: float = 0.6
-    """Smallest allowed share of prompts whose calls equal the reference's."""
+    min_agreement: float = 0.5
+    """Smallest allowed share of prompts whose calls equal the reference's.
+
+    Measured (2026-12-01, greedy, seed prompts): tiny's fused model agrees on 100%, its 5-bit
+    model on 63% with routing 40% against the reference's 47% (a 128-wide model moves under
+    5-bit rounding); its untrained base quantized to 5 bits routes 0% and fails on max_drop."""
 
 
 @dataclass(frozen=True)
