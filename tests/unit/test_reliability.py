@@ -302,7 +302,7 @@ def test_ctrl_c_during_the_eval_prints_one_line_and_keeps_the_answers(tmp_path: 
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # progress lines as they are printed
         process = subprocess.Popen(
             command, cwd=CHECKOUT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
+            text=True, preexec_fn=_default_sigint,
         )  # fmt: skip
         try:
             seen = _wait_for(process, "[eval] 3/30 ", timeout_s=60)
@@ -319,6 +319,14 @@ def test_ctrl_c_during_the_eval_prints_one_line_and_keeps_the_answers(tmp_path: 
     ]
     (responses,) = (tmp_path / "runs" / "tiny").glob("server-*/eval/responses.jsonl")
     assert len(read_records(responses)) == 3
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as a terminal delivers it. An ignored SIGINT is inherited across
+    exec, and Python then installs no KeyboardInterrupt handler; in the full suite the child
+    outlived SIGINT by 20 and 60 s while it exited at once alone, so the disposition is reset
+    here rather than trusted."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(process: subprocess.Popen[str], marker: str, timeout_s: float) -> str:
