@@ -29,7 +29,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pipeline.build import BuildRecord, read_record
 from pipeline.build.fuse import fuse
@@ -342,8 +342,3 @@ def summary_lines(record: IntegrityRecord) -> list[str]:
             f"{s.step:<10} routing {s.routing:.0%}{agreement}" + ("  FAIL" if s.failure else "")
         )
     return lines
-
-
-def as_json(record: IntegrityRecord) -> dict[str, Any]:
-    """The record as results.json's `integrity` value."""
-    return record.to_json()
