@@ -1,6 +1,7 @@
 """`python -m pipeline preflight`: every check of the registry, the summary, preflight.json.
 
-Exit 0 when no check fails, 1 when one does, 2 for an experiment or option that cannot be used.
+Exit 0 when no check fails, 1 when one does, 2 for an experiment or option that cannot be used
+or an input (model, tokenizer, data) that does not load.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 from pipeline.cli.door import parser, run, selected
 from pipeline.core.errors import EXIT_FAIL, EXIT_PASS
-from pipeline.preflight import explain, run_preflight, write_report
+from pipeline.preflight import explain, run_preflight, unloaded_input, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,9 @@ def preflight(args: argparse.Namespace) -> int:
     findings = run_preflight(experiment, workspace=workspace)
     print(explain(findings))
     print(f"report: {write_report(experiment, findings, workspace)}")
+    unloaded = unloaded_input(findings)
+    if unloaded is not None:
+        raise unloaded
     return EXIT_FAIL if any(f.failed for f in findings) else EXIT_PASS
 
 

@@ -27,6 +27,7 @@ from pipeline.preflight.runner import (
     run_checks,
     run_preflight,
     summary,
+    unloaded_input,
     write_report,
 )
 
@@ -51,5 +52,6 @@ __all__ = [
     "run_checks",
     "run_preflight",
     "summary",
+    "unloaded_input",
     "write_report",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pipeline.core import io
+from pipeline.core.errors import BadInput
 from pipeline.core.workspace import Workspace
 from pipeline.preflight.context import NEEDS, Context
 from pipeline.preflight.findings import Finding
@@ -84,6 +85,23 @@ def summary(findings: Sequence[Finding]) -> str:
     failed = sum(f.failed for f in findings)
     lines.append(f"preflight: {'FAIL' if failed else 'PASS'} ({failed} of {len(findings)} failed)")
     return "\n".join(lines)
+
+
+def unloaded_input(findings: Sequence[Finding]) -> BadInput | None:
+    """The bad-input error for the preflight's inputs that did not load (None when all did).
+
+    A tokenizer-less folder or missing data is not a verdict on the experiment: the checks
+    that read it could not run, so the doors exit 2 (bad input) naming the input, after
+    printing and recording the findings as usual.
+    """
+    failed = [f for f in findings if f.check == "load" and f.failed]
+    if not failed:
+        return None
+    named = "; ".join(f"{f.subject}: {f.detail}" for f in failed)
+    return BadInput(
+        f"the preflight could not load {len(failed)} input(s): {named}; fix the experiment's "
+        "models/data or the --base-model, --reference-model or --data option that names them"
+    )
 
 
 def explain(findings: Sequence[Finding]) -> str:

@@ -17,7 +17,8 @@ import pytest
 
 from pipeline.core.errors import RoutegateError
 from pipeline.core.workspace import Workspace
-from pipeline.preflight import Context, Finding, summary, write_report
+from pipeline.cli.pytest_plugin import gate_session
+from pipeline.preflight import Context, Finding, summary, unloaded_input, write_report
 from pipeline.preflight.runner import in_order
 from pipeline.spec.experiment import Experiment, from_options
 
@@ -76,6 +77,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             f"{check}[{subject}]); a complete run of tests/preflight writes it"
         )
     config.stash[_LINES] = lines
+    unloaded = unloaded_input(findings)
+    if unloaded is not None:  # exit 2 naming the input, as `python -m pipeline preflight`
+        gate_session(config).stopped_by(unloaded)
+        lines.append(f"error: {unloaded}")
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

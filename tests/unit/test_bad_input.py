@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS
+from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_PASS
 from pipeline.core.options import ALL_STEPS
 from pipeline.core.workspace import CHECKOUT
 
@@ -112,19 +112,40 @@ def _chattr(flag: str, folder: Path) -> Done:
     return subprocess.run(["chattr", flag, str(folder)], capture_output=True, text=True)
 
 
-def test_a_base_model_folder_without_a_tokenizer_is_named(tmp_path: Path) -> None:
-    """The preflight fails its load check with what is missing, not transformers' advice to
-    install sentencepiece or tiktoken."""
+def _tokenizerless(tmp_path: Path) -> Path:
     base = tmp_path / "base"
     base.mkdir()
     (base / "config.json").write_text('{"model_type": "qwen3"}\n')
+    return base
+
+
+def test_a_base_model_folder_without_a_tokenizer_is_named(tmp_path: Path) -> None:
+    """The preflight records its load check failing with what is missing (not transformers'
+    advice to install sentencepiece or tiktoken) and exits 2 with one line naming the input."""
+    base = _tokenizerless(tmp_path)
     done = pipeline("preflight", "--experiment", "tiny", "--base-model", str(base),
                     "--workdir", str(tmp_path))  # fmt: skip
-    assert done.returncode == EXIT_FAIL, done.stderr
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr
     assert "[load] base tokenizer: cannot load\n" in done.stdout
     assert f"\n{base} has no tokenizer (tokenizer.json / tokenizer.model)\n" in done.stdout
+    (line,) = [x for x in done.stderr.splitlines() if not x.startswith("[transformers]")]
+    assert line.startswith("error: the preflight could not load 1 input(s): base tokenizer: ")
+    assert f"{base} has no tokenizer" in line
     assert "sentencepiece" not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+    assert json.loads((tmp_path / "reports/tiny/preflight.json").read_text())["passed"] is False
+
+
+def test_pytest_preflight_exits_2_for_a_tokenizerless_base_model(tmp_path: Path) -> None:
+    """The pytest door ends the same way as `python -m pipeline preflight`."""
+    base = _tokenizerless(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/preflight",
+         "--experiment", "tiny", "--base-model", str(base), "--workdir", str(tmp_path)],
+        cwd=CHECKOUT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == EXIT_BAD_INPUT, done.stdout[-2000:]
+    assert "error: the preflight could not load 1 input(s): base tokenizer: " in done.stdout
 
 
 @pytest.mark.parametrize("step", ALL_STEPS)

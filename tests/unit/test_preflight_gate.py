@@ -48,7 +48,8 @@ def test_phase40_on_real_tokenizers_passes_and_writes_its_report(tmp_path: Path)
 
 def test_missing_base_folder_is_one_clear_failure(tmp_path: Path) -> None:
     run = _gate(tmp_path / "work", "--base-model", str(tmp_path / "missing"))
-    assert run.returncode == 1
+    assert run.returncode == 2, "an input that does not load is bad input"
+    assert "error: the preflight could not load 1 input(s): base tokenizer: " in run.stdout
     assert "1 failed" in run.stdout, run.stdout[-3000:]
     assert f"model folder {tmp_path / 'missing'} does not exist" in run.stdout
     assert "error" not in run.stdout.splitlines()[-1], "no collection or fixture errors"
