@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from pipeline.cli.pytest_plugin import gate_session
 from pipeline.core.errors import RoutegateError
 from pipeline.core.workspace import Workspace
-from pipeline.cli.pytest_plugin import gate_session
 from pipeline.preflight import Context, Finding, summary, unloaded_input, write_report
 from pipeline.preflight.runner import in_order
 from pipeline.spec.experiment import Experiment, from_options
