@@ -1,7 +1,7 @@
 """Build: train -> fuse -> quantize an experiment's model, cached by key and resumable.
 
 `build(experiment, workspace=...)` is the step; `plan` computes where a build lives without
-running it; build.json is a `BuildRecord`. Modules: run (the build), runner (the mlx_lm
+running it; build.json is a `BuildRecord`. Modules: run (the build), runner (the stage
 subprocess), train / fuse / quantize (the stages), records, key, files.
 """
 

@@ -38,7 +38,7 @@ class StageRecord(Record):
     KIND: ClassVar[str] = "stage"
 
     seconds: float
-    """The mlx_lm process's own time (0 when nothing had to run)."""
+    """The stage process's own time (0 when nothing had to run)."""
     peak_memory_bytes: int | None
     peak_memory_source: str = PEAK_MEMORY_SOURCE
     command: tuple[str, ...]
@@ -79,6 +79,12 @@ class StageRecord(Record):
 class Resumed:
     checkpoint: Path
     step: int
+    exact: bool = False
+    """Optimizer, data order and random state were restored too, in this resume and every
+    earlier one: the model is the one an uninterrupted run trains. False: weights only (a
+    checkpoint without state; build.json written before this field reads so, as it was)."""
+    state: Path | None = None
+    """The checkpoint's state file that was used, if any."""
 
 
 @dataclass(frozen=True, kw_only=True)

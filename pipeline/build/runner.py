@@ -1,4 +1,4 @@
-"""The mlx_lm subprocess runner the train, fuse and quantize stages share.
+"""The stage subprocess runner train, fuse and quantize share (mlx_lm, or our trainer over it).
 
 `Runner.run` starts `python -m mlx_lm COMMAND ...` with this interpreter and OpenBLAS
 preloaded (`core.blas.child_env`), writes every output line (colours removed) to build.log,
@@ -39,7 +39,7 @@ Status = Callable[[float], str]
 """Called with the seconds since the command started; the line to report when nothing else
 was reported for `every` seconds."""
 
-PEAK_MEMORY_SOURCE = "rusage maxrss of the mlx_lm process"
+PEAK_MEMORY_SOURCE = "rusage maxrss of the stage process"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _TAIL = 40
 

@@ -1,17 +1,26 @@
-"""Train: `python -m mlx_lm lora --train`, resumable from its own checkpoints, with progress.
+"""Train: mlx_lm's training loop in our own subprocess, resumable exactly, with progress.
 
-The stage runs mlx_lm as a subprocess so a build can stream its progress, be killed, and
-resume. Its work folder (the build's `adapters.partial/`) survives a killed attempt: mlx_lm
-saves `NNNNNNN_adapters.safetensors` every `save_every` iterations, and the next attempt
-continues from the newest checkpoint that loads, with `--resume-adapter-file` and only the
-remaining iterations.
+The stage runs `python -m pipeline.build.trainer` (mlx_lm lora's flags; pipeline/build/trainer.py
+drives mlx_lm's own loading, LoRA and `tuner.trainer.train`) as a subprocess so a build can
+stream its progress, be killed, and resume. Its work folder (the build's `adapters.partial/`)
+survives a killed attempt: every `save_every` iterations mlx_lm saves `NNNNNNN_adapters.safetensors`
+and the trainer saves `NNNNNNN_state.safetensors` beside it (Adam's moments and step, numpy's
+generator at the checkpoint and at the current epoch's start, mlx's random key). The next
+attempt continues from the newest checkpoint with a state file that loads, with
+`--resume-adapter-file`, `--resume-state` and only the remaining iterations: the trainer
+restores the optimizer, replays the data order and restores the random state, so the resumed
+run trains the same model an uninterrupted one does (tests/unit/test_resume.py: identical
+tensors). A checkpoint without a state file (written by a build before the trainer existed,
+or taken in the middle of a gradient accumulation) resumes with its weights only, as
+`mlx_lm lora --resume-adapter-file` did: Adam's moments start from zero and the data order
+from the beginning, close to but not identical with an uninterrupted run. build.json's
+`resumed_from.exact` says which resume a build had (exact only if every earlier resume was).
 
 mlx_lm 0.32 numbers a resumed run's iterations from 1 again, so a second attempt's checkpoint
 `0000010_adapters.safetensors` means "10 iterations after where it resumed". Before each
-attempt the previous attempt's checkpoints are therefore moved to `checkpoints/` under their
-global iteration number, using the offset recorded in `attempts.json`. Resuming restores the
-weights only: Adam's moments start from zero and the data order starts from the beginning
-again, so a resumed run is close to, not identical with, an uninterrupted one.
+attempt the previous attempt's checkpoints (and state files) are therefore moved to
+`checkpoints/` under their global iteration number, using the offset recorded in
+`attempts.json`.
 """
 
 from __future__ import annotations
@@ -20,18 +29,24 @@ import dataclasses
 import json
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.build.files import parameter_count
 from pipeline.build.records import Attempt, Attempts, Resumed, TrainRecord
-from pipeline.build.runner import Runner, StageError, mlx_lm_argv
+from pipeline.build.runner import Log, Runner, StageError
 from pipeline.core import io
 from pipeline.core.progress import clock
 from pipeline.spec.experiment import Experiment
 
 CHECKPOINT_RE = re.compile(r"^(\d{7})_adapters\.safetensors$")
+STATE_RE = re.compile(r"^(\d{7})_state\.safetensors$")
+PARTIAL_STATE_RE = re.compile(r"^\d{7}_state\.partial\.safetensors$")
+STATE_FORMAT = "routegate-train-state/1"
+"""The state file's `format` metadata (pipeline/build/trainer.py writes and reads it)."""
+TRAINER = "pipeline.build.trainer"
 ADAPTER_FILE = "adapters.safetensors"
 ATTEMPTS_FILE = "attempts.json"
 LORA_CONFIG = "lora_config.yaml"
@@ -46,6 +61,11 @@ _TRAIN_ROW = re.compile(
 )
 _VAL_ROW = re.compile(r"^\s*(\d+)\s+val\s+([\d.]+|nan|inf)\s+([\d.]+)s\s*$", re.IGNORECASE)
 _SAVE_ROW = re.compile(r"^\s*save\s+(\d{7})_adapters\.safetensors\s*$")
+# pipeline.build.trainer's rows once a checkpoint is complete (its state written, or not)
+#   "  state  0000010_state.safetensors"
+#   "  state  none for 0000010: mid gradient accumulation"
+_STATE_ROW = re.compile(r"^\s*state\s+(\d{7})_state\.safetensors\s*$")
+_NO_STATE_ROW = re.compile(r"^\s*state\s+none for (\d{7})")
 # Older mlx_lm releases print one line per report; parsed too, in case the version moves.
 _ITER_TRAIN = re.compile(
     r"Iter (\d+): Train loss ([\d.]+|nan).*?Tokens/sec ([\d.]+).*?(?:Peak mem ([\d.]+) GB)?$"
@@ -60,7 +80,8 @@ _PEAK = re.compile(r"Peak mem ([\d.]+) GB")
 
 @dataclass
 class TrainProgress:
-    """Figures parsed from mlx_lm's output, in global iterations (offset + the attempt's own)."""
+    """Figures parsed from the trainer's output (mlx_lm's rows and its own), in global
+    iterations (offset + the attempt's own)."""
 
     total: int
     offset: int = 0
@@ -74,6 +95,9 @@ class TrainProgress:
     trainable_millions: float | None = None
     total_millions: float | None = None
     saved: list[int] = field(default_factory=list)
+    """Complete checkpoints (weights, and the state unless mid gradient accumulation)."""
+    saved_exact: bool = True
+    """The newest checkpoint has its state: a resume from it is exact."""
     started: float = field(default_factory=time.perf_counter)
     first_step_at: tuple[int, float] | None = None
 
@@ -101,8 +125,12 @@ class TrainProgress:
             self.val_loss = float(m.group(2))
             self.val_step = self.offset + int(m.group(1)) - 1
             return "val"
-        if m := _SAVE_ROW.match(line):
+        if _SAVE_ROW.match(line):
+            # the weights alone: the checkpoint is complete with the trainer's state row next
+            return "weights"
+        if m := _STATE_ROW.match(line) or _NO_STATE_ROW.match(line):
             self.saved.append(self.offset + int(m.group(1)))
+            self.saved_exact = m.re is _STATE_ROW
             return "save"
         return None
 
@@ -132,6 +160,8 @@ class TrainProgress:
             ]
         elif kind == "save":
             parts = [f"[train] checkpoint at step {self.saved[-1]}/{self.total}"]
+            if not self.saved_exact:
+                parts.append("weights only (mid gradient accumulation)")
         else:
             if self.train_loss is not None:
                 parts.append(f"loss {self.train_loss:.3f}")
@@ -170,10 +200,17 @@ class TrainProgress:
 class Checkpoint:
     step: int
     path: Path
+    state: Path | None = None
+    """Its state file (optimizer, data order, random state), when there is one."""
 
 
 class CorruptCheckpointError(StageError):
     """A checkpoint file does not load; it has been discarded (named in the message)."""
+
+
+def state_file_name(step: int) -> str:
+    """The state file of the checkpoint after `step` iterations (the trainer's numbering)."""
+    return f"{step:07d}_state.safetensors"
 
 
 def read_attempts(work: Path) -> tuple[Attempt, ...]:
@@ -195,7 +232,8 @@ def _write_attempts(work: Path, attempts: tuple[Attempt, ...]) -> None:
 
 
 def collect_checkpoints(work: Path) -> list[Checkpoint]:
-    """Move the last attempt's checkpoints to checkpoints/ under their global step; list all.
+    """Move the last attempt's checkpoints and state files to checkpoints/ under their global
+    step; list all.
 
     A work folder without attempts.json (written before every attempt starts) is treated as a
     first attempt, offset 0.
@@ -204,15 +242,22 @@ def collect_checkpoints(work: Path) -> list[Checkpoint]:
     offset = attempts[-1].offset if attempts else 0
     store = work / CHECKPOINTS
     for path in sorted(work.iterdir()):
-        m = CHECKPOINT_RE.match(path.name)
-        if m and path.is_file():
-            store.mkdir(exist_ok=True)
-            path.replace(store / f"{offset + int(m.group(1)):07d}_adapters.safetensors")
+        if not path.is_file():
+            continue
+        if m := CHECKPOINT_RE.match(path.name):
+            name = f"{offset + int(m.group(1)):07d}_adapters.safetensors"
+        elif m := STATE_RE.match(path.name):
+            name = state_file_name(offset + int(m.group(1)))
+        else:
+            continue
+        store.mkdir(exist_ok=True)
+        path.replace(store / name)
     found = []
     if store.is_dir():
         for path in store.iterdir():
             if m := CHECKPOINT_RE.match(path.name):
-                found.append(Checkpoint(int(m.group(1)), path))
+                state = path.with_name(state_file_name(int(m.group(1))))
+                found.append(Checkpoint(int(m.group(1)), path, state if state.is_file() else None))
     return sorted(found, key=lambda c: c.step)
 
 
@@ -234,13 +279,85 @@ def verify_checkpoint(path: Path) -> None:
         ) from err
 
 
+def state_exact(checkpoint: Checkpoint) -> bool | None:
+    """Whether `checkpoint`'s state file descends from the run's start through exact resumes
+    only; None when it has none that loads and belongs to its step (such a file is removed:
+    the checkpoint then resumes with its weights only)."""
+    import mlx.core as mx
+
+    if checkpoint.state is None:
+        return None
+    try:
+        loaded = mx.load(str(checkpoint.state), return_metadata=True)
+        assert isinstance(loaded, tuple)
+        meta = loaded[1]
+        if meta.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, not {STATE_FORMAT!r}")
+        if int(meta["step"]) != checkpoint.step:
+            raise ValueError(f"the state after step {meta['step']}, not {checkpoint.step}")
+        return meta["exact"] == "1"
+    except Exception:  # unreadable or foreign: the weights can still be used
+        checkpoint.state.unlink(missing_ok=True)
+        return None
+
+
 def tidy(work: Path) -> None:
     """Remove the checkpoints of a finished run: its final adapters are what counts."""
     for path in work.iterdir():
-        if CHECKPOINT_RE.match(path.name) and path.is_file():
+        names = (CHECKPOINT_RE, STATE_RE, PARTIAL_STATE_RE)
+        if path.is_file() and any(r.match(path.name) for r in names):
             path.unlink()
     if (work / CHECKPOINTS).is_dir():
         shutil.rmtree(work / CHECKPOINTS)
+
+
+@dataclass(frozen=True)
+class _Resume:
+    checkpoint: Checkpoint
+    exact: bool
+    """Its state is used and descends from the start through exact resumes only."""
+
+
+def _choose(checkpoints: list[Checkpoint], total: int, log: Log) -> _Resume | None:
+    """The checkpoint to resume from: the newest with a state file, else the newest.
+
+    A newer checkpoint without state (the attempt died between the weights and the state) is
+    given up for an exact resume a few iterations earlier; checkpoints after the one chosen
+    belong to the run that is abandoned now, and are removed.
+    """
+    usable: list[Checkpoint] = []
+    for checkpoint in checkpoints:
+        if checkpoint.step > total:  # from a different iteration count: not this run's
+            for path in (checkpoint.path, checkpoint.state):
+                if path is not None:
+                    path.unlink(missing_ok=True)
+        else:
+            usable.append(checkpoint)
+    if not usable:
+        return None
+    chosen: Checkpoint | None = None
+    exact = False
+    for checkpoint in reversed(usable):
+        lineage = state_exact(checkpoint)
+        if lineage is not None:
+            chosen, exact = checkpoint, lineage
+            break
+        if checkpoint.state is not None:
+            log(f"[train] discarded {checkpoint.state}: it does not load as this step's state")
+    if chosen is None:  # no state anywhere: an older build's checkpoints, weights only
+        chosen = dataclasses.replace(usable[-1], state=None)
+    else:
+        newer = [c for c in usable if c.step > chosen.step]
+        if newer:
+            log(
+                f"[train] checkpoint{'s' if len(newer) > 1 else ''} after step {chosen.step} "
+                f"{'have' if len(newer) > 1 else 'has'} no optimizer state: resuming exactly "
+                f"from step {chosen.step} instead"
+            )
+        for checkpoint in newer:
+            checkpoint.path.unlink(missing_ok=True)
+    verify_checkpoint(chosen.path)  # raises (and discards) if it does not load
+    return _Resume(chosen, exact)
 
 
 # --- the stage --------------------------------------------------------------------------------
@@ -259,10 +376,12 @@ def command(
     data: Path,
     out: Path,
     *,
-    iters: int | None = None,
+    offset: int = 0,
     resume: Path | None = None,
+    state: Path | None = None,
 ) -> list[str]:
-    """The exact `mlx_lm lora --train` command line for these settings."""
+    """The exact trainer command line (mlx_lm lora's flags, then ours) for these settings:
+    the iterations after `offset`, resuming from the checkpoint `resume` (and its `state`)."""
     t = experiment.train
     args = [
         "--train",
@@ -271,7 +390,7 @@ def command(
         "--adapter-path", str(out),
         "--fine-tune-type", t.fine_tune_type,
         "--num-layers", str(t.num_layers),
-        "--iters", str(t.iters if iters is None else iters),
+        "--iters", str(t.iters - offset),
         "--batch-size", str(t.batch_size),
         "--learning-rate", repr(t.learning_rate),
         "--grad-accumulation-steps", str(t.grad_accumulation_steps),
@@ -288,15 +407,19 @@ def command(
     ]  # fmt: skip
     if t.fine_tune_type != "full":
         args += ["-c", str(out / LORA_CONFIG)]
+    args += ["--offset", str(offset), "--total-iters", str(t.iters)]
+    if state is not None:
+        args += ["--resume-state", str(state)]
     if resume is not None:
         args += ["--resume-adapter-file", str(resume)]
-    return mlx_lm_argv("lora", *args)
+    return [sys.executable, "-m", TRAINER, *args]
 
 
 def train(
     experiment: Experiment, *, base: Path, data: Path, work: Path, runner: Runner
 ) -> TrainRecord:
-    """Train into `work` (kept across attempts), resuming from its newest loadable checkpoint.
+    """Train into `work` (kept across attempts), resuming from its best checkpoint (see
+    the module docstring).
 
     On success `work` holds adapters.safetensors and adapter_config.json for the whole run
     (fuse reads both).
@@ -304,25 +427,32 @@ def train(
     total = experiment.train.iters
     log = runner.log
     work.mkdir(parents=True, exist_ok=True)
-    checkpoints = collect_checkpoints(work)
-    resume: Checkpoint | None = None
-    for checkpoint in reversed(checkpoints):
-        if checkpoint.step > total:  # from a different iteration count: not this run's
-            checkpoint.path.unlink()
-            continue
-        verify_checkpoint(checkpoint.path)  # raises (and discards) if it does not load
-        resume = checkpoint
-        break
+    chosen = _choose(collect_checkpoints(work), total, log)
+    resume = chosen.checkpoint if chosen else None
     attempts = read_attempts(work)
     if experiment.train.fine_tune_type != "full":
         io.write_text(work / LORA_CONFIG, lora_config_text(experiment))
 
     offset = resume.step if resume else 0
     remaining = total - offset
+    # the state records its lineage: exact only if every earlier resume was exact too
+    exact = chosen is not None and chosen.exact
     if resume:
+        if resume.state is None:
+            how = (
+                "with the weights only (the checkpoint has no optimizer state: Adam restarts "
+                "from zero and the data order from the beginning)"
+            )
+        elif exact:
+            how = "exactly (weights, optimizer state, data order, random state)"
+        else:
+            how = (
+                "with its weights, optimizer state, data order and random state, which "
+                "descend from an earlier weights-only resume (not an uninterrupted run's)"
+            )
         log(
             f"[train] resuming from checkpoint {resume.path} (step {resume.step}/{total}): "
-            f"training the remaining {remaining} iterations"
+            f"training the remaining {remaining} iterations {how}"
         )
     elif attempts:
         log("[train] an earlier attempt left no checkpoint: starting from the beginning")
@@ -336,7 +466,10 @@ def train(
         log("[train] the newest checkpoint is the final iteration: nothing left to train")
     else:
         resume_from = resume.path if resume else None
-        argv = tuple(command(experiment, base, data, work, iters=remaining, resume=resume_from))
+        state = resume.state if resume else None
+        argv = tuple(
+            command(experiment, base, data, work, offset=offset, resume=resume_from, state=state)
+        )
         attempt = Attempt(
             offset=offset,
             iters=remaining,
@@ -357,14 +490,17 @@ def train(
     tidy(work)
     if not adapter_file.is_file() or not (work / "adapter_config.json").is_file():
         raise StageError(
-            f"train: mlx_lm finished but {work} lacks {ADAPTER_FILE} or adapter_config.json; "
-            f"full log: {runner.log_path}"
+            f"train: the trainer finished but {work} lacks {ADAPTER_FILE} or "
+            f"adapter_config.json; full log: {runner.log_path}"
         )
     trainable = parameter_count(adapter_file)
     log(
         f"[train] done in {seconds:.1f} s: train loss {_fmt(progress.train_loss)}, val loss "
         f"{_fmt(progress.val_loss)}, {trainable:,} trainable parameters"
     )
+    resumed = None
+    if resume is not None:
+        resumed = Resumed(checkpoint=resume.path, step=resume.step, exact=exact, state=resume.state)
     return TrainRecord(
         seconds=seconds,
         peak_memory_bytes=peak,
@@ -379,7 +515,7 @@ def train(
         total_parameters_millions=progress.total_millions,
         fine_tune_type=experiment.train.fine_tune_type,
         iters=total,
-        resumed_from=Resumed(checkpoint=resume.path, step=resume.step) if resume else None,
+        resumed_from=resumed,
         attempts=read_attempts(work),
     )
 
@@ -390,6 +526,8 @@ def _fmt(value: float | None) -> str:
 
 __all__ = [
     "ADAPTER_FILE",
+    "STATE_FORMAT",
+    "TRAINER",
     "Checkpoint",
     "CorruptCheckpointError",
     "TrainProgress",
@@ -397,6 +535,8 @@ __all__ = [
     "command",
     "lora_config_text",
     "read_attempts",
+    "state_exact",
+    "state_file_name",
     "tidy",
     "train",
     "verify_checkpoint",

@@ -1,4 +1,4 @@
-"""The build: real `mlx_lm lora|fuse|convert` runs on the tiny experiment, cached and resumable.
+"""The build: real training (pipeline.build.trainer) and `mlx_lm fuse|convert`, cached, resumable.
 
 The tiny experiment is shortened (a few iterations, small batches, validation only at the
 ends) and renamed, so its preflight report does not overwrite the real tiny one. Its
@@ -129,10 +129,12 @@ def test_build_trains_fuses_and_quantizes_a_loadable_5bit_model(built) -> None:
         assert stage.seconds > 0 and stage.wall_seconds > 0, name
         assert stage.peak_memory_bytes is not None and stage.peak_memory_bytes > 0, name
         assert stage.output_bytes > 0, name
-        assert stage.command[:3] == (sys.executable, "-m", "mlx_lm"), name
+        # training runs mlx_lm's loop in routegate's trainer (exact resume), the rest mlx_lm
+        module = "pipeline.build.trainer" if name == "train" else "mlx_lm"
+        assert stage.command[:3] == (sys.executable, "-m", module), name
     train, fuse, quantize = record.stages.train, record.stages.fuse, record.stages.quantize
     assert train is not None and fuse is not None and quantize is not None
-    assert train.command[3] == "lora" and "--train" in train.command
+    assert train.command[3] == "--train"
     assert train.train_loss is not None and math.isfinite(train.train_loss)
     assert train.val_loss is not None and math.isfinite(train.val_loss)
     assert train.tokens_per_second is not None and train.tokens_per_second > 0
@@ -149,8 +151,9 @@ def test_build_trains_fuses_and_quantizes_a_loadable_5bit_model(built) -> None:
     assert on_disk["kind"] == "build" and on_disk["stages"]["fuse"]["removed"] is True
     assert on_disk["stages"]["train"]["wall_seconds"] == train.wall_seconds
     assert any(line.startswith("[train] step 8/8") for line in lines)
-    assert "mlx_lm lora --train" in result.log_path.read_text()
+    assert "-m pipeline.build.trainer --train" in result.log_path.read_text()
     assert not list(result.adapters.glob("*_adapters.safetensors")), "checkpoints are tidied"
+    assert not list(result.adapters.glob("*_state*.safetensors")), "and their state files"
 
 
 @pytest.mark.slow
@@ -244,7 +247,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path) -> Non
                 break
             time.sleep(0.1)
     finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the build and the mlx_lm trainer it started
+        os.killpg(first.pid, signal.SIGKILL)  # the build and the trainer it started
         first.wait()
         out.close()
     assert saved is not None, (tmp_path / "first.out").read_text()[-3000:]
@@ -265,8 +268,11 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path) -> Non
     assert record is not None and record.stages.train is not None
     train = record.stages.train
     assert train.resumed_from is not None and train.resumed_from.step == step
+    # the progress line comes once the checkpoint's state is written: the resume is exact
+    assert train.resumed_from.exact and train.resumed_from.state is not None
     assert len(train.attempts) == 2
     assert train.attempts[1].iters == 12 - step
+    assert "--resume-state" in train.command
     assert train.command[-2:] == ("--resume-adapter-file", result.resumed_from)
     assert record.complete and (result.quantized / "config.json").is_file()
     assert result.fused is not None and (result.fused / "config.json").is_file()
