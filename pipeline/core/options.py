@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Step = Literal["preflight", "data", "build", "eval", "gate"]
-ALL_STEPS: tuple[Step, ...] = ("preflight", "data", "build", "eval", "gate")
-_AFTER_DATA: tuple[Step, ...] = ("preflight", "build", "eval", "gate")
+Step = Literal["preflight", "data", "build", "eval", "gate", "study"]
+ALL_STEPS: tuple[Step, ...] = ("preflight", "data", "build", "eval", "gate", "study")
+_AFTER_DATA: tuple[Step, ...] = ("preflight", "build", "eval", "gate", "study")
 _EVAL: tuple[Step, ...] = ("eval", "gate")
 
 
@@ -21,7 +21,9 @@ class Option:
     flag: str
     """The long flag, e.g. "--base-model"; its dest is the flag's words joined by "_"."""
     help: str
-    kind: Literal["value", "int", "switch"] = "value"
+    kind: Literal["value", "int", "switch", "list", "repeat"] = "value"
+    """"list": one or more values, the flag repeatable (`--only a b --only c`). "repeat": one
+    value per flag, the flag repeatable (`--server-url A --server-url B`): a list, or None."""
     default: Any = None
     metavar: str | None = None
     path: bool = False
@@ -78,7 +80,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--server-url",
-        "an OpenAI-compatible server to evaluate, http://host:port[/v1] (no build)",
+        "an OpenAI-compatible server to evaluate, http://host:port[/v1] (no build); repeat it "
+        "to spread the requests over several servers of the same model",
+        kind="repeat",
         metavar="URL",
         steps=_EVAL,
     ),
@@ -133,6 +137,13 @@ OPTIONS: tuple[Option, ...] = (
         default=False,
         steps=("build", "eval", "gate"),
     ),
+    Option(
+        "--only",
+        "study only these confounds (the clean row always runs) [every confound]",
+        kind="list",
+        metavar="CONFOUND",
+        steps=("study",),
+    ),
 )
 
 BY_DEST = {o.dest: o for o in OPTIONS}
@@ -147,6 +158,27 @@ def register(add: Callable[..., Any], step: Step, options: Sequence[Option] = OP
         help_text = option.help.replace("%", "%%")  # argparse %-formats help: "95% interval"
         if option.kind == "switch":
             add(option.flag, action="store_true", default=option.default, help=help_text)
+            continue
+        if option.kind == "list":
+            add(
+                option.flag,
+                nargs="+",
+                action="extend",
+                default=option.default,
+                metavar=option.metavar,
+                help=help_text,
+            )
+            continue
+        if option.kind == "repeat":
+            # One value per flag (no nargs): a value after it stays a free argument, as for
+            # every single-valued option.
+            add(
+                option.flag,
+                action="append",
+                default=option.default,
+                metavar=option.metavar,
+                help=help_text,
+            )
             continue
         add(
             option.flag,

@@ -16,6 +16,7 @@ import json
 import queue
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.eval.serve import Server, ServerError
+from pipeline.eval.serve import Server, ServerError, lists_a_model
 
 STARTUP_S = 15.0
 """Before the first token: prompt processing, and on the first request the model's load
@@ -70,6 +71,9 @@ class Record:
     error: str = ""
     seconds: float = 0.0
     attempts: int = 1
+    server: str = ""
+    """The root URL of the server that answered (or failed); "" in records written before
+    it was kept, and for requests never asked."""
 
 
 def chat_body(
@@ -133,8 +137,48 @@ def read_records(path: Path) -> dict[str, Record]:
     return done
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """A server that stopped answering mid-run while others still did: its requests went to
+    them."""
+
+    url: str
+    why: str
+    """The connection error that ended it."""
+    after: int
+    """Requests it answered in this run before it stopped."""
+    in_flight: int
+    """Requests it was asked and never answered, handed to the other servers."""
+    queued: int
+    """Requests not yet asked when it stopped (the other servers took them)."""
+
+    def said(self) -> str:
+        """When it is found gone (its other requests in flight may not have failed yet)."""
+        return (
+            f"server {self.url} stopped answering after {self.after} request(s) ({self.why}); "
+            "the other server(s) take its requests"
+        )
+
+    def note(self) -> str:
+        """After the run: where its requests went."""
+        return (
+            f"server {self.url} stopped answering after {self.after} request(s) ({self.why}); "
+            f"its {self.in_flight} in flight and the {self.queued} not yet asked went to the "
+            "other server(s)"
+        )
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What `ask` returns: a record per request, in request order, and the servers that
+    stopped answering while others still did."""
+
+    records: list[Record]
+    stopped: tuple[Stopped, ...] = ()
+
+
 def run_requests(
-    server: Server,
+    server: Server | Sequence[Server],
     requests: Sequence[Request],
     out: Path,
     *,
@@ -142,53 +186,88 @@ def run_requests(
     timeout_s: float = 120.0,
     on_record: Callable[[Record], None] | None = None,
 ) -> list[Record]:
-    """Answer every request, reusing answers in `out`; returns records in request order.
+    """`ask`'s records: every request answered, in request order."""
+    return ask(
+        server, requests, out, concurrency=concurrency, timeout_s=timeout_s, on_record=on_record
+    ).records
 
-    Each request waits at most `request_timeout(request, timeout_s)`. Past `eval_deadline`, or
-    after FAILURES_IN_A_ROW failed requests in a row, the eval stops: every request without a
-    record gets one whose error (NOT_ANSWERED ...) says why, and none of those is written to `out`.
+
+def ask(
+    servers: Server | Sequence[Server],
+    requests: Sequence[Request],
+    out: Path,
+    *,
+    concurrency: int = 2,
+    timeout_s: float = 120.0,
+    on_record: Callable[[Record], None] | None = None,
+    on_stopped: Callable[[Stopped], None] | None = None,
+) -> Asked:
+    """Answer every request, reusing answers in `out`, spread across `servers`.
+
+    Each server gets `concurrency` workers, all taking from one queue, so a faster server
+    takes more. A request that fails by connection on a server that no longer lists its model,
+    while another server still answers, goes back to the queue for the others, and that
+    server's workers stop (`on_stopped` hears it); the last server standing records such a
+    failure as an error, exactly as a single server does.
+
+    Each request waits at most `request_timeout(request, timeout_s)`. Past `eval_deadline` (of
+    one server's workers: the others may all stop), or after FAILURES_IN_A_ROW failed requests
+    in a row, the eval stops: every request without a record gets one whose error
+    (NOT_ANSWERED ...) says why, and none of those is written to `out`.
 
     The workers are daemon threads and nothing waits for them when this is left early: on
     Ctrl-C (or a worker's crash) the exception goes up at once, the answers already appended
     stay in `out`, and a request still in flight is dropped (a rerun asks it again). A thread
     pool would first sit out every request in flight, up to its timeout each.
     """
+    pool = [servers] if isinstance(servers, Server) else list(servers)
+    if not pool:
+        raise ValueError("ask needs at least one server")
     out.parent.mkdir(parents=True, exist_ok=True)
     done = read_records(out)
     pending = [r for r in requests if r.key not in done]
     workers = min(max(1, concurrency), len(pending))
     deadline_s = eval_deadline([request_timeout(r, timeout_s) for r in pending], workers)
     deadline = time.monotonic() + deadline_s
-    todo = iter(pending)
+    work = _Work(pending, pool)
     write_lock = threading.Lock()
-    restart_lock = threading.Lock()
-    take_lock = threading.Lock()
+    restart_locks = {id(server): threading.Lock() for server in pool}
     stopped = threading.Event()
     results: queue.SimpleQueue[Record | BaseException] = queue.SimpleQueue()
 
-    def work() -> None:
+    def serve(server: Server) -> None:
         while not stopped.is_set():
-            with take_lock:
-                request = next(todo, None)
+            request = work.take(server, stopped)
             if request is None:
                 return
             try:
                 wait_s = request_timeout(request, timeout_s)
-                record = _ask(server, request, wait_s, restart_lock, stopped)
+                lock = restart_locks[id(server)]
+                record, by_connection = _ask(server, request, wait_s, lock, stopped)
                 if stopped.is_set():
                     return  # the run was left: nothing more is written or said
+                if by_connection and len(pool) > 1:
+                    handed, lost = work.lost(server, request, record.error)
+                    if lost is not None and on_stopped:
+                        with write_lock:
+                            on_stopped(lost)
+                    if handed:
+                        continue  # take() ends this worker: its server is gone
                 with write_lock:  # one at a time: on_record prints, and print is not atomic
                     with out.open("a", encoding="utf-8") as fh:
                         fh.write(json.dumps(asdict(record)) + "\n")
                     if on_record:
                         on_record(record)
+                work.finished(server, record)
             except BaseException as err:
                 results.put(err)
                 return
             results.put(record)
 
-    for n in range(workers):
-        threading.Thread(target=work, name=f"eval-request-{n}", daemon=True).start()
+    for number, server in enumerate(pool):
+        for n in range(workers):
+            name = f"eval-request-{n}" if len(pool) == 1 else f"eval-server{number}-request-{n}"
+            threading.Thread(target=serve, args=(server,), name=name, daemon=True).start()
     why = ""
     in_a_row = 0
     try:
@@ -213,7 +292,84 @@ def run_requests(
     for request in requests:
         if request.key not in done:
             done[request.key] = _record(request, None, NOT_ANSWERED + why, time.monotonic(), 0)
-    return [done[r.key] for r in requests]
+    return Asked([done[r.key] for r in requests], work.stopped())
+
+
+class _Work:
+    """The one queue every server's workers take from, and which servers are gone.
+
+    A worker waits while the queue is empty but requests are still in flight: a server that
+    stops hands its requests back, and someone must be left to take them."""
+
+    def __init__(self, pending: Sequence[Request], servers: Sequence[Server]) -> None:
+        self._todo: deque[Request] = deque(pending)
+        self._busy = 0
+        self._changed = threading.Condition()
+        self._servers = list(servers)
+        self._gone: dict[int, tuple[str, int, int]] = {}
+        """id(server) -> (why, answers before, requests queued) when it was found gone."""
+        self._answered: Counter[int] = Counter()
+        self._handed: Counter[int] = Counter()
+
+    def take(self, server: Server, stopped: threading.Event) -> Request | None:
+        with self._changed:
+            while True:
+                if id(server) in self._gone or stopped.is_set():
+                    return None
+                if self._todo:
+                    self._busy += 1
+                    return self._todo.popleft()
+                if self._busy == 0:
+                    return None  # nothing queued and nothing can come back: all done
+                self._changed.wait(0.5)  # (0.5: `stopped` is an Event, not this condition)
+
+    def finished(self, server: Server, record: Record) -> None:
+        with self._changed:
+            self._busy -= 1
+            if record.response is not None:
+                self._answered[id(server)] += 1
+            self._changed.notify_all()
+
+    def lost(self, server: Server, request: Request, why: str) -> tuple[bool, Stopped | None]:
+        """After `request` failed by connection on `server`: whether it went back to the queue
+        (the server is gone and another still answers), and the Stopped when this failure
+        found the server gone (the first of its workers to; the others hand back only).
+        Not handed back: this failure is the request's record, as with a single server."""
+        with self._changed:
+            if id(server) in self._gone:
+                self._hand_back(server, request)
+                return True, None
+            if not self._others(server):
+                return False, None
+        # Probed outside the lock: up to its timeout, and the other workers carry on meanwhile.
+        if lists_a_model(server):
+            return False, None  # a passing fault: the server still answers
+        with self._changed:
+            if id(server) in self._gone:
+                self._hand_back(server, request)
+                return True, None
+            if not self._others(server):
+                return False, None  # the others went while this one was probed
+            self._gone[id(server)] = (why, self._answered[id(server)], len(self._todo))
+            self._hand_back(server, request)
+            return True, self._stopped(server)
+
+    def _others(self, server: Server) -> list[Server]:
+        return [s for s in self._servers if s is not server and id(s) not in self._gone]
+
+    def _hand_back(self, server: Server, request: Request) -> None:
+        self._todo.appendleft(request)  # first in line: it has waited longest
+        self._busy -= 1
+        self._handed[id(server)] += 1
+        self._changed.notify_all()
+
+    def _stopped(self, server: Server) -> Stopped:
+        why, after, queued = self._gone[id(server)]
+        return Stopped(server.url, why, after, self._handed[id(server)], queued)
+
+    def stopped(self) -> tuple[Stopped, ...]:
+        with self._changed:
+            return tuple(self._stopped(s) for s in self._servers if id(s) in self._gone)
 
 
 _TRANSPORT_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
@@ -225,7 +381,9 @@ def _ask(
     timeout_s: float,
     restart_lock: threading.Lock,
     stopped: threading.Event,
-) -> Record:
+) -> tuple[Record, bool]:
+    """The record of `request` asked of `server`, and whether it failed by connection (the
+    server may be gone: another server may take the request)."""
     started = time.monotonic()
     attempts = 0
     while True:
@@ -239,14 +397,17 @@ def _ask(
             if response.status_code >= 500 and not server.alive and attempts == 1:
                 raise httpx.RemoteProtocolError("server died answering")
             answer, error = _answer(response)
-            return _record(request, answer, error, started, attempts)
+            return _record(request, answer, error, started, attempts, server), False
         except httpx.TimeoutException:
-            return _record(request, None, f"no answer within {timeout_s:g} s", started, attempts)
+            error = f"no answer within {timeout_s:g} s"
+            return _record(request, None, error, started, attempts, server), False
         except _TRANSPORT_ERRORS as err:
             if attempts > 1 or not _restart_if_dead(server, restart_lock, stopped):
-                return _record(request, None, f"{type(err).__name__}: {err}", started, attempts)
+                error = f"{type(err).__name__}: {err}"
+                return _record(request, None, error, started, attempts, server), True
         except httpx.HTTPError as err:  # any other transport fault is this request's, not the run's
-            return _record(request, None, f"{type(err).__name__}: {err}", started, attempts)
+            error = f"{type(err).__name__}: {err}"
+            return _record(request, None, error, started, attempts, server), False
 
 
 def _answer(response: httpx.Response) -> tuple[dict[str, Any] | None, str]:
@@ -306,6 +467,7 @@ def _record(
     error: str,
     started: float,
     attempts: int,
+    server: Server | None = None,
 ) -> Record:
     return Record(
         key=request.key,
@@ -316,4 +478,5 @@ def _record(
         error=error,
         seconds=round(time.monotonic() - started, 3),
         attempts=attempts,
+        server=server.url if server is not None else "",
     )

@@ -47,6 +47,20 @@ class TemperatureRow:
 
 
 @dataclass(frozen=True)
+class ServerRow:
+    """One server of the eval: what it answered, and whether it stopped mid-run."""
+
+    url: str
+    """Its root URL, as each of its records in responses.jsonl names it."""
+    answered: int = 0
+    """Requests it answered (answers reused from an earlier run of the same servers too)."""
+    errors: int = 0
+    """Requests it was asked that got no usable answer."""
+    stopped: str = ""
+    """Why it stopped answering mid-run and where its requests went; "" when it did not."""
+
+
+@dataclass(frozen=True)
 class EvalSummary(Record):
     KIND = "eval-summary"
     VERSION = 1
@@ -70,6 +84,7 @@ class EvalSummary(Record):
     versions: dict[str, str] = field(default_factory=dict)
     model: str | None = None
     server_url: str | None = None
+    """The --server-url as given (the first of several; `servers` lists each)."""
     model_id: str = ""
     restarts: int = 0
     seconds: float = 0.0
@@ -82,6 +97,9 @@ class EvalSummary(Record):
     """The run folder `paired` compares with; "" for none."""
     paired: dict[str, PairedRow] = field(default_factory=dict)
     """Per category and overall: this run minus the baseline run, prompt by prompt."""
+    servers: tuple[ServerRow, ...] = ()
+    """Each server the requests went to, in the order given; absent from summaries written
+    before it, which read as none."""
 
     def at(self, temperature: float) -> TemperatureRow:
         return self.temperatures[temperature_key(temperature)]

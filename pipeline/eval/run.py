@@ -8,6 +8,7 @@ the sweep is the decision; the others show whether the verdict survives sampling
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,17 +26,26 @@ from pipeline.core.errors import BadInput
 from pipeline.core.progress import Heartbeat, clock
 from pipeline.core.workspace import Workspace
 from pipeline.eval import metrics, scoring
-from pipeline.eval.client import NOT_ANSWERED, Record, Request, chat_body, run_requests
+from pipeline.eval.client import NOT_ANSWERED, Record, Request, Stopped, ask, chat_body
 from pipeline.eval.records import (
     CategoryRow,
     EvalSummary,
+    ServerRow,
     TemperatureRow,
     eval_files,
     read_scores,
     read_summary,
     temperature_key,
 )
-from pipeline.eval.serve import Server, ServerError, connect, server_root, start_server
+from pipeline.eval.serve import (
+    Server,
+    ServerError,
+    connect,
+    connect_all,
+    same_model,
+    server_roots,
+    start_server,
+)
 from pipeline.eval.verdict import PreflightOutcome, judge
 from pipeline.spec.catalog import Catalog, load_catalog
 from pipeline.spec.experiment import Experiment, ExperimentError
@@ -297,7 +307,7 @@ def run_eval(
     *,
     model_dir: Path | None = None,
     adapters: Path | None = None,
-    server_url: str | None = None,
+    server_url: str | Sequence[str] | None = None,
     samples: int | None = None,
     temperatures: str | None = None,
     concurrency: int | None = None,
@@ -305,9 +315,10 @@ def run_eval(
     baseline_run: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> EvalResult:
-    """Serve `model_dir` (with `adapters` applied, if given) or connect to `server_url`, ask
-    every prompt, score, and write <run_dir>/eval/."""
-    if (model_dir is None) == (server_url is None):
+    """Serve `model_dir` (with `adapters` applied, if given) or connect to `server_url` (one
+    URL, or several servers of one model that share the requests), ask every prompt, score,
+    and write <run_dir>/eval/."""
+    if (model_dir is None) == (not server_url):
         raise ValueError("run_eval needs exactly one of model_dir or server_url")
     if baseline_run is None and experiment.eval.baseline_run:
         baseline_run = experiment.source.parent / experiment.eval.baseline_run
@@ -326,37 +337,54 @@ def run_eval(
     def waiting(seconds: float) -> str:
         return f"[eval] {count[0]}/{len(requests)} answered, waiting {clock(seconds)}"
 
+    if server_url:
+        servers = connect_all(server_url)  # several: one model, or bad input naming each
+    else:
+        assert model_dir is not None
+        servers = [start_server(model_dir, files["server_log"], adapters=adapters, log=log)]
+    server = servers[0]
+    several = len(servers) > 1
+    each = concurrency or experiment.eval.concurrency
+
     def progress(record: Record) -> None:
         count[0] += 1
         state = f"error: {record.error}" if record.error else f"{record.seconds:.1f} s"
+        by = f" @ {record.server}" if several else ""  # which server: only when there is a choice
         log(
             f"[eval] {count[0]}/{len(requests)} {record.prompt_id} s{record.sample} "
-            f"T={record.temperature:g} {state}"
+            f"T={record.temperature:g} {state}{by}"
         )
 
-    if server_url:
-        server: Server = connect(server_url)
-    else:
-        assert model_dir is not None
-        server = start_server(model_dir, files["server_log"], adapters=adapters, log=log)
+    def lost(gone: Stopped) -> None:
+        log(f"[eval] {gone.said()}")
+
     try:
-        log(f"[eval] {len(requests)} requests to {server.url} (model {server.model_id})")
+        if several:
+            log(
+                f"[eval] {len(requests)} requests to {len(servers)} servers, {each} at a time "
+                f"each ({', '.join(s.url for s in servers)}; model {server.model_id})"
+            )
+        else:
+            log(f"[eval] {len(requests)} requests to {server.url} (model {server.model_id})")
         with Heartbeat(log, waiting) as beat:
 
             def answered(record: Record) -> None:
                 progress(record)
                 beat()
 
-            records = run_requests(
-                server,
+            asked = ask(
+                servers,
                 requests,
                 files["responses"],
-                concurrency=concurrency or experiment.eval.concurrency,
+                concurrency=each,
                 timeout_s=experiment.eval.timeout_s,
                 on_record=answered,
+                on_stopped=lost,
             )
     finally:
-        server.stop()
+        for running in servers:
+            running.stop()
+    records = asked.records
     stopped = [r.error for r in records if r.error.startswith(NOT_ANSWERED)]
     if stopped:
         log(f"[eval] {stopped[0].removeprefix(NOT_ANSWERED)}: {len(stopped)} request(s) unanswered")
@@ -369,15 +397,48 @@ def run_eval(
         preflight=preflight,
         baseline_run=baseline_run,
         model=str(model_dir) if model_dir else None,
-        server_url=server_url,
+        server_url=_first(server_url),
         model_id=server.model_id,
-        restarts=server.restarts,
+        restarts=sum(s.restarts for s in servers),
+        servers=server_rows(servers, records, asked.stopped),
         seconds=round(time.monotonic() - started, 2),
         requests=len(requests),
     )
     io.write_jsonl(files["scores"], [_score_line(s) for s in scored])
     summary.write(files["summary"])
     return EvalResult(run_dir, settings, scored, summary)
+
+
+def _first(server_url: str | Sequence[str] | None) -> str | None:
+    """The --server-url as given (the first of several: `servers` lists each)."""
+    if server_url is None or isinstance(server_url, str):
+        return server_url
+    return server_url[0] if server_url else None
+
+
+def server_rows(
+    servers: Sequence[Server], records: Sequence[Record], stopped: Sequence[Stopped]
+) -> tuple[ServerRow, ...]:
+    """Per server, in the order given: the requests it answered (answers reused from an
+    earlier run of the same servers included) and those it failed, and, for one that
+    stopped mid-run, what became of its requests."""
+    if len(servers) == 1:
+        # Every record is its: also those from before a restart (on another port) and those
+        # reused from an earlier run (a server routegate starts gets a new port each time).
+        only = servers[0].url
+        records = [dataclasses.replace(r, server=only) for r in records]
+    answered = Counter(r.server for r in records if r.response is not None)
+    failed = Counter(r.server for r in records if r.error and not r.error.startswith(NOT_ANSWERED))
+    gone = {s.url: s for s in stopped}
+    return tuple(
+        ServerRow(
+            url=s.url,
+            answered=answered[s.url],
+            errors=failed[s.url],
+            stopped=gone[s.url].note() if s.url in gone else "",
+        )
+        for s in servers
+    )
 
 
 def _score_line(s: Scored) -> dict[str, Any]:
@@ -400,7 +461,7 @@ def eval_run_dir(
     workspace: Workspace,
     *,
     model_dir: Path | None = None,
-    server_url: str | None = None,
+    server_url: str | Sequence[str] | None = None,
     built: bool = False,
 ) -> Path:
     """Where an eval's answers go, as both doors choose it: a build's own run folder, a folder
@@ -422,15 +483,25 @@ def model_run_dir(
     return (workspace or Workspace.at()).runs(experiment.name) / f"model-{digest}"
 
 
-def server_run_dir(experiment: Experiment, url: str, workspace: Workspace | None = None) -> Path:
+def server_run_dir(
+    experiment: Experiment, url: str | Sequence[str], workspace: Workspace | None = None
+) -> Path:
     """Where the eval of a server someone else runs goes: keyed by its root URL and the model
     id it lists, so asking the same server the same requests again reuses its answers, as for
     a model folder. Its weights are not visible from here: the id stands for them (a server
-    restarted on other weights under the same id reuses the old answers)."""
-    root = server_root(url)
-    try:
-        model_id = connect(root).model_id
-    except ServerError:
-        model_id = ""  # nothing answers, so nothing to reuse: run_eval names the fault
-    digest = hashlib.sha256(json.dumps([root, model_id]).encode()).hexdigest()[:12]
+    restarted on other weights under the same id reuses the old answers). Several servers:
+    keyed by the sorted set of their roots and the one model id (servers listing different
+    ids are bad input, named here before anything is asked), so the same servers given in
+    any order reuse their answers."""
+    roots = server_roots(url)
+    listed = []
+    for root in roots:
+        # One that does not answer: nothing to reuse there, and run_eval names the fault.
+        with contextlib.suppress(ServerError):
+            listed.append((root, connect(root).model_id))
+    model_id = same_model(listed)
+    if len(listed) < len(roots):
+        model_id = ""  # as for one server that does not answer: run_eval stops on it
+    key: list[Any] = [roots[0], model_id] if len(roots) == 1 else [sorted(roots), model_id]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
     return (workspace or Workspace.at()).runs(experiment.name) / f"server-{digest}"

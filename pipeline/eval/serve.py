@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -264,6 +264,49 @@ def connect(url: str) -> Server:
         return Server(url=root, model_id=first_model_id(root))
     except (httpx.HTTPError, ServerError) as err:
         raise ServerError(f"no OpenAI-compatible server answers at {url}: {err}") from err
+
+
+def server_roots(urls: str | Sequence[str]) -> tuple[str, ...]:
+    """The root of each `--server-url` given (one string or several), each server once and in
+    the order given: `http://h:1` and `http://h:1/v1/` are one server, asked once."""
+    given = [urls] if isinstance(urls, str) else list(urls)
+    if not given:
+        raise BadInput("--server-url: give at least one http://host:port")
+    return tuple(dict.fromkeys(server_root(url) for url in given))
+
+
+def same_model(listed: Sequence[tuple[str, str]]) -> str:
+    """The one model id that every (root URL, id) pair lists; bad input naming each URL and its
+    id when they differ: answers of two models pooled into one score would judge neither."""
+    ids = {model_id for _, model_id in listed}
+    if len(ids) > 1:
+        each = ", ".join(f"{url} serves {model_id!r}" for url, model_id in listed)
+        raise BadInput(
+            f"--server-url: the servers serve different models ({each}); "
+            "give servers of one model, or evaluate each on its own"
+        )
+    return next(iter(ids), "")
+
+
+def connect_all(urls: str | Sequence[str]) -> list[Server]:
+    """Every server given (`--server-url`, once or several times), checked to serve one
+    model: one that does not answer is a fault naming it (as for one server), different
+    model ids are bad input naming each."""
+    servers = [connect(root) for root in server_roots(urls)]
+    same_model([(s.url, s.model_id) for s in servers])
+    return servers
+
+
+def lists_a_model(server: Server, timeout_s: float = 5.0) -> bool:
+    """Whether `server` still answers /v1/models: a request that failed by connection on a
+    server that still lists its model was a passing fault, not a server that stopped."""
+    if not server.alive:
+        return False
+    try:
+        first_model_id(server.url, timeout_s=timeout_s)
+    except (httpx.HTTPError, ServerError):
+        return False
+    return True
 
 
 def log_tail(path: Path | None, lines: int = 15) -> str:

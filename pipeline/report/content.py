@@ -63,6 +63,7 @@ def build_report(run: RunData) -> dict[str, Any]:
         for kind, n in row.anomalies.items():  # a kind this version does not know: its name
             text = ANOMALIES.get(kind, kind)
             warnings.append(f"T={key}: {n} repl{'y' if n == 1 else 'ies'}: {text}")
+    warnings += [row.stopped for row in summary.servers if row.stopped]
     verdict = verdict_of(run)
     training = _training_section(run.build)
     integrity = run.integrity.to_json() if run.integrity is not None else None
@@ -98,6 +99,7 @@ def build_report(run: RunData) -> dict[str, Any]:
         "integrity": integrity,
         "model_bytes": (training or {}).get("model_bytes") or run.model_bytes,
         "preflight": preflight,
+        "servers": [asdict(row) for row in summary.servers],
         "settings": _settings(run),
         "repeat": _repeat_command(run),
         "docs": docs,
@@ -208,6 +210,7 @@ def _training_section(build: BuildRecord | None) -> dict[str, Any] | None:
         "stages": rows,
         **{k: getattr(train, k, None) for k in _TRAIN},
         "resumed_from": train.resumed_from.step if train and train.resumed_from else None,
+        "resumed_exactly": bool(train and train.resumed_from and train.resumed_from.exact),
         "attempts": len(train.attempts) if train else 0,
         "model_bytes": quant.output_bytes if quant else None,
         **{k: getattr(quant, k, None) for k in _QUANTIZE},
@@ -224,7 +227,9 @@ def _settings(run: RunData) -> dict[str, Any]:
         "temperatures": [row.temperature for row in s.temperatures.values()],
         "decision_temperature": s.decision_temperature,
         "model": s.model,
-        "server_url": s.server_url,
+        "server_url": ", ".join(row.url for row in s.servers)
+        if len(s.servers) > 1
+        else s.server_url,
         "model_id": s.model_id,
         "build_key": build.key if build else None,
         "base_model": build.base_model if build else (exp.models.base if exp else None),
@@ -264,7 +269,9 @@ def _repeat_command(run: RunData) -> str:
     if exp is not None and exp.source.parent.resolve() != EXPERIMENTS_DIR.resolve():
         name = show_path(exp.source)
     parts = ["python", "-m", "pipeline", "eval", "--experiment", name]
-    if s.server_url:
+    if len(s.servers) > 1:
+        parts += [arg for row in s.servers for arg in ("--server-url", row.url)]
+    elif s.server_url:
         parts += ["--server-url", s.server_url]
     elif run.build is None and s.model:
         parts += ["--model", s.model]

@@ -136,6 +136,7 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
     lines += _training_lines(r)
     lines += ["", *_integrity_lines(r.get("integrity")), ""]
     lines += ["", *_preflight_lines(r.get("preflight")), ""]
+    lines += _servers_lines(r.get("servers") or [])
     lines += _settings_lines(r)
     lines += ["", "## Files", ""]
     lines += [f"- {k}: `{v}`" for k, v in r["files"].items() if v]
@@ -277,7 +278,15 @@ def _training_lines(r: Mapping[str, Any]) -> list[str]:
         + (f", {tr['started']} to {tr['finished']}" if tr.get("finished") else "")
         + ("" if tr["complete"] else " (incomplete)"),
         f"- {tr['fine_tune_type']} training, {tr['iters']} iterations: {loss}"
-        + (f"; resumed from iteration {tr['resumed_from']}" if tr.get("resumed_from") else ""),
+        + (
+            (
+                f"; resumed exactly from iteration {tr['resumed_from']}"
+                if tr.get("resumed_exactly")
+                else f"; resumed from iteration {tr['resumed_from']} (weights only)"
+            )
+            if tr.get("resumed_from")
+            else ""
+        ),
         f"- trainable parameters: {params}",
         f"- model size: {_bytes(tr['model_bytes'])}{quant}",
     ]
@@ -342,6 +351,23 @@ def _preflight_lines(pf: Mapping[str, Any] | None) -> list[str]:
         )
         out += ["", "</details>"]
     return out
+
+
+def _servers_lines(servers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which server answered how many requests: only for an eval spread across several."""
+    if len(servers) < 2:
+        return []
+    out = ["## Servers", "", "The requests were spread across these servers of one model."]
+    stopped = [s["stopped"] for s in servers if s["stopped"]]
+    if stopped:  # each note whole: a table cell would cut it
+        out += ["", *(f"- {note}" for note in stopped)]
+    out.append("")
+    rows = [
+        [s["url"], str(s["answered"]), str(s["errors"]), "yes" if s["stopped"] else "no"]
+        for s in servers
+    ]
+    out += _table(["server", "answered", "no usable answer", "stopped mid-run"], rows)
+    return [*out, ""]
 
 
 def _settings_lines(r: Mapping[str, Any]) -> list[str]:
