@@ -16,6 +16,7 @@ STEPS = {
     "eval": "pipeline.cli.eval",
     "report": "pipeline.cli.report",
     "integrity": "pipeline.cli.integrity",
+    "study": "pipeline.cli.study",
 }
 
 

@@ -43,3 +43,13 @@ class Workspace:
 
     def preflight_report(self, experiment: str) -> Path:
         return self.reports(experiment) / "preflight.json"
+
+    def study_report(self, experiment: str, study: str) -> tuple[Path, Path]:
+        """reports/<experiment>/<study>.json and .md: a study's rows and their table."""
+        folder = self.reports(experiment)
+        return folder / f"{study}.json", folder / f"{study}.md"
+
+    def study_row(self, experiment: str, row: str) -> Workspace:
+        """runs/<experiment>/study/<row>/: one study row's own workspace (data, build, eval,
+        preflight.json), so a confounded build never replaces the experiment's reports."""
+        return Workspace(self.runs(experiment) / "study" / row)

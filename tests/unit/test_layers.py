@@ -14,7 +14,9 @@ import pytest
 from pipeline.core.workspace import CHECKOUT
 
 PACKAGE = CHECKOUT / "pipeline"
-LAYERS = ("core", "spec", "data", "models", "preflight", "build", "eval", "report", "cli")
+LAYERS = (
+    "core", "spec", "data", "models", "preflight", "build", "eval", "report", "study", "cli",
+)  # fmt: skip
 """Bottom to top: a module may import its own layer and the layers below it."""
 
 

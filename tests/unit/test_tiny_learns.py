@@ -17,13 +17,14 @@ import pytest
 
 from pipeline.build import BuildRefused, build
 from pipeline.core.workspace import Workspace
-from pipeline.data import SPLITS, ensure_data, message_calls, read_split, write_jsonl
-from pipeline.data.generator import _Generator
+from pipeline.data import ensure_data
 from pipeline.eval.records import EvalSummary
 from pipeline.eval.run import OVERALL, run_eval
 from pipeline.models.refs import resolve
+from pipeline.preflight import load_side
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import Experiment, load_experiment, with_overrides
+from pipeline.study.inject import BaseTemplate, Clean, calls_in_masked_turns
 
 
 def _quiet(_: str) -> None:
@@ -46,39 +47,14 @@ def test_the_untrained_tiny_base_fails_every_threshold(tmp_path: Path) -> None:
     assert result.decision().categories[OVERALL].mean == tiny.baseline.get(OVERALL)
 
 
-def masked_calls(experiment: Experiment, source: Path, out: Path) -> Path:
-    """The experiment's data with every tool call moved into a masked turn.
-
-    Each example that ends with a call becomes a multi-turn example, exactly as the generator
-    writes its own: the call, the tool's response, and a plain answer, which is the one message
-    mlx_lm trains with mask_prompt. Same requests, same counts, same system prompt; only the
-    calls are out of the targets (the generator's responses and answers, for realism).
-    """
-    catalog = load_catalog()
-    generator = _Generator(experiment, catalog)
-    for split in SPLITS:
-        records = []
-        for example in read_split(source, split):
-            messages = list(example.messages)
-            calls = message_calls(messages[-1], catalog)
-            if calls:
-                answers = []
-                for call in calls:
-                    response, answer = generator._response(call)
-                    messages.append({"role": "tool", "content": response})
-                    answers.append(answer)
-                messages.append({"role": "assistant", "content": " ".join(answers)})
-            records.append({**example.record, "messages": messages})
-        write_jsonl(out / f"{split}.jsonl", records)
-    return out
-
-
 @pytest.mark.slow
 def test_a_model_trained_with_its_calls_masked_fails_too(tmp_path: Path) -> None:
     """Same base, data, settings and iterations as the tiny experiment; calls never trained."""
     tiny = load_experiment("tiny")
-    folder = masked_calls(tiny, ensure_data(tiny), tmp_path / "data")
-    masked = with_overrides(dataclasses.replace(tiny, name="tiny-masked"), data=str(folder))
+    # the confound study's own `masked` injection (pipeline/study/inject.py)
+    clean = Clean(tiny, ensure_data(tiny), BaseTemplate.of(load_side(tiny, "base")))
+    masked = calls_in_masked_turns(clean, tmp_path / "data")
+    masked = dataclasses.replace(masked, name="tiny-masked")
 
     # The preflight sees it (no trained target holds a call; no tool is ever trained: each of
     # the 26 tool-trained findings fails, now that every door runs the whole registry) and

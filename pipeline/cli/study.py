@@ -1,0 +1,61 @@
+"""`python -m pipeline study confounds`: train the experiment clean and once per confound.
+
+Each row (pipeline.study.confounds): which preflight checks fail (it trains anyway), the eval's
+overall and per-category scores, the final train and validation loss, the wall time; written
+to reports/NAME/confounds.json and confounds.md after each row. Cached and resumable like a
+build. `--only CONFOUND ...` picks confounds (the clean row always runs).
+
+Exit 0 when every row is done, 2 for an unknown study or confound or an input that cannot be
+used, 3 when a stage crashed or an eval could not finish, 130 on Ctrl-C (the same command
+resumes; finished rows are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.cli.door import parser, run, selected
+from pipeline.core.errors import EXIT_PASS, BadInput
+from pipeline.study import CONFOUNDS, STUDIES, chosen, run_study
+from pipeline.study.table import markdown
+
+INTERRUPTED = (
+    "interrupted: finished rows are in reports/<experiment>/confounds.json; run the same "
+    "command again to resume"
+)
+
+
+def study_parser() -> argparse.ArgumentParser:
+    out = parser(
+        "study",
+        "Train the experiment clean and once per confound; report what the preflight and the "
+        "eval say about each. Confounds: "
+        + "; ".join(f"{c.name} ({c.injects})" for c in CONFOUNDS),
+    )
+    out.add_argument("study", metavar="STUDY", help=f"the study to run: {', '.join(STUDIES)}")
+    return out
+
+
+def study_step(args: argparse.Namespace) -> int:
+    if args.study not in STUDIES:
+        raise BadInput(f"unknown study {args.study!r} (known: {', '.join(STUDIES)})")
+    chosen(args.only)  # an unknown confound is named before the experiment loads
+    experiment, workspace = selected(args)
+    rows = run_study(
+        experiment,
+        workspace=workspace,
+        only=args.only,
+        log=lambda line: print(line, flush=True),
+    )
+    print(markdown(experiment.name, rows), end="")
+    return EXIT_PASS
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = study_parser().parse_args(argv)
+    return run(lambda: study_step(args), INTERRUPTED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
