@@ -45,6 +45,12 @@ def format_summary(summary: EvalSummary) -> str:
                 f"  {name:<12} {cat.mean:.3f} [{cat.lo:.3f}, {cat.hi:.3f}] n={cat.n}{against}{mark}"
             )
         lines += [f"  {n} x {ANOMALIES.get(kind, kind)}" for kind, n in row.anomalies.items()]
+    if len(summary.servers) > 1:  # one server answered everything: nothing to say
+        lines += [
+            f"server {s.url}: {s.answered} answered, {s.errors} without an answer"
+            + (f"; {s.stopped}" if s.stopped else "")
+            for s in summary.servers
+        ]
     return "\n".join(lines + verdict)
 
 

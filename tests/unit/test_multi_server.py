@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli.eval import format_summary
 from pipeline.core.errors import EXIT_BAD_INPUT
 from pipeline.core.workspace import CHECKOUT, Workspace
 from pipeline.eval.client import read_records
@@ -185,6 +186,9 @@ def test_a_server_gone_from_the_start_leaves_every_request_to_the_other(
     assert first.stopped.startswith(f"server {gone} stopped answering after 0 request(s) (")
     records = read_records(eval_files(tmp_path / "run")["responses"])
     assert {r.server for r in records.values()} == {good}
+    printed = format_summary(result.summary).splitlines()  # what `python -m pipeline eval` prints
+    assert f"server {good}: {REQUESTS} answered, 0 without an answer" in printed
+    assert any(line.startswith(f"server {gone}: 0 answered") for line in printed)
 
 
 def test_every_server_gone_is_the_error_path(tmp_path: Path) -> None:
