@@ -1,5 +1,6 @@
 """What a build's key hashes: the base model's identity, the data's bytes, the stage settings
-and the mlx / mlx-lm versions. `model_digest` also keys the eval of a model folder routegate
+(with the number of training ranks when more than one process trains) and the mlx / mlx-lm
+versions. `model_digest` also keys the eval of a model folder routegate
 did not build (pipeline.eval)."""
 
 from __future__ import annotations
@@ -74,6 +75,23 @@ def versions() -> dict[str, str]:
     return out
 
 
+def train_inputs(experiment: Experiment) -> dict[str, Any]:
+    """The train settings the key hashes.
+
+    The launch layout counts only through its number of ranks, and only when it is more than
+    one: mlx_lm then splits each batch across the ranks and averages their per-rank mean
+    gradients (another model than one process trains), whereas which hosts or how many local
+    processes make up the ranks changes nothing. One process, launched or not, hashes exactly
+    the settings it hashed before [train.launch] existed, so its builds keep their keys.
+    """
+    train = dataclasses.asdict(experiment.train)
+    del train["launch"]
+    ranks = experiment.train.launch.ranks()
+    if ranks > 1:
+        train["ranks"] = ranks
+    return train
+
+
 def build_inputs(experiment: Experiment, data: Path, base: Path | None) -> BuildInputs:
     """The key's inputs: `base` is the local base folder, None for a hub id not fetched yet."""
     if base is not None:
@@ -84,11 +102,19 @@ def build_inputs(experiment: Experiment, data: Path, base: Path | None) -> Build
         format=BUILD_FORMAT,
         base=identity,
         data_sha256=data_digest(data),
-        train=dataclasses.asdict(experiment.train),
+        train=train_inputs(experiment),
         fuse=dataclasses.asdict(experiment.fuse),
         quantize=dataclasses.asdict(experiment.quantize),
         versions=versions(),
     )
 
 
-__all__ = ["BUILD_FORMAT", "build_inputs", "data_digest", "is_local", "model_digest", "versions"]
+__all__ = [
+    "BUILD_FORMAT",
+    "build_inputs",
+    "data_digest",
+    "is_local",
+    "model_digest",
+    "train_inputs",
+    "versions",
+]

@@ -127,6 +127,14 @@ class TrainRecord(StageRecord):
     total_parameters_millions: float | None
     resumed_from: Resumed | None
     attempts: tuple[Attempt, ...]
+    ranks: int = 1
+    """Processes that trained data-parallel under mlx.launch (1: one process, no launch)."""
+    effective_batch: int | None = None
+    """Examples per iteration over all ranks: `batch_size` whatever the ranks, since mlx_lm
+    splits each batch across them and averages their gradients (times grad_accumulation_steps
+    per optimizer step). None: recorded before the field existed."""
+    rank_batch: int | None = None
+    """Examples each rank computes per iteration: effective_batch / ranks."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,18 @@ or taken in the middle of a gradient accumulation) resumes with its weights only
 from the beginning, close to but not identical with an uninterrupted run. build.json's
 `resumed_from.exact` says which resume a build had (exact only if every earlier resume was).
 
+With `[train.launch]` (or --launch-processes / --launch-hostfile) the same trainer runs
+data-parallel under `mlx.launch` (`mlx.launch --backend ring -n N --starting-port P -- python
+-m pipeline.build.trainer ... --ranks N --rank-logs RUN_DIR`, or `--hostfile PATH` instead of
+the backend, -n and port). mlx_lm splits each batch of batch_size across the ranks and averages
+their gradients: the effective batch is batch_size, each rank computing batch_size / N of it
+(build.json: `ranks`, `effective_batch`, `rank_batch`). Local ranks inherit the launcher's
+environment, OpenBLAS preload included (each rank's `rank R/N started` line names the BLAS it
+has mapped). Progress is rank 0's output; the other ranks write theirs to
+`RUN_DIR/train.rankR.log`. mlx.launch exits 0 even when a rank fails, so the stage succeeds
+only when every rank printed `rank R/N finished`. Checkpoints and state files are rank 0's
+and every rank resumes from them, exactly as one process does (pipeline/build/trainer.py).
+
 mlx_lm 0.32 numbers a resumed run's iterations from 1 again, so a second attempt's checkpoint
 `0000010_adapters.safetensors` means "10 iterations after where it resumed". Before each
 attempt the previous attempt's checkpoints (and state files) are therefore moved to
@@ -27,8 +39,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import random
 import re
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,10 +51,10 @@ from pathlib import Path
 
 from pipeline.build.files import parameter_count
 from pipeline.build.records import Attempt, Attempts, Resumed, TrainRecord
-from pipeline.build.runner import Log, Runner, StageError
+from pipeline.build.runner import PEAK_MEMORY_SOURCE, CommandRun, Log, Runner, StageError
 from pipeline.core import io
 from pipeline.core.progress import clock
-from pipeline.spec.experiment import Experiment
+from pipeline.spec.experiment import Experiment, Launch
 
 CHECKPOINT_RE = re.compile(r"^(\d{7})_adapters\.safetensors$")
 STATE_RE = re.compile(r"^(\d{7})_state\.safetensors$")
@@ -51,6 +66,12 @@ ADAPTER_FILE = "adapters.safetensors"
 ATTEMPTS_FILE = "attempts.json"
 LORA_CONFIG = "lora_config.yaml"
 CHECKPOINTS = "checkpoints"
+RANK_LOG = "train.rank{rank}.log"
+"""A rank's output other than rank 0's, in the run folder (pipeline/build/trainer.py)."""
+LAUNCHED_PEAK_MEMORY_SOURCE = (
+    "rusage maxrss of the largest of mlx.launch and its local ranks (one rank, not their sum; "
+    "remote ranks not counted)"
+)
 
 # mlx_lm 0.32's TrainUI rows (rich, colours stripped):
 #   "    10    1.636 ▼      555      1.0k"   iteration, train loss, tokens/s, trained tokens
@@ -71,6 +92,12 @@ _ITER_TRAIN = re.compile(
     r"Iter (\d+): Train loss ([\d.]+|nan).*?Tokens/sec ([\d.]+).*?(?:Peak mem ([\d.]+) GB)?$"
 )
 _ITER_VAL = re.compile(r"Iter (\d+): Val loss ([\d.]+|nan)")
+# pipeline.build.trainer's line per rank under mlx.launch, and mlx.launch's own warnings
+#   "rank 1/2 started: pid 123 on host, BLAS /path/libopenblas.so.0, output in /run/train.rank1.log"
+#   "rank 1/2 finished"
+#   "[WARN] Node with rank 1 exited with code 1"
+_RANK_ROW = re.compile(r"^rank (\d+)/(\d+) (started|finished)\b:?\s*(.*)$")
+_LAUNCH_WARNING = re.compile(r"^\[WARN\] (Node with rank \d+ .*?)\s*$")
 _TRAINABLE = re.compile(r"Trainable parameters:\s*([\d.]+)%\s*\(([\d.]+)M/([\d.]+)M\)")
 _PEAK = re.compile(r"Peak mem ([\d.]+) GB")
 
@@ -100,9 +127,25 @@ class TrainProgress:
     """The newest checkpoint has its state: a resume from it is exact."""
     started: float = field(default_factory=time.perf_counter)
     first_step_at: tuple[int, float] | None = None
+    ranks_started: dict[int, str] = field(default_factory=dict)
+    """Under mlx.launch: each rank that announced itself, with what it said."""
+    ranks_finished: set[int] = field(default_factory=set)
+    launch_warnings: list[str] = field(default_factory=list)
+    """mlx.launch's own lines about ranks that exited or were killed."""
 
     def feed(self, line: str) -> str | None:
-        """Update from one output line; the kind of event it was ('train', 'val', 'save')."""
+        """Update from one output line; the kind of event it was ('train', 'val', 'save',
+        'rank' ...)."""
+        if m := _RANK_ROW.match(line.strip()):
+            rank = int(m.group(1))
+            if m.group(3) == "started":
+                self.ranks_started[rank] = line.strip()
+                return "rank started"
+            self.ranks_finished.add(rank)
+            return "rank finished"
+        if m := _LAUNCH_WARNING.match(line.strip()):
+            self.launch_warnings.append(m.group(1))
+            return "launch"
         if m := _TRAINABLE.search(line):
             self.trainable_text = line.split(":", 1)[1].strip()
             self.trainable_millions = float(m.group(2))
@@ -182,6 +225,10 @@ class TrainProgress:
             return self.line(kind)
         if kind == "info":
             return f"[train] trainable parameters: {self.trainable_text}"
+        if kind == "rank started":
+            return f"[train] {line.strip()}"
+        if kind == "launch":
+            return f"[train] mlx.launch: {self.launch_warnings[-1]}"
         return None
 
     def heartbeat(self, seconds: float) -> str:
@@ -412,7 +459,66 @@ def command(
         args += ["--resume-state", str(state)]
     if resume is not None:
         args += ["--resume-adapter-file", str(resume)]
-    return [sys.executable, "-m", TRAINER, *args]
+    argv = [sys.executable, "-m", TRAINER, *args]
+    if not t.launch.launched:
+        return argv
+    # the other ranks' output goes beside the build log (the run folder holds `out`)
+    ranks = ["--ranks", str(t.launch.ranks()), "--rank-logs", str(out.parent)]
+    return [*launcher(t.launch), "--", *argv, *ranks]
+
+
+def mlx_launch() -> str:
+    """mlx's launcher script beside this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).with_name("mlx.launch")
+    found = str(beside) if beside.is_file() else shutil.which("mlx.launch")
+    if found is None:
+        raise StageError(
+            f"train: [train.launch] needs mlx's `mlx.launch`, which is neither beside "
+            f"{sys.executable} nor on PATH; install mlx into this environment"
+        )
+    return found
+
+
+def launcher(launch: Launch) -> list[str]:
+    """`mlx.launch` and its options for the layout (the command to launch follows `--`).
+
+    mlx.launch (mlx 0.32) waits for its ranks' output in a select() that also watches their
+    stdin pipes, which are always writable, so it never waits: it keeps about one core busy
+    while they train (measured here: 4.1 s of CPU while two ranks slept 5 s). On a machine
+    with few cores that is part of what two ranks cost.
+    """
+    if launch.hostfile is not None:
+        # remote ranks get only the environment mlx.launch passes on (local ones inherit
+        # it): unbuffered, uncoloured output, as the runner gives its own child
+        env = ["PYTHONUNBUFFERED=1", "NO_COLOR=1", "TERM=dumb"]
+        return [mlx_launch(), "--hostfile", str(launch.hostfile), *_flags("--env", env)]
+    # mlx.launch's ring listens on 32323 + rank unless told otherwise: a free range instead,
+    # so two launched builds (pytest workers, two experiments) do not meet on one port
+    port = free_ports(launch.processes)
+    return [mlx_launch(), "--backend", "ring", "-n", str(launch.processes), "-p", str(port)]
+
+
+def _flags(flag: str, values: list[str]) -> list[str]:
+    return [arg for value in values for arg in (flag, value)]
+
+
+def free_ports(count: int, *, tries: int = 50) -> int:
+    """The first of `count` consecutive loopback ports nothing listens on just now."""
+    for _ in range(tries):
+        start = random.randint(20000, 60000 - count)
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(start, start + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise StageError(f"train: found no {count} free consecutive loopback ports for mlx.launch")
 
 
 def train(
@@ -425,6 +531,7 @@ def train(
     (fuse reads both).
     """
     total = experiment.train.iters
+    launch = experiment.train.launch
     log = runner.log
     work.mkdir(parents=True, exist_ok=True)
     chosen = _choose(collect_checkpoints(work), total, log)
@@ -478,8 +585,23 @@ def train(
             started=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
         _write_attempts(work, (*attempts, attempt))
-        log(f"[train] {experiment.train.fine_tune_type} fine-tune, {remaining} iterations")
-        run = runner.run("train", argv, on_line=progress.message, status=progress.heartbeat)
+        log(
+            f"[train] {experiment.train.fine_tune_type} fine-tune, {remaining} iterations"
+            + _layout(experiment)
+        )
+        try:
+            run = runner.run("train", argv, on_line=progress.message, status=progress.heartbeat)
+        except StageError as err:
+            if not launch.launched:
+                raise
+            _wait_for_local_ranks(progress)
+            raise StageError(f"{err}{_ranks_said(work, launch.ranks())}") from err
+        except BaseException:  # stopped (Ctrl-C, the build's callback): the ranks go too
+            if launch.launched:
+                _wait_for_local_ranks(progress)
+            raise
+        if launch.launched:
+            _check_ranks(progress, work, launch.ranks(), run, runner)
         seconds, peak = round(run.seconds, 3), run.peak_rss_bytes
         finished = dataclasses.replace(
             attempt, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=seconds
@@ -501,9 +623,11 @@ def train(
     resumed = None
     if resume is not None:
         resumed = Resumed(checkpoint=resume.path, step=resume.step, exact=exact, state=resume.state)
+    ranks = launch.ranks()
     return TrainRecord(
         seconds=seconds,
         peak_memory_bytes=peak,
+        peak_memory_source=(LAUNCHED_PEAK_MEMORY_SOURCE if launch.launched else PEAK_MEMORY_SOURCE),
         command=argv,
         mlx_peak_memory_gb=progress.peak_memory_gb,
         train_loss=progress.train_loss,
@@ -517,6 +641,102 @@ def train(
         iters=total,
         resumed_from=resumed,
         attempts=read_attempts(work),
+        ranks=ranks,
+        effective_batch=experiment.train.batch_size,
+        rank_batch=experiment.train.batch_size // ranks,
+    )
+
+
+def _layout(experiment: Experiment) -> str:
+    """How the iterations are spread, for the stage's first line ("" for one process)."""
+    t = experiment.train
+    if not t.launch.launched:
+        return ""
+    ranks = t.launch.ranks()
+    where = f"hostfile {t.launch.hostfile}" if t.launch.hostfile else "local processes"
+    return (
+        f", data-parallel on {ranks} rank{'s' if ranks != 1 else ''} under mlx.launch ({where}):"
+        f" each batch of {t.batch_size} split {t.batch_size // ranks} per rank"
+    )
+
+
+def rank_log(folder: Path, rank: int) -> Path:
+    """Where rank `rank` (not 0) writes its output: `folder` is the run folder."""
+    return folder / RANK_LOG.format(rank=rank)
+
+
+def _ranks_said(work: Path, ranks: int) -> str:
+    """What the ranks other than 0 said, for a failed launched training (rank 0's output and
+    mlx.launch's are the log's tail, in the message already)."""
+    lines: list[str] = []
+    for rank in range(1, ranks):
+        path = rank_log(work.parent, rank)
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        # this attempt's part: the file gathers every attempt's output
+        starts = [i for i, line in enumerate(text) if line.startswith(f"# rank {rank}/")]
+        tail = [line for line in text[starts[-1] if starts else 0 :] if line.strip()][-8:]
+        lines.append(f"\nrank {rank}'s last output ({path}):")
+        lines += [f"\n  {line}" for line in tail]
+    return "".join(lines)
+
+
+_STARTED_PID = re.compile(r" started: pid (\d+) on (\S+?),")
+
+
+def _wait_for_local_ranks(progress: TrainProgress, timeout: float = 20.0) -> None:
+    """Wait (a while) for this host's ranks of a stopped launch to exit.
+
+    The runner waits for mlx.launch only; its ranks, told to stop when it dies
+    (pipeline/build/trainer.py), may still be finishing a step, and a next attempt must not
+    start while one could still write into the work folder.
+    """
+    here = socket.gethostname()
+    pids = []
+    for line in progress.ranks_started.values():
+        if (m := _STARTED_PID.search(line)) and m.group(2) == here:
+            pids.append(int(m.group(1)))
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _running(pid)]
+        if pids:
+            time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphaned rank waits for init to reap it)."""
+    if not Path("/proc/self/stat").is_file():  # macOS: no /proc, and zombies are reaped fast
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _check_ranks(
+    progress: TrainProgress, work: Path, ranks: int, run: CommandRun, runner: Runner
+) -> None:
+    """mlx.launch exits 0 whether or not its ranks did (mlx 0.32): the training succeeded only
+    if every rank said it finished."""
+    missing = [r for r in range(ranks) if r not in progress.ranks_finished]
+    if not missing:
+        return
+    names = ", ".join(str(r) for r in missing)
+    tail = [line for line in run.tail if line.strip()][-15:]
+    raise StageError(
+        f"train: rank{'s' if len(missing) > 1 else ''} {names} of {ranks} did not finish "
+        f"under mlx.launch (which exits 0 all the same); last output (rank 0's):\n"
+        + "\n".join(f"  {line}" for line in tail)
+        + _ranks_said(work, ranks)
+        + f"\nfull log: {runner.log_path}"
     )
 
 
@@ -533,7 +753,11 @@ __all__ = [
     "TrainProgress",
     "collect_checkpoints",
     "command",
+    "free_ports",
+    "launcher",
     "lora_config_text",
+    "mlx_launch",
+    "rank_log",
     "read_attempts",
     "state_exact",
     "state_file_name",

@@ -2,6 +2,7 @@
 
     python -m pipeline.build.trainer [the flags of `mlx_lm lora --train`]
         [--offset S --total-iters T] [--resume-adapter-file F --resume-state STATE]
+        [--ranks N --rank-logs DIR]     (under mlx.launch: data-parallel over N ranks)
 
 It parses `mlx_lm lora`'s flags with mlx_lm's own parser and does what `mlx_lm lora --train`
 does with them (mlx_lm/lora.py `run` and `train_model`, 0.32): seed numpy and mlx with --seed,
@@ -41,15 +42,34 @@ gradient lives inside train()); a resume from it restores the weights only. So d
 without --resume-state (a checkpoint an older build wrote): Adam starts from zero and the data
 order from the beginning, as `mlx_lm lora --resume-adapter-file` does. The state records whether
 its run descends from the beginning through exact resumes only (`exact`).
+
+Under mlx.launch (`--ranks N`, pipeline/build/train.py starts it) every rank runs this module:
+mlx_lm's train() averages the gradients over `mx.distributed` and its iterate_batches gives each
+rank batch_size / N examples of every batch. Each rank announces itself with one line, `rank
+R/N started: ...` (and `rank R/N finished` at the end), written in one write() so mlx.launch,
+which forwards each rank's output in whatever chunks it reads, cannot cut it up; rank 0's
+output is line-buffered for the same reason. Every other rank's output then goes to its own
+file (`DIR/train.rankR.log`): the build log is rank 0's, as mlx_lm prints only there anyway.
+Only rank 0 writes files (mlx_lm saves the adapters there; this module adapter_config.json and
+the state files). The state is the same on every rank: all seed numpy and mlx alike and so
+draw the same permutations and keys, and the averaged gradients leave every rank the same
+weights and Adam moments. So on resume every rank restores rank 0's state file and the resume
+stays exact, provided every rank can read the run folder (one machine, or one shared path).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import io
 import json
 import os
 import signal
+import socket
 import sys
+import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,7 +82,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from pipeline.build.train import STATE_FORMAT, state_file_name
+from pipeline.build.train import RANK_LOG, STATE_FORMAT, state_file_name
 
 Batch = tuple[mx.array, mx.array]
 NumpyState = tuple[str, np.ndarray, int, int, float]
@@ -221,8 +241,11 @@ class DataOrder:
         val_dataset: Any,
         exact: bool,
         iterate: Callable[..., Iterator[Batch]],
+        rank: int = 0,
     ) -> None:
         self.schedule = schedule
+        self.rank = rank
+        """Only rank 0 writes state files; every rank draws the same randomness."""
         self.optimizer = optimizer
         self.folder = folder
         self.val_dataset = val_dataset
@@ -344,7 +367,7 @@ class DataOrder:
             )
             self._pending = None
         done = self.fetched
-        if done == 0 or done % self.schedule.save_every != 0:
+        if done == 0 or done % self.schedule.save_every != 0 or self.rank != 0:
             return
         name = state_file_name(done)
         if done % self.schedule.accumulation != 0:
@@ -364,6 +387,112 @@ class DataOrder:
         print(f"  state  {name}", flush=True)
 
 
+# --- the ranks under mlx.launch ---------------------------------------------------------------
+
+
+def _die_with_launcher() -> None:
+    """SIGTERM when mlx.launch goes: it runs each local rank as its child and does not stop
+    them when it is killed itself, so a stopped build would leave ranks training into its
+    work folder. Linux: PR_SET_PDEATHSIG; elsewhere a thread watching the parent."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PDEATHSIG
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent or parent == 1:  # it went before the lines above took effect
+        sys.exit(128 + signal.SIGTERM)
+
+
+def _blas_loaded() -> str:
+    """The OpenBLAS this process has mapped (Linux: /proc/self/maps), for the rank's line:
+    evidence that core.blas's preload reached the rank, not just that it was asked for."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "the platform's"
+    for line in maps.splitlines():
+        if "libopenblas" in line:
+            return line.split()[-1]
+    return "none preloaded (mlx's own)"
+
+
+def _say(fd: int, line: str) -> None:
+    """One line in one write(): whole however mlx.launch interleaves the ranks' output."""
+    os.write(fd, (line + "\n").encode())
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the ranks mlx.launch started."""
+
+    rank: int
+    size: int
+    announce: int
+    """The file descriptor for the rank's own `rank R/N ...` lines: the shared output."""
+
+    def finished(self) -> None:
+        _say(self.announce, f"rank {self.rank}/{self.size} finished")
+
+
+def join_ranks(expected: int, logs: Path | None) -> Ranks:
+    """Join mlx.launch's group of `expected` ranks; announce this rank; send the output of a
+    rank other than 0 to its own file in `logs` (module docstring)."""
+    _die_with_launcher()
+    # strict: a backend that cannot start must stop the build, not leave each rank training
+    # the whole batch alone (mx.distributed.init() would fall back to a group of one)
+    world = mx.distributed.init(strict=expected > 1)
+    rank, size = world.rank(), world.size()
+    if size != expected:
+        raise RuntimeError(
+            f"mlx.launch was to start {expected} ranks, but mx.distributed sees {size}"
+        )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd, where = None, "here"
+    if rank != 0 and logs is not None:
+        path = logs / RANK_LOG.format(rank=rank)
+        try:
+            logs.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(fd, f"# rank {rank}/{size}, pid {os.getpid()}\n".encode())
+            where = f"in {path}"
+        except OSError as err:  # another host without the run folder: its output stays here
+            where = f"here ({path}: {err.strerror})"
+    _say(
+        1,
+        f"rank {rank}/{size} started: pid {os.getpid()} on {socket.gethostname()}, "
+        f"BLAS {_blas_loaded()}, output {where}",
+    )
+    announce = 1
+    if fd is not None:
+        announce = os.dup(1)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    # one write per line, so another rank's line never lands inside one of this rank's
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True, write_through=False)
+    return Ranks(rank=rank, size=size, announce=announce)
+
+
+def _shared(path: Path | None, ranks: Ranks | None, what: str) -> None:
+    """A resume file every rank must read: on another host than rank 0 it may be missing."""
+    if path is not None and ranks is not None and not path.is_file():
+        raise FileNotFoundError(
+            f"rank {ranks.rank}/{ranks.size} on {socket.gethostname()}: {what} {path} is not "
+            "here; a resumed training under a hostfile needs the run folder on a path every "
+            "host shares"
+        )
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -376,6 +505,8 @@ def parse(argv: list[str] | None) -> tuple[types.SimpleNamespace, argparse.Names
     ours.add_argument("--offset", type=int, default=0, help="global steps done before")
     ours.add_argument("--total-iters", type=int, default=None, help="the whole run's iterations")
     ours.add_argument("--resume-state", type=Path, default=None, help="a checkpoint's state file")
+    ours.add_argument("--ranks", type=int, default=None, help="under mlx.launch: its ranks")
+    ours.add_argument("--rank-logs", type=Path, default=None, help="other ranks' output folder")
     mine, rest = ours.parse_known_args(argv)
     args = vars(build_parser().parse_args(rest))
     if args["config"]:
@@ -457,6 +588,12 @@ def run(argv: list[str] | None = None) -> None:
     args, mine = parse(argv)
     if not args.train:
         raise ValueError("pipeline.build.trainer only trains: pass --train")
+    ranks = join_ranks(mine.ranks, mine.rank_logs) if mine.ranks is not None else None
+    rank = ranks.rank if ranks is not None else 0
+    _shared(mine.resume_state, ranks, "the state file")
+    _shared(
+        Path(args.resume_adapter_file) if args.resume_adapter_file else None, ranks, "checkpoint"
+    )
     np.random.seed(args.seed)
     rprint("Loading pretrained model")
     loaded = load(
@@ -476,7 +613,8 @@ def run(argv: list[str] | None = None) -> None:
 
     adapter_path = Path(args.adapter_path)
     adapter_path.mkdir(parents=True, exist_ok=True)
-    save_config(vars(args), adapter_path / "adapter_config.json")
+    if rank == 0:  # the other ranks' copies would race it for the same file
+        save_config(vars(args), adapter_path / "adapter_config.json")
     training_args = TrainingArgs(
         batch_size=args.batch_size,
         iters=args.iters,
@@ -510,6 +648,7 @@ def run(argv: list[str] | None = None) -> None:
         # a weights-only resume, or one from a state that descends from one, is not exact
         exact=(state.exact if state is not None else not resumed),
         iterate=iterate_batches,
+        rank=rank,
     )
     if state is not None:
         if state.step != mine.offset:
@@ -545,6 +684,8 @@ def run(argv: list[str] | None = None) -> None:
         iterate_batches=order,
     )
     order.finish()
+    if ranks is not None:
+        ranks.finished()
 
 
 def _exit_on_term(signum: int, frame: object) -> None:

@@ -138,6 +138,22 @@ OPTIONS: tuple[Option, ...] = (
         steps=("build", "eval", "gate"),
     ),
     Option(
+        "--launch-processes",
+        "train data-parallel in N local processes under mlx.launch (ring backend); 1: one "
+        "process, no launch [the experiment's [train.launch]]",
+        kind="int",
+        metavar="N",
+        steps=("build", "eval", "gate"),
+    ),
+    Option(
+        "--launch-hostfile",
+        "train data-parallel under mlx.launch on the hosts of this mlx.launch hostfile, one "
+        "rank per host [the experiment's [train.launch]]",
+        metavar="PATH",
+        path=True,
+        steps=("build", "eval", "gate"),
+    ),
+    Option(
         "--only",
         "study only these confounds (the clean row always runs) [every confound]",
         kind="list",

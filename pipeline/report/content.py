@@ -32,6 +32,8 @@ _BUILD_PREFLIGHT = ("passed", "forced", "failed", "checks", "fingerprint")
 _TRAIN = (
     "fine_tune_type",
     "iters",
+    "ranks",
+    "effective_batch",
     "train_loss",
     "val_loss",
     "val_loss_step",

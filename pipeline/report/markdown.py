@@ -287,6 +287,14 @@ def _training_lines(r: Mapping[str, Any]) -> list[str]:
             if tr.get("resumed_from")
             else ""
         ),
+        *(
+            [
+                f"- data-parallel over {tr['ranks']} ranks (mlx.launch), effective batch "
+                f"{tr['effective_batch']}"
+            ]
+            if (tr.get("ranks") or 1) > 1
+            else []
+        ),
         f"- trainable parameters: {params}",
         f"- model size: {_bytes(tr['model_bytes'])}{quant}",
     ]

@@ -67,6 +67,77 @@ class Data:
 
 
 @dataclass(frozen=True)
+class Launch:
+    """[train.launch]: train data-parallel under `mlx.launch` (ring backend unless the hostfile
+    names another). The default is no launch: one process, as without the table.
+
+    mlx_lm splits each batch of `batch_size` across the ranks (rank r takes examples r, r + N,
+    ...; mlx_lm.tuner.trainer.iterate_batches) and averages their gradients, so the effective
+    batch stays `batch_size` and it must be a multiple of the ranks."""
+
+    processes: int = 1
+    """Local processes (`mlx.launch -n N`)."""
+    hostfile: Path | None = None
+    """An mlx.launch hostfile (JSON: `{"hosts": [{"ssh": ..., "ips": [...]}, ...]}` or the bare
+    list); one rank per host. Relative to the experiment file's folder."""
+
+    @property
+    def launched(self) -> bool:
+        """Training runs under mlx.launch (a hostfile of one remote host too)."""
+        return self.processes != 1 or self.hostfile is not None
+
+    def ranks(self) -> int:
+        """How many processes train: `processes`, or the hostfile's hosts."""
+        return hostfile_ranks(self.hostfile) if self.hostfile is not None else self.processes
+
+
+def hostfile_ranks(path: Path, where: str = "[train.launch]") -> int:
+    """The number of hosts in an mlx.launch hostfile (mlx/_distributed_utils/common.py's
+    format); a missing or malformed file is an ExperimentError naming it after `where`."""
+    if not path.is_file():
+        raise ExperimentError(
+            f"{where}: hostfile {path} does not exist; write an mlx.launch hostfile there "
+            '(README: "Training on two Macs with a hostfile") or leave the hostfile out'
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        hosts = raw["hosts"] if isinstance(raw, dict) else raw
+        if not isinstance(hosts, list) or not hosts:
+            raise ValueError("it lists no hosts")
+        for i, host in enumerate(hosts):
+            if not isinstance(host, dict) or not isinstance(host.get("ssh"), str):
+                raise ValueError(f'host {i} has no "ssh" name')
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ExperimentError(
+            f"{where}: hostfile {path} is not an mlx.launch hostfile ({err}); expected JSON "
+            'such as {"hosts": [{"ssh": "mac1.local", "ips": ["192.168.1.10"]}, ...]}'
+        ) from err
+    return len(hosts)
+
+
+def check_launch(train: Train, where: str) -> None:
+    """A launch layout mlx_lm can train with; else an ExperimentError naming `where` (the
+    file and table, or the command-line option) and what to do."""
+    launch = train.launch
+    if launch.processes < 1:
+        raise ExperimentError(f"{where}: processes must be at least 1, got {launch.processes}")
+    if launch.hostfile is not None and launch.processes != 1:
+        raise ExperimentError(
+            f"{where}: give processes or hostfile, not both (a hostfile starts one rank per host)"
+        )
+    ranks = launch.processes
+    if launch.hostfile is not None:
+        ranks = hostfile_ranks(launch.hostfile, where)
+    if train.batch_size % ranks != 0:
+        raise ExperimentError(
+            f"{where}: {ranks} ranks cannot split batch_size {train.batch_size}: mlx_lm gives "
+            "each rank batch_size / ranks examples of every batch, so make batch_size a "
+            "multiple of the ranks (and lower grad_accumulation_steps to keep the examples per "
+            "optimizer step)"
+        )
+
+
+@dataclass(frozen=True)
 class Train:
     fine_tune_type: Literal["lora", "dora", "full"] = "lora"
     num_layers: int = 16
@@ -87,6 +158,8 @@ class Train:
     dequantize_base: bool = False
     """Train (and fuse) on the quantized base's float32 expansion, the same weights, because
     mlx's quantized matmul is ~14x slower on CPUs (pipeline/models/expanded.py)."""
+    launch: Launch = Launch()
+    """[train.launch]: data-parallel training under mlx.launch; the default, one process."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +300,12 @@ class Experiment:
 
     def fingerprint(self) -> str:
         """A short hash of every setting, for run keys and reports."""
-        text = json.dumps(_plain(self), sort_keys=True, default=str)
+        plain = _plain(self)
+        if not self.train.launch.launched:
+            # experiments without [train.launch] keep the fingerprint they had before it
+            # existed: eval runs and study rows recorded under it stay valid
+            del plain["train"]["launch"]
+        text = json.dumps(plain, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -267,11 +345,14 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     except tomllib.TOMLDecodeError as err:
         raise ExperimentError(f"{path}: not valid TOML: {err}") from err
     raw.setdefault("name", path.stem)
-    return _build(Experiment, raw, path, "", {"source": path})
+    experiment = _build(Experiment, raw, path, "", {"source": path})
+    check_launch(experiment.train, f"{path}: [train.launch]")
+    return experiment
 
 
 def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
-    """Apply command-line overrides: base_model, reference_model, data (None leaves a field)."""
+    """Apply command-line overrides: base_model, reference_model, data, prompts, baseline_run,
+    require_decidable, launch_processes, launch_hostfile (None leaves a field)."""
     models = experiment.models
     if overrides.get("base_model"):
         models = dataclasses.replace(models, base=str(overrides["base_model"]), base_revision="")
@@ -291,7 +372,28 @@ def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
         )
     if overrides.get("require_decidable"):
         ev = dataclasses.replace(ev, require_decidable=True)
-    return dataclasses.replace(experiment, models=models, data=data, eval=ev)
+    train = _launch_override(
+        experiment.train, overrides.get("launch_processes"), overrides.get("launch_hostfile")
+    )
+    return dataclasses.replace(experiment, models=models, data=data, eval=ev, train=train)
+
+
+def _launch_override(train: Train, processes: int | None, hostfile: Any) -> Train:
+    """--launch-processes N / --launch-hostfile PATH replace the whole [train.launch] table
+    (`--launch-processes 1`: one process, no launch, whatever the file says)."""
+    if processes is None and not hostfile:
+        return train
+    if processes is not None and hostfile:
+        raise ExperimentError("give --launch-processes or --launch-hostfile, not both")
+    if hostfile:
+        where = f"--launch-hostfile {hostfile}"
+        launch = Launch(hostfile=Path(str(hostfile)).expanduser().resolve())
+    else:
+        where = f"--launch-processes {processes}"
+        launch = Launch(processes=int(str(processes)))
+    train = dataclasses.replace(train, launch=launch)
+    check_launch(train, where)
+    return train
 
 
 def prompts_path(name_or_path: str) -> Path:
@@ -327,6 +429,8 @@ def from_options(option: Callable[[str], Any]) -> Experiment:
         prompts=option("prompts"),
         baseline_run=option("baseline_run"),
         require_decidable=option("require_decidable"),
+        launch_processes=option("launch_processes"),
+        launch_hostfile=option("launch_hostfile"),
     )
 
 
@@ -442,6 +546,7 @@ __all__ = [
     "Experiment",
     "ExperimentError",
     "Fuse",
+    "Launch",
     "Models",
     "Quantize",
     "Resources",
@@ -450,8 +555,10 @@ __all__ = [
     "TinyModel",
     "Train",
     "available_experiments",
+    "check_launch",
     "experiment_path",
     "from_options",
+    "hostfile_ranks",
     "load_experiment",
     "with_overrides",
 ]
