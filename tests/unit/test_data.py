@@ -79,11 +79,6 @@ def phase40() -> Experiment:
 
 
 @pytest.fixture(scope="module")
-def tiny() -> Experiment:
-    return load_experiment("tiny")
-
-
-@pytest.fixture(scope="module")
 def phase40_data(phase40: Experiment, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default phase40 dataset: structured calls, code mode."""
     out = tmp_path_factory.mktemp("phase40-data")

@@ -26,7 +26,6 @@ from pipeline.eval.client import read_records
 from pipeline.eval.records import eval_files
 from pipeline.eval.run import eval_run_dir, run_eval
 from pipeline.eval.serve import Server, start_server
-from pipeline.models.refs import resolve
 from pipeline.report import report_run
 from pipeline.spec.experiment import Experiment, load_experiment
 from tests.unit.test_faults import GOOD, REFUSE, fake_server, pipeline_eval
@@ -35,16 +34,6 @@ REQUESTS = 30
 """tiny's eval: 30 prompts, one greedy sample each."""
 CHAT = '"POST /v1/chat/completions HTTP/1.1" 200'
 """The line mlx_lm.server logs for each chat it answered."""
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Experiment:
-    return load_experiment("tiny")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny: Experiment) -> Path:
-    return resolve("tiny:json", tiny)
 
 
 @pytest.fixture

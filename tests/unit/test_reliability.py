@@ -30,7 +30,7 @@ from pipeline.eval.serve import LOOPBACK
 from pipeline.report import report_run
 from pipeline.spec.calls import Call, render
 from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment, load_experiment
+from pipeline.spec.experiment import Experiment
 from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 Choice = Any
@@ -165,11 +165,6 @@ CONTRADICTIONS: dict[str, tuple[Reply, str, str]] = {
         "any_of",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Experiment:
-    return load_experiment("tiny")
 
 
 @pytest.fixture(scope="module")

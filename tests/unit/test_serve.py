@@ -24,22 +24,11 @@ from pipeline.eval.serve import (
     server_root,
     start_server,
 )
-from pipeline.models.refs import resolve
 from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment, load_experiment
+from pipeline.spec.experiment import Experiment
 from pipeline.spec.prompts import load_prompts
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Experiment:
-    return load_experiment("tiny")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny: Experiment) -> Path:
-    return resolve("tiny:json", tiny)
 
 
 @pytest.fixture
