@@ -112,10 +112,14 @@ def eval_report(eval_result: EvalResult, pytestconfig: pytest.Config) -> report.
 
 @pytest.fixture
 def eval_snapshot(snapshot, experiment: Experiment):
-    """Snapshots kept per experiment, so a tiny run never compares against phase40's."""
+    """Snapshots kept per experiment, so a tiny run never compares against smol's.
+
+    Outside syrupy's default `__snapshots__/`: its default extension walks that folder
+    recursively, and `--snapshot-update` for one experiment deleted the other's snapshots
+    there as unused (measured: smol's update emptied half of tiny's file)."""
     extension = type(
         f"{experiment.name.title()}Snapshots",
         (AmberSnapshotExtension,),
-        {"snapshot_dirname": f"__snapshots__/{experiment.name}"},
+        {"snapshot_dirname": f"snapshots/{experiment.name}"},
     )
     return snapshot.use_extension(extension)

@@ -28,7 +28,8 @@ from pipeline.spec.experiment import Experiment, from_options
 from pipeline.spec.prompts import load_prompts
 
 REFERENCES = Path(__file__).parent / "snapshot_references"
-"""Beside `__snapshots__/`, not in it: syrupy deletes files there that are not snapshots."""
+NONE_RECORDED = "none recorded"
+"""Beside `snapshots/`, not in it: syrupy deletes files there that are not snapshots."""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -85,13 +86,18 @@ def snapshot_reference(
         path.write_text(json.dumps({"weights": weights}, indent=2) + "\n")
         return None
     recorded = json.loads(path.read_text())["weights"] if path.is_file() else None
-    return None if recorded == weights else (recorded or "none recorded")
+    return None if recorded == weights else (recorded or NONE_RECORDED)
 
 
 def test_prompt_snapshot(
     prompt_id: str, eval_result: EvalResult, eval_snapshot, snapshot_reference: str | None,
-    weights: str,
+    weights: str, experiment: Experiment,
 ) -> None:  # fmt: skip
+    if snapshot_reference == NONE_RECORDED:
+        pytest.skip(
+            f"no reference build recorded for {experiment.name}'s snapshots; "
+            "--snapshot-update makes this run the reference"
+        )
     if snapshot_reference is not None:
         pytest.skip(
             f"snapshots were taken from weights {snapshot_reference}; this run's are {weights} "
