@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.core.blas import child_env
-from pipeline.eval.client import run_requests
+from pipeline.eval.client import ask
 from pipeline.eval.run import build_requests, settings_for
 from pipeline.eval.serve import start_server
 from pipeline.models.refs import resolve
@@ -77,7 +77,7 @@ def main() -> None:
             for concurrency in (1, experiment.eval.concurrency):
                 started = time.perf_counter()
                 out_path = Path(tmp) / f"c{concurrency}.jsonl"
-                run_requests(server, requests, out_path, concurrency=concurrency)
+                ask(server, requests, out_path, concurrency=concurrency)
                 timings[concurrency] = time.perf_counter() - started
         finally:
             server.stop()

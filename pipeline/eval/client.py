@@ -177,21 +177,6 @@ class Asked:
     stopped: tuple[Stopped, ...] = ()
 
 
-def run_requests(
-    server: Server | Sequence[Server],
-    requests: Sequence[Request],
-    out: Path,
-    *,
-    concurrency: int = 2,
-    timeout_s: float = 120.0,
-    on_record: Callable[[Record], None] | None = None,
-) -> list[Record]:
-    """`ask`'s records: every request answered, in request order."""
-    return ask(
-        server, requests, out, concurrency=concurrency, timeout_s=timeout_s, on_record=on_record
-    ).records
-
-
 def ask(
     servers: Server | Sequence[Server],
     requests: Sequence[Request],

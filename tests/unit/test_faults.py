@@ -31,9 +31,9 @@ from pipeline.eval.client import (
     SLOWEST_TOKENS_PER_S,
     STARTUP_S,
     Request,
+    ask,
     eval_deadline,
     request_timeout,
-    run_requests,
 )
 from pipeline.eval.run import eval_run_dir, run_eval
 from pipeline.eval.serve import LOOPBACK, Server, free_port
@@ -234,17 +234,17 @@ def test_the_eval_deadline_bounds_a_server_that_never_stops_sending(tmp_path: Pa
     with fake_server(TRICKLE) as (url, _):
         server = Server(url, "fake-model")
 
-        def ask() -> None:
+        def asking() -> None:
             out.append(
-                run_requests(server, requests, tmp_path / "r.jsonl", concurrency=1, timeout_s=1.0)
+                ask(server, requests, tmp_path / "r.jsonl", concurrency=1, timeout_s=1.0).records
             )
 
         started = time.monotonic()
-        worker = threading.Thread(target=ask, daemon=True)
+        worker = threading.Thread(target=asking, daemon=True)
         worker.start()
         worker.join(deadline + 20)
         took = time.monotonic() - started
-    assert out, f"run_requests still waiting after {took:.0f} s"
+    assert out, f"ask still waiting after {took:.0f} s"
     assert deadline <= took < deadline + 5
     for record in out[0]:
         assert record.error.startswith(f"{NOT_ANSWERED}the eval's deadline passed ("), record.error

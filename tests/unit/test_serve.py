@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import BadInput
-from pipeline.eval.client import Record, read_records, run_requests
+from pipeline.eval.client import Record, ask, read_records
 from pipeline.eval.run import build_requests, settings_for
 from pipeline.eval.serve import (
     LOOPBACK,
@@ -67,7 +67,7 @@ def test_killed_server_is_restarted_and_nothing_is_lost(
         if len(seen) == 2 and server.process is not None:
             server.process.kill()
 
-    records = run_requests(server, requests, out, concurrency=1, on_record=kill_after_second)
+    records = ask(server, requests, out, concurrency=1, on_record=kill_after_second).records
     assert server.restarts == 1
     assert [r.error for r in records] == [""] * len(requests)
     assert len(read_records(out)) == len(requests)
@@ -79,21 +79,21 @@ def test_rerun_resumes_from_responses_on_disk(
 ) -> None:
     requests = _requests(tiny, 4)
     out = tmp_path / "responses.jsonl"
-    run_requests(server, requests[:2], out, concurrency=2)
+    ask(server, requests[:2], out, concurrency=2)
     asked: list[str] = []
-    run_requests(server, requests, out, concurrency=2, on_record=lambda r: asked.append(r.key))
+    ask(server, requests, out, concurrency=2, on_record=lambda r: asked.append(r.key))
     assert sorted(asked) == sorted(r.key for r in requests[2:]), "only unanswered ones are asked"
     lines = out.read_text().splitlines()
     assert len(lines) == 4 and all(json.loads(line)["response"] for line in lines)
 
 
 def test_reply_that_never_ends_is_bounded(server: Server, tiny: Experiment, tmp_path) -> None:
-    by_tokens = run_requests(server, _requests(tiny, 1, max_tokens=16), tmp_path / "a.jsonl")
+    by_tokens = ask(server, _requests(tiny, 1, max_tokens=16), tmp_path / "a.jsonl").records
     assert by_tokens[0].response is not None
     assert by_tokens[0].response["choices"][0]["finish_reason"] == "length"
-    by_time = run_requests(
+    by_time = ask(
         server, _requests(tiny, 1, max_tokens=4000), tmp_path / "b.jsonl", timeout_s=0.5
-    )
+    ).records
     assert by_time[0].response is None and "no answer within" in by_time[0].error
 
 
