@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Generator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from pipeline.eval.serve import LOOPBACK, Server, free_port
 from pipeline.report import JSON, MARKDOWN, mark_stale, report_run
 from pipeline.report.write import STALE_MARKDOWN
 from pipeline.spec.experiment import Experiment, load_experiment
+from tests.unit.fake_http import RELEASE_S, FakeHandler, serving
 
 Answer = tuple[int, bytes] | None
 """What the fake server answers a chat with: (status, body), or None to never answer."""
@@ -59,47 +59,29 @@ def fake_server(
     and answering every chat with `answer`."""
     ids = model_ids or ["fake-model"]
     asked: list[float] = []
-    released = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def send(self, status: int, body: bytes, length: int | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body) if length is None else length))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(FakeHandler):
         def do_GET(self) -> None:
             if answer == REFUSE:  # stop listening first; this listing still goes out
                 self.server.shutdown()
                 self.server.server_close()
-            self.send(200, json.dumps({"object": "list", "data": [{"id": ids[0]}]}).encode())
+            self.send_json({"object": "list", "data": [{"id": ids[0]}]})
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             asked.append(time.monotonic())
             if answer is STALL:
-                released.wait(60)
+                self.released.wait(RELEASE_S)
             elif answer == TRICKLE:
-                self.send(200, b"", length=1000)
-                while not released.wait(0.2):
+                self.send_bytes(200, b"", length=1000)
+                while not self.released.wait(0.2):
                     self.wfile.write(b" ")
                     self.wfile.flush()
             elif isinstance(answer, tuple):
-                self.send(*answer)
+                self.send_bytes(*answer)
 
-    httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://{LOOPBACK}:{httpd.server_address[1]}", asked
-    finally:
-        released.set()
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(Handler) as url:
+        yield url, asked
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,12 @@ from pipeline.eval.client import read_records
 from pipeline.eval.records import EvalSummary, eval_files
 from pipeline.eval.run import EvalResult, run_eval
 from pipeline.eval.scoring import ANOMALIES
-from pipeline.eval.serve import LOOPBACK
 from pipeline.report import report_run
 from pipeline.spec.calls import Call, render
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import Experiment
 from pipeline.spec.prompts import EvalPrompt, load_prompts
+from tests.unit.fake_http import RELEASE_S, FakeHandler, serving
 
 Choice = Any
 """What the fake server answers a chat with: one chat-completion choice (of any shape: a
@@ -43,22 +42,10 @@ Reply = Callable[[EvalPrompt], Choice]
 def fake_server(reply: Callable[[str], Choice]) -> Generator[tuple[str, list[str]]]:
     """(URL, the user texts it was asked) of a server answering each chat with `reply`."""
     asked: list[str] = []
-    released = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def send(self, payload: Any) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(FakeHandler):
         def do_GET(self) -> None:
-            self.send({"object": "list", "data": [{"id": "fake-model"}]})
+            self.send_json({"object": "list", "data": [{"id": "fake-model"}]})
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -66,19 +53,12 @@ def fake_server(reply: Callable[[str], Choice]) -> Generator[tuple[str, list[str
             asked.append(user)
             choice = reply(user)
             if choice is None:
-                released.wait(60)  # a server that never answers, until the test ends
+                self.released.wait(RELEASE_S)  # a server that never answers, until the test ends
                 return
-            self.send({"object": "chat.completion", "choices": [choice]})
+            self.send_json({"object": "chat.completion", "choices": [choice]})
 
-    httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://{LOOPBACK}:{httpd.server_address[1]}", asked
-    finally:
-        released.set()
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(Handler) as url:
+        yield url, asked
 
 
 def choice(message: Any, finish: str = "stop") -> dict[str, Any]:
