@@ -90,9 +90,29 @@ def _workspace(result) -> Workspace:
 # --- end to end ---------------------------------------------------------------------------------
 
 
+def generated_text(model_dir: Path, max_tokens: int = 8) -> str:
+    """What the model in `model_dir` writes for one eval prompt, with its end-of-sequence
+    tokens suppressed (a random model may stop at once): proof the folder loads and runs."""
+    from mlx_lm import generate, load
+
+    loaded = load(str(model_dir))
+    model, tokenizer = loaded[0], loaded[1]
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Show the last 5 commits."}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    eos = sorted(tokenizer.eos_token_ids)
+
+    def no_eos(tokens: Any, logits: Any) -> Any:
+        logits[:, eos] = -math.inf
+        return logits
+
+    return generate(model, tokenizer, prompt, max_tokens=max_tokens, logits_processors=[no_eos])
+
+
 @pytest.mark.slow
 def test_build_trains_fuses_and_quantizes_a_loadable_5bit_model(built) -> None:
-    from mlx_lm import generate, load
 
     result, lines = built
     assert not result.cached
@@ -103,21 +123,7 @@ def test_build_trains_fuses_and_quantizes_a_loadable_5bit_model(built) -> None:
     assert not (result.run_dir / "fused").exists(), "the float intermediate is removed"
     assert result.fused is None
 
-    loaded = load(str(result.quantized))
-    model, tokenizer = loaded[0], loaded[1]
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Show the last 5 commits."}],
-        add_generation_prompt=True,
-        tokenize=False,
-    )
-    eos = sorted(tokenizer.eos_token_ids)
-
-    def no_eos(tokens: Any, logits: Any) -> Any:  # a random model may stop at once
-        logits[:, eos] = -math.inf
-        return logits
-
-    text = generate(model, tokenizer, prompt, max_tokens=8, logits_processors=[no_eos])
-    assert isinstance(text, str) and text, "generation produced no text"
+    assert generated_text(result.quantized), "generation produced no text"
 
     record = read_record(result.record_path)
     assert isinstance(record, BuildRecord) and record == result.record

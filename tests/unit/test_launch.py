@@ -31,7 +31,7 @@ from pipeline.spec.experiment import (
     load_experiment,
     with_overrides,
 )
-from tests.unit.test_build import short_tiny, write_experiment_toml
+from tests.unit.test_build import generated_text, short_tiny, write_experiment_toml
 
 
 class Interrupted(Exception):
@@ -58,8 +58,6 @@ def _hostfile(path: Path, hosts: int) -> Path:
 
 @pytest.mark.slow
 def test_two_local_processes_train_a_model_that_loads(launched) -> None:
-    from mlx_lm import generate, load
-
     result, lines = launched
     for rank in (0, 1):
         started = [x for x in lines if x.startswith(f"[train] rank {rank}/2 started: pid ")]
@@ -84,14 +82,7 @@ def test_two_local_processes_train_a_model_that_loads(launched) -> None:
     assert record.inputs.train["ranks"] == 2
     assert trained.train_loss is not None and trained.tokens_per_second is not None
 
-    loaded = load(str(result.quantized))
-    model, tokenizer = loaded[0], loaded[1]
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Show the last 5 commits."}],
-        add_generation_prompt=True,
-        tokenize=False,
-    )
-    assert isinstance(generate(model, tokenizer, prompt, max_tokens=4), str)
+    assert generated_text(result.quantized), "generation produced no text"
 
 
 @pytest.mark.slow
