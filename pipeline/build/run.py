@@ -168,7 +168,7 @@ def plan(experiment: Experiment, *, workspace: Workspace | None = None) -> Build
     base: Path | None = None
     if is_local(ref):
         try:
-            base = resolve(ref, experiment, revision=revision)
+            base = resolve(ref, experiment, revision=revision, workspace=ws)
         except ModelError as err:
             raise BuildError(
                 f"base model {ref!r} cannot be used: {err}. Pass an existing model folder "

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.core.workspace import Workspace
 from pipeline.models import ModelError
 from pipeline.spec.experiment import Experiment
 
@@ -56,16 +57,24 @@ def _built_syntax(ref: str, prefix: str) -> Literal["json", "xml"] | None:
 
 
 def resolve(
-    ref: str, experiment: Experiment, *, revision: str = "", tokenizer_only: bool = False
+    ref: str,
+    experiment: Experiment,
+    *,
+    revision: str = "",
+    tokenizer_only: bool = False,
+    workspace: Workspace | None = None,
 ) -> Path:
     """The local folder behind a model reference, fetching or building it when needed.
+
+    `workspace` is where the tiny model's tokenizer finds (or generates) the experiment's data
+    (None: `Workspace.at()`); no other reference reads it.
 
     `smollm2:*` always builds the whole folder, also for `tokenizer_only` (tokenizer and
     weights: ~3 s to fetch, ~0.5 s to convert, once): one cache entry serves preflight and build.
     """
     syntax = tiny_syntax(ref)
     if syntax is not None:
-        return _tiny(experiment, syntax)
+        return _tiny(experiment, syntax, workspace)
     syntax = smollm2_syntax(ref)
     if syntax is not None:
         from pipeline.models import smollm2
@@ -148,15 +157,20 @@ def _bounded(request: Any) -> None:
     }
 
 
-def _tiny(experiment: Experiment, syntax: Literal["json", "xml"]) -> Path:
+def _tiny(
+    experiment: Experiment, syntax: Literal["json", "xml"], workspace: Workspace | None
+) -> Path:
     from pipeline.models import tiny
     from pipeline.spec.experiment import TinyModel
 
-    return tiny.tiny_model(experiment.tiny or TinyModel(), syntax, tiny_corpus(experiment))
+    return tiny.tiny_model(
+        experiment.tiny or TinyModel(), syntax, tiny_corpus(experiment, workspace)
+    )
 
 
-def tiny_corpus(experiment: Experiment) -> list[str]:
-    """The text the tiny tokenizer learns from: the project's own catalog, prompts and data."""
+def tiny_corpus(experiment: Experiment, workspace: Workspace | None = None) -> list[str]:
+    """The text the tiny tokenizer learns from: the project's own catalog, prompts and the
+    experiment's data (in `workspace`, as every step reads it)."""
     from pipeline import data
     from pipeline.spec.calls import Call, render, structured_calls
     from pipeline.spec.catalog import load_catalog
@@ -168,7 +182,7 @@ def tiny_corpus(experiment: Experiment) -> list[str]:
         example = Call(tool.name, {k: "x" for k in tool.parameters.get("properties", {})})
         texts += [render(example, "json"), render(example, "xml")]
     texts += [p.text for p in load_prompts(experiment.eval.prompts, catalog)]
-    folder = data.ensure_data(experiment)
+    folder = data.ensure_data(experiment, workspace=workspace)
     for example in data.read_split(folder, "train"):
         for message in example.messages:
             texts.append(message.get("content") or "")

@@ -85,7 +85,7 @@ class Context:
                 value = (
                     load_splits(self.experiment, self.workspace)
                     if need == "data"
-                    else load_side(self.experiment, need)
+                    else load_side(self.experiment, need, self.workspace)
                 )
             except (ModelError, DataError, RoutegateError) as err:
                 self._loaded[need] = (None, str(err))

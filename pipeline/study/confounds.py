@@ -165,7 +165,7 @@ def run_study(
         io.write_text(md_path, markdown(experiment.name, rows))
         log(f"[study] {row.confound}: {_said(row)}")
 
-    clean_experiment = pinned(experiment)
+    clean_experiment = pinned(experiment, ws)
     context = Context(clean_experiment, ws)
     findings = run_checks(context)
     unloaded = unloaded_input(findings)
@@ -211,7 +211,7 @@ def run_study(
     return rows
 
 
-def pinned(experiment: Experiment) -> Experiment:
+def pinned(experiment: Experiment, workspace: Workspace | None = None) -> Experiment:
     """The experiment with a base or reference that routegate builds from the experiment's own
     data (the tiny model: its tokenizer learns from the data) replaced by the clean build's
     folder, so every row trains and is judged on the same base, not one retokenized per
@@ -221,7 +221,7 @@ def pinned(experiment: Experiment) -> Experiment:
     for side in ("base", "reference"):
         ref = getattr(models, side)
         if tiny_syntax(ref) is not None:
-            replaced[side] = str(resolve(ref, experiment))
+            replaced[side] = str(resolve(ref, experiment, workspace=workspace))
     if not replaced:
         return experiment
     return dataclasses.replace(experiment, models=dataclasses.replace(models, **replaced))

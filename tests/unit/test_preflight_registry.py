@@ -69,9 +69,9 @@ def test_each_input_loads_once_and_only_when_asked(
     calls: list[str] = []
     real_side, real_splits = context_module.load_side, context_module.load_splits
 
-    def load_side(experiment, name):
+    def load_side(experiment, name, workspace=None):
         calls.append(name)
-        return real_side(experiment, name)
+        return real_side(experiment, name, workspace)
 
     def load_splits(experiment, workspace=None):
         calls.append("data")
@@ -103,10 +103,10 @@ def test_an_input_that_does_not_load_fails_once_and_skips_what_needs_it(
     """Every check declares all it needs: with any input missing, none raises."""
     real_side = context_module.load_side
 
-    def load_side(experiment, name):
+    def load_side(experiment, name, workspace=None):
         if name == need:
             raise ModelError(f"model folder /nowhere/{name} does not exist")
-        return real_side(experiment, name)
+        return real_side(experiment, name, workspace)
 
     def load_splits(experiment, workspace=None):
         raise DataError("data folder /nowhere does not exist")

@@ -295,3 +295,23 @@ def test_default_cache_root_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("ROUTEGATE_CACHE", str(tmp_path / "cache"))
     folder = tiny_model(SETTINGS, "json", CORPUS[:10])
     assert folder.parent == tmp_path / "cache"
+
+
+def test_the_tiny_reference_reads_its_data_in_the_given_workspace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--workdir moves every output, also the data the tiny tokenizer learns from: generated
+    there, never in the checkout's runs/ (or $ROUTEGATE_WORKDIR's)."""
+    from pipeline.core.workspace import WORKDIR_ENV, Workspace
+    from pipeline.data import data_dir
+    from pipeline.models.refs import resolve
+    from pipeline.spec.experiment import load_experiment
+
+    monkeypatch.setenv("ROUTEGATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(WORKDIR_ENV, str(tmp_path / "elsewhere"))
+    tiny = load_experiment("tiny")
+    workspace = Workspace(tmp_path / "work")
+    folder = resolve(tiny.models.base, tiny, tokenizer_only=True, workspace=workspace)
+    assert (folder / "tokenizer.json").is_file()
+    assert (data_dir(tiny, workspace) / "train.jsonl").is_file()
+    assert not (tmp_path / "elsewhere").exists()
