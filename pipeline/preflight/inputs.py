@@ -50,16 +50,12 @@ class Rendered:
         return self.text[len(self.prompt) :]
 
 
-def load_side(
-    experiment: Experiment, name: SideName, workspace: Workspace | None = None
-) -> Side:
+def load_side(experiment: Experiment, name: SideName, workspace: Workspace | None = None) -> Side:
     ref = experiment.models.base if name == "base" else experiment.models.reference
     revision = (
         experiment.models.base_revision if name == "base" else experiment.models.reference_revision
     )
-    folder = resolve(
-        ref, experiment, revision=revision, tokenizer_only=True, workspace=workspace
-    )
+    folder = resolve(ref, experiment, revision=revision, tokenizer_only=True, workspace=workspace)
     tokenizer = load_tokenizer(folder)
     if not isinstance(getattr(tokenizer, "chat_template", None), str):
         raise ModelError(f"{name} tokenizer at {folder} has no chat template")
