@@ -11,6 +11,7 @@ eval as an ERROR within minutes: each request by `request_timeout`, the whole ev
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import queue
@@ -238,9 +239,10 @@ def ask(
                             on_stopped(lost)
                     if handed:
                         continue  # take() ends this worker: its server is gone
+                record, line = _jsonl_line(record)
                 with write_lock:  # one at a time: on_record prints, and print is not atomic
                     with out.open("a", encoding="utf-8") as fh:
-                        fh.write(json.dumps(asdict(record)) + "\n")
+                        fh.write(line + "\n")
                     if on_record:
                         on_record(record)
                 work.finished(server, record)
@@ -444,6 +446,24 @@ def _restart_if_dead(server: Server, lock: threading.Lock, stopped: threading.Ev
         except ServerError:
             return False
         return True
+
+
+def _jsonl_line(record: Record) -> tuple[Record, str]:
+    """The record and its line in responses.jsonl. A body JSON reads but cannot write back
+    (nested deeper than the encoder recurses) is not kept: the record says so instead, as a
+    request without a usable answer (a crash here would end the whole eval, and a body kept
+    that no rerun can read would be asked again forever)."""
+    fields = {name: getattr(record, name) for name in record.__dataclass_fields__}
+    try:  # the fields one level deep: dataclasses.asdict recurses in Python, twice per level
+        return record, json.dumps(fields)
+    except (RecursionError, ValueError) as err:
+        kept = dataclasses.replace(
+            record,
+            response=None,
+            error=f"a body nested too deep to keep ({type(err).__name__}); the server's reply "
+            "is not a chat completion",
+        )
+        return kept, json.dumps(asdict(kept))
 
 
 def _record(

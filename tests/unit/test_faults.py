@@ -347,3 +347,20 @@ def test_hub_offline_mode_fails_at_once_and_says_so(tmp_path: Path) -> None:
         f"'someone/model' are not in the hub cache ({tmp_path / 'hub'}): unset HF_HUB_OFFLINE"
     ), said
     assert took < 30
+
+
+def test_a_record_whose_body_cannot_be_written_back_keeps_the_reason_instead() -> None:
+    """A body JSON read, nested past what the encoder recurses, is not kept (a crash here ended
+    the whole eval): the line says why, as a request without a usable answer."""
+    from pipeline.eval.client import Record, _jsonl_line
+
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    record = Record(key="k", prompt_id="p", sample=0, temperature=0.0, response={"a": deep})
+    kept, line = _jsonl_line(record)
+    assert kept.response is None
+    assert kept.error.startswith("a body nested too deep to keep (RecursionError)"), kept.error
+    assert json.loads(line)["error"] == kept.error
+    shallow = Record(key="k", prompt_id="p", sample=0, temperature=0.0, response={"a": [[1]]})
+    assert _jsonl_line(shallow) == (shallow, json.dumps(dataclasses.asdict(shallow)))

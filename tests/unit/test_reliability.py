@@ -111,6 +111,10 @@ PARSER_FAULTS: dict[str, tuple[Reply, str]] = {
         lambda p: choice(code("[" * DEEP), "tool_calls"),
         "execute_code's Python does not parse: too many nested parentheses",
     ),
+    "a choice carrying JSON nested 900 deep beside its prose (kept, read back)": (
+        lambda p: {**choice(text("I do not know.")), "logprobs": json.loads("[" * 900 + "]" * 900)},
+        "no call (prose): 'I do not know.'",
+    ),
     "a 5 MB reply": (lambda p: choice(text("x" * 5_000_000)), "no call (prose): 'xxxx"),
     "binary garbage": (
         lambda p: choice(text("\x00\xff\ufffd\x1b[2J<tool_call>\x00\x01\x02</tool_call>")),
