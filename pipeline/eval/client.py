@@ -219,6 +219,7 @@ def ask(
     write_lock = threading.Lock()
     restart_locks = {id(server): threading.Lock() for server in pool}
     stopped = threading.Event()
+    streak = _Streak()
     results: queue.SimpleQueue[Record | BaseException] = queue.SimpleQueue()
 
     def serve(server: Server) -> None:
@@ -245,6 +246,8 @@ def ask(
                         fh.write(line + "\n")
                     if on_record:
                         on_record(record)
+                    if streak.ended_by(record):
+                        stopped.set()  # under the lock: no worker takes another request
                 work.finished(server, record)
             except BaseException as err:
                 results.put(err)
@@ -256,7 +259,6 @@ def ask(
             name = f"eval-request-{n}" if len(pool) == 1 else f"eval-server{number}-request-{n}"
             threading.Thread(target=serve, args=(server,), name=name, daemon=True).start()
     why = ""
-    in_a_row = 0
     try:
         for _ in pending:
             try:
@@ -267,12 +269,8 @@ def ask(
             if isinstance(item, BaseException):
                 raise item
             done[item.key] = item
-            in_a_row = in_a_row + 1 if item.error else 0
-            if in_a_row >= FAILURES_IN_A_ROW:
-                why = (
-                    f"the eval stopped after {in_a_row} requests in a row got no usable answer "
-                    f"(the last: {item.error})"
-                )
+            if streak.why:
+                why = streak.why
                 break
     finally:
         stopped.set()
@@ -280,6 +278,26 @@ def ask(
         if request.key not in done:
             done[request.key] = _record(request, None, NOT_ANSWERED + why, time.monotonic(), 0)
     return Asked([done[r.key] for r in requests], work.stopped())
+
+
+class _Streak:
+    """Requests in a row without a usable answer, counted as each one is written (under the
+    write lock), so the one that makes FAILURES_IN_A_ROW stops the run before any worker takes
+    another request; counted where results are read instead, fast failures (an HTTP 404 each)
+    let the workers run ahead of the count."""
+
+    def __init__(self) -> None:
+        self.in_a_row = 0
+        self.why = ""
+
+    def ended_by(self, record: Record) -> bool:
+        self.in_a_row = self.in_a_row + 1 if record.error else 0
+        if self.in_a_row >= FAILURES_IN_A_ROW and not self.why:
+            self.why = (
+                f"the eval stopped after {self.in_a_row} requests in a row got no usable "
+                f"answer (the last: {record.error})"
+            )
+        return bool(self.why)
 
 
 class _Work:
