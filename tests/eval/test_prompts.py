@@ -28,8 +28,9 @@ from pipeline.spec.experiment import Experiment, from_options
 from pipeline.spec.prompts import load_prompts
 
 REFERENCES = Path(__file__).parent / "snapshot_references"
-NONE_RECORDED = "none recorded"
 """Beside `snapshots/`, not in it: syrupy deletes files there that are not snapshots."""
+NONE_RECORDED = "none recorded"
+"""What `snapshot_reference` returns when no reference build is recorded for the experiment."""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
