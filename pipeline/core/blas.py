@@ -15,7 +15,10 @@ to float tolerance (shared notes: mlx-on-linux-cpu.md). Where one comes from, in
 
 The library is preloaded (`LD_PRELOAD`) into the train, fuse, quantize and server processes:
 mlx resolves `cblas_sgemm` to the first definition. A library that the dynamic linker cannot
-load is dropped after one probe, with one line saying why; nothing depends on any of it.
+load, or whose matmul crashes (a wheel built for another CPU: cmeel-openblas 0.3.31's x86_64
+wheel targets AVX-512 and dies with SIGILL on AVX2-only CPUs), is dropped after one probe
+that multiplies two matrices in a child mlx process, with one line saying why; nothing
+depends on any of it.
 `ROUTEGATE_BLAS` chooses: `auto` (default), `pip`, `system`, `none`, or a library path.
 In-process mlx work (the tiny builder, checkpoint checks) is small and runs on mlx's own BLAS:
 a running process cannot be given a preload.
@@ -27,6 +30,7 @@ import ctypes.util
 import functools
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -132,22 +136,31 @@ def system_blas() -> Blas | None:
     return Blas(Path(found), "system") if found and Path(found).is_absolute() else None
 
 
+_PROBE = "import mlx.core as mx; a = mx.ones((64, 64)); mx.eval(a @ a)"
+"""A float32 matmul through the preloaded cblas_sgemm, as every mlx child will run one."""
+
+
 def loads(blas: Blas) -> str | None:
-    """None when a child process can preload `blas`, else the dynamic linker's complaint."""
+    """None when a child mlx process can preload `blas` and multiply with it, else why not:
+    the dynamic linker's complaint, or the signal its matmul died of."""
     try:
         probe = subprocess.run(
-            [sys.executable, "-c", "pass"],
+            [sys.executable, "-c", _PROBE],
             env=blas.env(os.environ),
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=60,
         )
     except (OSError, subprocess.SubprocessError) as err:
         return f"{type(err).__name__}: {err}"
     # ld.so reports a library it cannot preload on stderr and carries on without it.
     complaint = next((line for line in probe.stderr.splitlines() if "ld.so" in line), None)
+    if probe.returncode == -signal.SIGILL:
+        return "its matmul dies of an illegal instruction (built for another CPU)"
+    if probe.returncode < 0:
+        return f"its matmul dies of signal {-probe.returncode}"
     if probe.returncode != 0:
-        return complaint or f"exit {probe.returncode}: {probe.stderr.strip()[:200]}"
+        return complaint or f"exit {probe.returncode}: {probe.stderr.strip()[-200:]}"
     return complaint
 
 

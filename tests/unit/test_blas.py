@@ -3,6 +3,7 @@ load falls back with one line, never a crash."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,23 @@ def test_a_library_that_does_not_load_falls_back(fresh_choice, tmp_path: Path) -
     assert "LD_PRELOAD" not in env
     # and the child it would have started runs as it would without it
     assert subprocess.run([sys.executable, "-c", "pass"], env=env).returncode == 0
+
+
+def test_a_library_whose_matmul_crashes_is_dropped(fresh_choice, tmp_path: Path) -> None:
+    """As cmeel-openblas 0.3.31's x86_64 wheel (built for AVX-512) does on an AVX2-only CPU:
+    it loads, and its cblas_sgemm dies of an illegal instruction."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build a library whose cblas_sgemm traps")
+    source = tmp_path / "trap.c"
+    source.write_text("void cblas_sgemm(void) { __builtin_trap(); }\n")
+    library = tmp_path / "libopenblas.so.0"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    fresh_choice.setenv(blas.CHOICE_ENV, str(library))
+    picked, line = blas.selected()
+    assert picked is None
+    assert f"{library} does not load: its matmul dies of" in line and "\n" not in line
+    assert "LD_PRELOAD" not in blas.child_env({"PATH": "/usr/bin"})
 
 
 def test_pip_layout_gets_a_private_libgfortran_link(tmp_path: Path) -> None:
