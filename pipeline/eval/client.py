@@ -3,9 +3,13 @@
 Every raw response is appended to responses.jsonl the moment it arrives, keyed by what was
 asked, so an interrupted eval resumes where it stopped and a crash loses nothing.
 
-Waits are bounded three ways, so a server that accepts connections and never answers ends the
-eval as an ERROR within minutes: each request by `request_timeout`, the whole eval by
-`eval_deadline`, and `FAILURES_IN_A_ROW` requests in a row without a usable answer stop it.
+Waits follow the server's progress, so no concurrency turns a working server into an ERROR
+and a server that stops answering still ends the eval as one. A request is given up when its
+server has answered nothing for `request_timeout` per request in flight there (`_Progress`):
+a server that batches or queues n requests answers one of them within n single requests'
+time, however slow each is. Every answer restarts that clock for the rest. The whole eval is
+bounded by `eval_deadline`, and `FAILURES_IN_A_ROW` requests in a row without a usable answer
+stop it.
 """
 
 from __future__ import annotations
@@ -114,13 +118,51 @@ def request_timeout(request: Request, ceiling_s: float) -> float:
     return min(ceiling_s, max(FLOOR_S, STARTUP_S + tokens / SLOWEST_TOKENS_PER_S))
 
 
-def eval_deadline(timeouts: Sequence[float], concurrency: int) -> float:
-    """How long the whole eval may take: every request taking its whole timeout, `concurrency`
-    at a time, plus the longest once more for the last one to start. It bounds a server that
-    answers each request just in time, or trickles bytes so no single read times out."""
+def eval_deadline(timeouts: Sequence[float]) -> float:
+    """How long the whole eval may take: every request taking its whole timeout one after
+    another (a server may answer a batch no faster than one by one: mlx's CPU quantized matmul
+    gains nothing from batching), plus the longest once more. It bounds a server that answers
+    each request just before it would be given up."""
     if not timeouts:
         return 0.0
-    return sum(timeouts) / max(1, concurrency) + max(timeouts)
+    return sum(timeouts) + max(timeouts)
+
+
+POLL_S = 0.25
+"""How often a waiting request looks at its server's progress."""
+
+
+class _Progress:
+    """One server's requests in flight and when it last answered one.
+
+    A request is given up when the server has answered nothing, since the request was sent or
+    since its last answer (whichever is later), for `request_timeout` times the requests in
+    flight there: a server that works through them at least as fast as one by one never gets
+    there, whatever the concurrency; a stalled one does within that window."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._answered_at = float("-inf")
+
+    def sent(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def settled(self, answered: bool) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if answered:
+                self._answered_at = time.monotonic()
+
+    def overdue(self, sent_at: float, single_s: float) -> tuple[float, int] | None:
+        """(the window, the requests in flight) once the server has been quiet past the
+        window for a request sent at `sent_at`; None while it has not."""
+        with self._lock:
+            in_flight = max(1, self._in_flight)
+            quiet_since = max(sent_at, self._answered_at)
+        window = single_s * in_flight
+        return (window, in_flight) if time.monotonic() - quiet_since > window else None
 
 
 def read_records(path: Path) -> dict[str, Record]:
@@ -196,10 +238,10 @@ def ask(
     server's workers stop (`on_stopped` hears it); the last server standing records such a
     failure as an error, exactly as a single server does.
 
-    Each request waits at most `request_timeout(request, timeout_s)`. Past `eval_deadline` (of
-    one server's workers: the others may all stop), or after FAILURES_IN_A_ROW failed requests
-    in a row, the eval stops: every request without a record gets one whose error
-    (NOT_ANSWERED ...) says why, and none of those is written to `out`.
+    A request is given up when its server has answered nothing for `request_timeout(request,
+    timeout_s)` per request in flight there (`_Progress`). Past `eval_deadline`, or after
+    FAILURES_IN_A_ROW failed requests in a row, the eval stops: every request without a
+    record gets one whose error (NOT_ANSWERED ...) says why, and none of those is written to `out`.
 
     The workers are daemon threads and nothing waits for them when this is left early: on
     Ctrl-C (or a worker's crash) the exception goes up at once, the answers already appended
@@ -213,11 +255,12 @@ def ask(
     done = read_records(out)
     pending = [r for r in requests if r.key not in done]
     workers = min(max(1, concurrency), len(pending))
-    deadline_s = eval_deadline([request_timeout(r, timeout_s) for r in pending], workers)
+    deadline_s = eval_deadline([request_timeout(r, timeout_s) for r in pending])
     deadline = time.monotonic() + deadline_s
     work = _Work(pending, pool)
     write_lock = threading.Lock()
     restart_locks = {id(server): threading.Lock() for server in pool}
+    progress = {id(server): _Progress() for server in pool}
     stopped = threading.Event()
     streak = _Streak()
     results: queue.SimpleQueue[Record | BaseException] = queue.SimpleQueue()
@@ -230,7 +273,8 @@ def ask(
             try:
                 wait_s = request_timeout(request, timeout_s)
                 lock = restart_locks[id(server)]
-                record, by_connection = _ask(server, request, wait_s, lock, stopped)
+                watch = progress[id(server)]
+                record, by_connection = _ask(server, request, wait_s, lock, stopped, watch)
                 if stopped.is_set():
                     return  # the run was left: nothing more is written or said
                 if by_connection and len(pool) > 1:
@@ -380,17 +424,80 @@ class _Work:
 _TRANSPORT_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
 
 
+class _Overdue(Exception):
+    """The server answered nothing within the window of a request in flight (`_Progress`)."""
+
+    def __init__(self, window_s: float, in_flight: int, single_s: float) -> None:
+        super().__init__(
+            f"no answer within {window_s:g} s (the server answered no request meanwhile; "
+            f"{in_flight} in flight, {single_s:g} s each)"
+        )
+
+
+def _post(
+    url: str,
+    body: dict[str, Any],
+    single_s: float,
+    watch: _Progress,
+    stopped: threading.Event,
+) -> httpx.Response:
+    """POST `body`, waiting while the server makes progress (`_Progress.overdue`).
+
+    The request runs on a daemon thread, so a wait can end before the socket does: httpx
+    cannot be interrupted, and a server that trickles bytes never trips its read timeout.
+    A request given up is left to finish or time out there; its answer is dropped."""
+    box: list[httpx.Response | BaseException] = []
+    done = threading.Event()
+    # The socket's own bound: every request this worker could be queued behind, and one more.
+    cap = single_s * (1 + _MAX_QUEUE)
+
+    def send() -> None:
+        try:
+            box.append(httpx.post(url, json=body, timeout=cap))
+        except BaseException as err:  # handed to the waiting worker below
+            box.append(err)
+        finally:
+            done.set()
+
+    sent_at = time.monotonic()
+    watch.sent()
+    answered = False
+    try:
+        threading.Thread(target=send, name="eval-post", daemon=True).start()
+        while not done.wait(POLL_S):
+            if stopped.is_set():
+                raise httpx.ReadError("the eval was left")
+            late = watch.overdue(sent_at, single_s)
+            if late is not None:
+                raise _Overdue(*late, single_s)
+        (outcome,) = box
+        if isinstance(outcome, BaseException):
+            raise outcome
+        answered = True
+        return outcome
+    finally:
+        watch.settled(answered)
+
+
+_MAX_QUEUE = 64
+"""The most requests a socket's own timeout assumes ahead of it (`_post`); a server that
+stalls is given up by `_Progress` long before."""
+
+
 def _ask(
     server: Server,
     request: Request,
     timeout_s: float,
     restart_lock: threading.Lock,
     stopped: threading.Event,
+    watch: _Progress | None = None,
 ) -> tuple[Record, bool]:
     """The record of `request` asked of `server`, and whether it failed by connection (the
-    server may be gone: another server may take the request)."""
+    server may be gone: another server may take the request). `timeout_s` is one request's
+    wait, per request in flight on `server` (`watch`) since its last answer."""
     started = time.monotonic()
     attempts = 0
+    watch = watch or _Progress()
     while True:
         attempts += 1
         url = f"{server.url}/v1/chat/completions"
@@ -398,13 +505,15 @@ def _ask(
         if server.adapters:
             body["adapters"] = server.adapters
         try:
-            response = httpx.post(url, json=body, timeout=timeout_s)
+            response = _post(url, body, timeout_s, watch, stopped)
             if response.status_code >= 500 and not server.alive and attempts == 1:
                 raise httpx.RemoteProtocolError("server died answering")
             answer, error = _answer(response)
             return _record(request, answer, error, started, attempts, server), False
+        except _Overdue as late:
+            return _record(request, None, str(late), started, attempts, server), False
         except httpx.TimeoutException:
-            error = f"no answer within {timeout_s:g} s"
+            error = f"no answer within {timeout_s * (1 + _MAX_QUEUE):g} s"
             return _record(request, None, error, started, attempts, server), False
         except _TRANSPORT_ERRORS as err:
             if attempts > 1 or not _restart_if_dead(server, restart_lock, stopped):

@@ -10,12 +10,18 @@ answer per prompt at temperature 0), of each step of a finished build:
                 one) served with the trained adapters (`mlx_lm.server --adapter-path`)
     fused       the fused model (fused again into the run folder when the build removed it:
                 `mlx_lm fuse` is deterministic, and the sizes are checked against build.json)
-    quantized   the model the gate serves
+    quantized   the quantized model as built: the folder users deploy
+    served      what the gate's eval serves for it: on mlx's CPU backend its float32
+                expansion (pipeline.models.expanded.served_weights), the same function;
+                absent where the gate serves the folder as built (Metal, CUDA)
 
 Per step: the routing score and the agreement, the share of prompts whose extracted calls
 (names and arguments, in order) equal the reference's. A step fails when its routing falls
 more than `[integrity] max_drop` below the reference's or its agreement below
-`[integrity] min_agreement`; the first failing step is named. Each step's answers are an
+`[integrity] min_agreement`; the first failing step is named. The served step also names
+each prompt whose calls differ from the quantized folder's (`unlike_quantized`): the
+expansion should answer exactly as the folder does, and the report says where it does not.
+Each step's answers are an
 eval run of their own under `<run>/integrity/<step>-<weights digest>/`, so a rerun asks
 nothing twice; the result is `<run>/integrity/integrity.json` (an `IntegrityRecord`), shown
 by the report.
@@ -39,10 +45,10 @@ from pipeline.core.errors import BadInput, Fault, Refused
 from pipeline.core.records import Record
 from pipeline.eval.run import EvalResult, run_eval
 from pipeline.eval.serve import ServerError
-from pipeline.models.expanded import float32_expansion
+from pipeline.models.expanded import SERVED_AS_BUILT, float32_expansion, served_weights
 from pipeline.spec.experiment import Experiment, load_experiment
 
-STEPS = ("reference", "fused", "quantized")
+STEPS = ("reference", "fused", "quantized", "served")
 FOLDER = "integrity"
 RECORD = "integrity.json"
 
@@ -70,6 +76,8 @@ class StepIntegrity:
     """Share of all prompts whose calls equal the reference's; None for the reference."""
     disagreeing: tuple[str, ...] = ()
     """Prompt ids whose calls differ from the reference's."""
+    unlike_quantized: tuple[str, ...] = ()
+    """(served only) Prompt ids whose calls differ from the quantized folder's as built."""
     failure: str | None = None
 
 
@@ -204,13 +212,18 @@ def _ask(
     run_dir: Path,
     *,
     adapters: Path | None = None,
+    as_built: bool = False,
+    gates: bool = False,
     log: Callable[[str], None],
 ) -> EvalResult:
-    if step == "quantized" and _asks_as_the_gate(experiment):
+    """`gates`: this step serves what the gate's eval serves, so when they ask alike its
+    answers go to the build's own eval folder, asked once for both."""
+    if gates and _asks_as_the_gate(experiment):
         folder = Path(run_dir)  # the build's own eval folder: the gate reuses these answers
     else:
         folder = _step_folder(run_dir, step, model, adapters)
-    log(f"[integrity] {step}: asking {model.name} every prompt, greedily")
+    how = " as built" if as_built else ""
+    log(f"[integrity] {step}: asking {model.name}{how} every prompt, greedily")
     try:
         return run_eval(
             experiment,
@@ -219,6 +232,7 @@ def _ask(
             adapters=adapters,
             samples=1,
             temperatures="0",
+            as_built=as_built,
             log=log,
         )
     except ServerError as err:
@@ -248,13 +262,23 @@ def check_integrity(
         "reference": (base, adapters),
         "fused": (_fused(experiment, run_dir, record, base, log), None),
         "quantized": (quantized, None),
+        "served": (quantized, None),
     }
+    # Where the gate serves the folder as built, its answers are the quantized step's.
+    expands = served_weights(quantized, cache_root=run_dir).weights != SERVED_AS_BUILT
     results: dict[str, EvalResult] = {}
     steps: list[StepIntegrity] = []
-    for step in STEPS:
+    for step in STEPS if expands else STEPS[:-1]:
         model, with_adapters = models[step]
         results[step] = result = _ask(
-            experiment, step, model, run_dir, adapters=with_adapters, log=log
+            experiment,
+            step,
+            model,
+            run_dir,
+            adapters=with_adapters,
+            as_built=step == "quantized" and expands,
+            gates=step == ("served" if expands else "quantized"),
+            log=log,
         )
         routing = _routing(result)
         if step == "reference":
@@ -266,6 +290,10 @@ def check_integrity(
             continue
         ref_calls, calls = _calls(results["reference"]), _calls(result)
         differ = tuple(sorted(p for p in ref_calls if calls.get(p) != ref_calls[p]))
+        unlike: tuple[str, ...] = ()
+        if step == "served":
+            built = _calls(results["quantized"])
+            unlike = tuple(sorted(p for p in built if calls.get(p) != built[p]))
         agreement = 1 - len(differ) / len(ref_calls) if ref_calls else 1.0
         reference = steps[0].routing
         failure = None
@@ -287,11 +315,13 @@ def check_integrity(
                 routing=routing,
                 agreement=agreement,
                 disagreeing=differ,
+                unlike_quantized=unlike,
                 failure=failure,
             )
         )
         log(
             f"[integrity] {step}: routing {routing:.0%}, agreement {agreement:.0%}"
+            + (f"; unlike the quantized folder on {', '.join(unlike)}" if unlike else "")
             + (f"  FAIL: {failure}" if failure else "")
         )
     out = IntegrityRecord(
@@ -338,7 +368,10 @@ def summary_lines(record: IntegrityRecord) -> list[str]:
     lines = []
     for s in record.steps:
         agreement = "" if s.agreement is None else f", agreement {s.agreement:.0%}"
+        unlike = f", unlike the quantized folder on {', '.join(s.unlike_quantized)}"
         lines.append(
-            f"{s.step:<10} routing {s.routing:.0%}{agreement}" + ("  FAIL" if s.failure else "")
+            f"{s.step:<10} routing {s.routing:.0%}{agreement}"
+            + (unlike if s.unlike_quantized else "")
+            + ("  FAIL" if s.failure else "")
         )
     return lines

@@ -61,6 +61,19 @@ class ServerRow:
 
 
 @dataclass(frozen=True)
+class ServedRow:
+    """What the eval's own server loaded for the model folder judged, and why
+    (pipeline.models.expanded.served_weights); absent when it asked a server it did not start."""
+
+    weights: str
+    """"as built", or "float32 expansion" of the quantized folder (the same function)."""
+    folder: str
+    why: str
+    batch: int | None = None
+    """The requests the server decoded together (its --decode-concurrency)."""
+
+
+@dataclass(frozen=True)
 class EvalSummary(Record):
     KIND = "eval-summary"
     VERSION = 1
@@ -100,6 +113,10 @@ class EvalSummary(Record):
     servers: tuple[ServerRow, ...] = ()
     """Each server the requests went to, in the order given; absent from summaries written
     before it, which read as none."""
+    served: ServedRow | None = None
+    """The weights the eval's own server loaded; None for --server-url runs."""
+    concurrency: int = 0
+    """Requests in flight at once on each server (0 in summaries written before it)."""
 
     def at(self, temperature: float) -> TemperatureRow:
         return self.temperatures[temperature_key(temperature)]

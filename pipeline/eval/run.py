@@ -30,6 +30,7 @@ from pipeline.eval.client import NOT_ANSWERED, Record, Request, Stopped, ask, ch
 from pipeline.eval.records import (
     CategoryRow,
     EvalSummary,
+    ServedRow,
     ServerRow,
     TemperatureRow,
     eval_files,
@@ -40,6 +41,7 @@ from pipeline.eval.records import (
 from pipeline.eval.serve import (
     Server,
     ServerError,
+    check_model_folder,
     connect,
     connect_all,
     same_model,
@@ -47,6 +49,7 @@ from pipeline.eval.serve import (
     start_server,
 )
 from pipeline.eval.verdict import PreflightOutcome, judge
+from pipeline.models.expanded import served_weights
 from pipeline.spec.catalog import Catalog, load_catalog
 from pipeline.spec.experiment import Experiment, ExperimentError
 from pipeline.spec.prompts import EvalPrompt, load_prompts, system_prompt
@@ -313,11 +316,14 @@ def run_eval(
     concurrency: int | None = None,
     preflight: PreflightOutcome | None = None,
     baseline_run: Path | None = None,
+    as_built: bool = False,
     log: Callable[[str], None] = print,
 ) -> EvalResult:
     """Serve `model_dir` (with `adapters` applied, if given) or connect to `server_url` (one
     URL, or several servers of one model that share the requests), ask every prompt, score,
-    and write <run_dir>/eval/."""
+    and write <run_dir>/eval/. A quantized `model_dir` is served through its float32
+    expansion on mlx's CPU backend (pipeline.models.expanded.served_weights), unless
+    `as_built`; the server batches as many requests as the eval keeps in flight."""
     if (model_dir is None) == (not server_url):
         raise ValueError("run_eval needs exactly one of model_dir or server_url")
     if baseline_run is None and experiment.eval.baseline_run:
@@ -337,14 +343,24 @@ def run_eval(
     def waiting(seconds: float) -> str:
         return f"[eval] {count[0]}/{len(requests)} answered, waiting {clock(seconds)}"
 
+    each = concurrency or experiment.eval.concurrency
+    served: ServedRow | None = None
     if server_url:
         servers = connect_all(server_url)  # several: one model, or bad input naming each
     else:
         assert model_dir is not None
-        servers = [start_server(model_dir, files["server_log"], adapters=adapters, log=log)]
+        check_model_folder(model_dir)  # named as the folder given, before any expansion
+        weights = served_weights(model_dir, cache_root=run_dir, as_built=as_built)
+        served = ServedRow(weights.weights, str(weights.folder), weights.why, each)
+        if weights.folder != model_dir:
+            log(f"[serve] serving {model_dir.name} as its {weights.weights} ({weights.why})")
+        servers = [
+            start_server(
+                weights.folder, files["server_log"], adapters=adapters, batch=each, log=log
+            )
+        ]
     server = servers[0]
     several = len(servers) > 1
-    each = concurrency or experiment.eval.concurrency
 
     def progress(record: Record) -> None:
         count[0] += 1
@@ -403,6 +419,8 @@ def run_eval(
         servers=server_rows(servers, records, asked.stopped),
         seconds=round(time.monotonic() - started, 2),
         requests=len(requests),
+        served=served,
+        concurrency=each,
     )
     io.write_jsonl(files["scores"], [_score_line(s) for s in scored])
     summary.write(files["summary"])

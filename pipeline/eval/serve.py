@@ -62,6 +62,8 @@ class Server:
     adapters: str | None = None
     """Adapters the server applies (`--adapter-path`). mlx_lm's server uses them only for a
     request naming its default model, so every request also names them (`adapters`)."""
+    batch: int | None = None
+    """The requests it decodes and prefills at once (None: mlx_lm's defaults)."""
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -91,7 +93,11 @@ class Server:
             )
         self.stop()
         fresh = start_server(
-            self.model_dir, self.log_path, startup_timeout_s=self.startup_timeout_s
+            self.model_dir,
+            self.log_path,
+            startup_timeout_s=self.startup_timeout_s,
+            adapters=Path(self.adapters) if self.adapters else None,
+            batch=self.batch,
         )
         self.url, self.model_id, self.process, self.port = (
             fresh.url,
@@ -146,10 +152,13 @@ def start_server(
     startup_timeout_s: float = 180.0,
     extra_args: tuple[str, ...] = (),
     adapters: Path | None = None,
+    batch: int | None = None,
     log: Callable[[str], None] = _silent,
 ) -> Server:
     """Start `python -m mlx_lm server` for model_dir and wait until it lists the model,
-    saying so through `log` (and every 10 s while the model loads)."""
+    saying so through `log` (and every 10 s while the model loads). `batch`: the requests it
+    decodes and prefills together (`--decode-concurrency`, `--prompt-concurrency`), as many
+    as the eval keeps in flight."""
     check_model_folder(model_dir)
     attempts = 1 if port is not None else 3
     last = ""
@@ -158,8 +167,11 @@ def start_server(
         if not port_is_free(chosen):
             raise ServerError(f"port {chosen} on {LOOPBACK} is already taken")
         args = (*extra_args, "--adapter-path", str(adapters)) if adapters else extra_args
+        if batch:
+            args = (*args, "--decode-concurrency", str(batch), "--prompt-concurrency", str(batch))
         server = _launch(model_dir, log_path, chosen, args, startup_timeout_s)
         server.adapters = str(adapters) if adapters else None
+        server.batch = batch
         log(f"[serve] starting mlx_lm.server on {server.url} ({model_dir.name})")
         try:
             with Heartbeat(log, lambda t: f"[serve] loading the model {clock(t)}"):
@@ -183,9 +195,6 @@ def _launch(
     # /v1/models answers an empty body when the hub cache folder is missing (shared notes);
     # an empty cache of our own also keeps other downloaded models out of the listing.
     env = {**child_env(), "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"}
-    log = log_path.open("ab")
-    log.write(f"\n--- routegate: starting mlx_lm.server on port {port} ---\n".encode())
-    log.flush()
     cmd = [
         sys.executable,
         "-m",
@@ -199,6 +208,10 @@ def _launch(
         str(port),
         *extra_args,
     ]
+    log = log_path.open("ab")
+    log.write(f"\n--- routegate: starting mlx_lm.server on port {port} ---\n".encode())
+    log.write(f"$ {' '.join(cmd)}\n".encode())
+    log.flush()
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     _RUNNING.add(process)
     return Server(

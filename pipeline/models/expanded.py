@@ -1,4 +1,4 @@
-"""A quantized base model's float32 expansion, for LoRA training on mlx's CPU backend.
+"""A quantized model's float32 expansion, for LoRA training and serving on mlx's CPU backend.
 
 LoRA on a 4-bit base (QLoRA, as mlx_lm trains `Qwen3-8B-4bit`) keeps the base weights packed
 and multiplies through mlx's quantized matmul. On Linux CPUs that kernel is single-threaded
@@ -21,6 +21,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.models import ModelError
@@ -71,3 +72,47 @@ def float32_expansion(base: Path, *, cache_root: Path | None = None) -> Path:
         (staging / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
     return cached_build(final, expand)
+
+
+SERVED_AS_BUILT = "as built"
+SERVED_EXPANDED = "float32 expansion"
+
+
+@dataclass(frozen=True)
+class ServedWeights:
+    """Which weights the eval's server loads for a model folder, and why."""
+
+    folder: Path
+    weights: str
+    """SERVED_AS_BUILT or SERVED_EXPANDED."""
+    why: str
+
+
+def cpu_backend() -> bool:
+    """Whether mlx computes on the CPU here (Linux's `mlx[cpu]`), not on Metal or CUDA."""
+    import mlx.core as mx
+
+    return mx.default_device().type == mx.DeviceType.cpu
+
+
+def served_weights(model_dir: Path, *, cache_root: Path, as_built: bool = False) -> ServedWeights:
+    """The folder to serve for `model_dir`. On mlx's CPU backend a quantized model is served
+    through its float32 expansion (cached under `cache_root`, beside the build; the quantized
+    folder stays what users deploy): the same function, `scale * q + bias` in float32 either
+    way, but mlx's CPU quantized matmul is single-threaded and gains nothing from batching,
+    while float32 matmuls run through OpenBLAS and batch (30 seed requests of a 5-bit
+    SmolLM2-135M: 239 s as built, 45 s expanded with 8 in flight; benchmarks/eval.py).
+    `as_built`, or Metal and CUDA, serve the folder itself."""
+    model_dir = Path(model_dir)
+    if as_built:
+        return ServedWeights(model_dir, SERVED_AS_BUILT, "asked for as built")
+    if not is_quantized(model_dir):
+        return ServedWeights(model_dir, SERVED_AS_BUILT, "not quantized")
+    if not cpu_backend():
+        return ServedWeights(model_dir, SERVED_AS_BUILT, "mlx computes on a GPU here")
+    folder = float32_expansion(model_dir, cache_root=cache_root)
+    why = (
+        "mlx's CPU backend: its quantized matmul is single-threaded and does not batch; the "
+        "float32 expansion computes the same weights through BLAS, in batches"
+    )
+    return ServedWeights(folder, SERVED_EXPANDED, why)

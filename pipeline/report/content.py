@@ -239,6 +239,8 @@ def _settings(run: RunData) -> dict[str, Any]:
         "requests": s.requests,
         "restarts": s.restarts,
         "eval_seconds": s.seconds,
+        "concurrency": s.concurrency or None,
+        "served": (f"{s.served.weights}: {s.served.folder} ({s.served.why})" if s.served else None),
     }
     if exp is not None:
         ev = exp.eval

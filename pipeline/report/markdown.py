@@ -323,7 +323,18 @@ def _integrity_lines(record: Mapping[str, Any] | None) -> list[str]:
         ]
         for s in record["steps"]
     ]
-    return out + _table(["step", "routing", "agreement", "held"], rows)
+    out += _table(["step", "routing", "agreement", "held"], rows)
+    for s in record["steps"]:
+        unlike = s.get("unlike_quantized") or []
+        if unlike:
+            out += [
+                "",
+                f"The {s['step']} weights (what the eval served) answered otherwise than the "
+                f"quantized folder as built on {len(unlike)} prompt(s): {', '.join(unlike)}.",
+            ]
+        elif s["step"] == "served":
+            out += ["", "The served weights answered exactly as the quantized folder as built."]
+    return out
 
 
 def _preflight_lines(pf: Mapping[str, Any] | None) -> list[str]:
@@ -386,6 +397,7 @@ def _settings_lines(r: Mapping[str, Any]) -> list[str]:
         ("fingerprint_now", "experiment fingerprint (the file now)"),
         ("experiment_file", "experiment file"),
         ("model", "model folder"),
+        ("served", "weights served"),
         ("server_url", "server URL"),
         ("model_id", "model id (server)"),
         ("base_model", "base model"),
@@ -411,6 +423,7 @@ def _settings_lines(r: Mapping[str, Any]) -> list[str]:
         ("quantize", "quantization"),
         ("requests", "requests"),
         ("restarts", "server restarts"),
+        ("concurrency", "requests in flight (and batched by routegate's server)"),
         ("eval_seconds", "eval time (s)"),
     ]
     rows = [

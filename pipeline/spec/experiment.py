@@ -190,7 +190,9 @@ class Eval:
     stop: tuple[str, ...] = ()
     score: ScoreName = "routing"
     seed: int = 0
-    concurrency: int = 2
+    concurrency: int = 8
+    """Requests in flight at once, and what routegate's own server batches (measured on 2 CPU
+    cores for a 5-bit SmolLM2-135M served as its float32 expansion: benchmarks/eval.py)."""
     timeout_s: float = 120.0
     """The most one request may wait, whatever its max_tokens (pipeline.eval.client's
     request_timeout derives a shorter wait from them)."""

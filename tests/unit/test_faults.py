@@ -103,7 +103,7 @@ def pipeline_eval(*args: str) -> subprocess.CompletedProcess[str]:
 FAULTS: dict[str, tuple[Answer | str, str]] = {
     # case: (what the server does, the cause the first reason names)
     "connection refused": (REFUSE, "ConnectError: "),
-    "no answer (timeout)": (STALL, "no answer within 1 s"),
+    "no answer (timeout)": (STALL, "no answer within "),
     "HTTP 500": ((500, b"boom"), "HTTP 500 Internal Server Error: 'boom'"),
     "invalid JSON body": ((200, b"{not json"), "a body that is not JSON (JSONDecodeError): "),
     "empty 200": ((200, b""), "HTTP 200 with an empty body"),
@@ -209,28 +209,82 @@ def test_a_request_waits_by_its_max_tokens_between_a_floor_and_the_ceiling() -> 
     assert request_timeout(request(96), 0.5) == 0.5
 
 
-def test_the_eval_deadline_bounds_a_server_that_never_stops_sending(tmp_path: Path) -> None:
-    """A byte every 0.2 s: no read waits 1 s, so only the eval's deadline ends it."""
+def test_a_server_that_never_stops_sending_is_given_up_by_its_progress(tmp_path: Path) -> None:
+    """A byte every 0.2 s: no read waits 1 s, yet no request is ever answered, so each is
+    given up once its server has answered nothing for its window (1 s, one in flight)."""
     requests = [request(8, n) for n in range(3)]
-    deadline = eval_deadline([1.0] * 3, 1)
-    out: list[Any] = []
     with fake_server(TRICKLE) as (url, _):
-        server = Server(url, "fake-model")
-
-        def asking() -> None:
-            out.append(
-                ask(server, requests, tmp_path / "r.jsonl", concurrency=1, timeout_s=1.0).records
-            )
-
         started = time.monotonic()
-        worker = threading.Thread(target=asking, daemon=True)
-        worker.start()
-        worker.join(deadline + 20)
+        records = ask(
+            Server(url, "fake-model"), requests, tmp_path / "r.jsonl", concurrency=1, timeout_s=1.0
+        ).records
         took = time.monotonic() - started
-    assert out, f"ask still waiting after {took:.0f} s"
-    assert deadline <= took < deadline + 5
-    for record in out[0]:
-        assert record.error.startswith(f"{NOT_ANSWERED}the eval's deadline passed ("), record.error
+    assert took < 3 * 1.0 + 5
+    for record in records:
+        assert record.error.startswith("no answer within 1 s (the server answered no request"), (
+            record.error
+        )
+
+
+def test_the_eval_deadline_is_every_request_in_turn_and_the_longest_again() -> None:
+    assert eval_deadline([1.0, 2.0, 3.0]) == 9.0
+    assert eval_deadline([]) == 0.0
+
+
+@contextlib.contextmanager
+def one_at_a_time(seconds: float) -> Generator[tuple[str, list[float]]]:
+    """A server that answers every chat, one after another, each in `seconds`: as a server
+    whose batch is no faster than its requests in turn (a 5-bit model on mlx's CPU)."""
+    lock = threading.Lock()
+    answered: list[float] = []
+
+    class Handler(FakeHandler):
+        def do_GET(self) -> None:
+            self.send_json({"object": "list", "data": [{"id": "fake-model"}]})
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                time.sleep(seconds)
+                answered.append(time.monotonic())
+            self.send_bytes(*GOOD)
+
+    with serving(Handler) as url:
+        yield url, answered
+
+
+def test_a_server_working_through_a_long_queue_is_never_given_up(tmp_path: Path) -> None:
+    """16 in flight, answered one by one every 0.25 s: the last waits ~4 s, four times one
+    request's wait (1 s), and is answered, since the server answers something every 0.25 s."""
+    requests = [request(8, n) for n in range(16)]
+    with one_at_a_time(0.25) as (url, answered):
+        records = ask(
+            Server(url, "fake-model"), requests, tmp_path / "r.jsonl", concurrency=16, timeout_s=1.0
+        ).records
+    assert [r.error for r in records] == [""] * 16
+    assert len(answered) == 16
+    assert max(r.seconds for r in records) > 3.0  # longer than any one request may wait alone
+
+
+def test_a_stalled_server_is_given_up_within_its_window_at_any_concurrency(
+    tmp_path: Path,
+) -> None:
+    """Nothing answered: every request in flight is given up after its wait per request in
+    flight (0.5 s x 16), and the eval stops on the failures in a row."""
+    requests = [request(8, n) for n in range(32)]
+    with fake_server(STALL) as (url, asked):
+        started = time.monotonic()
+        records = ask(
+            Server(url, "fake-model"), requests, tmp_path / "r.jsonl", concurrency=16, timeout_s=0.5
+        ).records
+        took = time.monotonic() - started
+    assert 0.5 * 16 <= took < 0.5 * 16 + 5
+    assert len(asked) == 16  # the eval stopped before asking more
+    # The first given up waited 0.5 s x 16 in flight; those after it, fewer in flight each.
+    given_up = [r.error for r in records if r.error.startswith("no answer within ")]
+    assert len(given_up) >= FAILURES_IN_A_ROW
+    assert any(e.startswith("no answer within 8 s (") for e in given_up), given_up
+    assert all(r.error for r in records)
 
 
 # --- stale reports -----------------------------------------------------------------------------

@@ -51,9 +51,13 @@ def _integrity(run_dir: Path) -> subprocess.CompletedProcess[str]:
 def test_the_tiny_build_holds_through_fuse_and_quantize(tiny_build: Path, tmp_path: Path) -> None:
     run = _copy(tiny_build, tmp_path)
     record = check_integrity(run, log=_quiet)
-    assert [s.step for s in record.steps] == ["reference", "fused", "quantized"]
+    assert [s.step for s in record.steps] == ["reference", "fused", "quantized", "served"]
     assert record.passed, record.failure
-    reference, fused, _ = record.steps
+    reference, fused, quantized, served = record.steps
+    # The gate serves the 5-bit folder's float32 expansion on this CPU: the same function as
+    # the folder as built, so the same answers (or the record names the prompts that differ).
+    assert served.unlike_quantized == (), served.unlike_quantized
+    assert served.routing == quantized.routing
     assert reference.routing > 0.3  # the adapters served over the base route: trained
     assert fused.agreement == 1.0  # a full fine-tune fused in float32 answers alike
     assert read_integrity(run) == record

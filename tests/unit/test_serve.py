@@ -148,3 +148,26 @@ def test_server_root_of_each_url_form(given: str, root: str) -> None:
 def test_server_url_without_a_scheme_is_bad_input() -> None:
     with pytest.raises(BadInput, match="give http://host:port"):
         server_root("127.0.0.1:8080")
+
+
+def test_sixteen_in_flight_end_in_a_verdict_not_an_error(
+    model_dir: Path, tiny: Experiment, tmp_path: Path
+) -> None:
+    """--concurrency 16 on a real server: the eval's server batches 16, and every request is
+    answered (the untrained 4-bit tiny model, served through its float32 expansion here)."""
+    from mlx_lm.convert import convert
+
+    from pipeline.eval.run import run_eval
+
+    quantized = tmp_path / "quantized"
+    convert(hf_path=str(model_dir), mlx_path=str(quantized), quantize=True, q_bits=5)
+    result = run_eval(
+        tiny, tmp_path / "run", model_dir=quantized, concurrency=16, log=lambda line: None
+    )
+    summary = result.summary
+    assert summary.verdict in ("PASS", "FAIL"), summary.verdict_reasons
+    assert [s.record.error for s in result.scored] == [""] * len(result.scored)
+    assert summary.concurrency == 16 and summary.served is not None
+    assert summary.served.batch == 16
+    assert summary.served.weights == "float32 expansion"  # mlx's CPU backend, a 5-bit folder
+    assert "--decode-concurrency 16" in (tmp_path / "run" / "eval" / "server.log").read_text()
