@@ -67,7 +67,9 @@ class _Generator:
     ) -> None:
         self.catalog = catalog
         self.rng = random.Random(experiment.data.seed)
-        self.templates = templates = templates or load_templates()
+        self.templates = templates = templates or load_templates(
+            phrasings=experiment.data.phrasings
+        )
         for tool in catalog.names():
             missing = [
                 entry
@@ -365,7 +367,9 @@ def _stamp(
     digest = hashlib.sha256()
     for module in sorted(Path(__file__).parent.glob("*.py")):  # the generator's own code
         digest.update(module.read_bytes())
-    digest.update((templates or load_templates()).sha256.encode())
+    digest.update(
+        (templates or load_templates(phrasings=experiment.data.phrasings)).sha256.encode()
+    )
     digest.update(system_prompt(experiment, catalog).encode())
     digest.update(json.dumps(catalog.openai_tools(), sort_keys=True).encode())
     digest.update(experiment.eval.prompts.read_bytes())

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,12 +121,50 @@ class Templates:
         return {t: (lists["dirs"], lists["names"]) for t, lists in self.material.domain.items()}
 
 
-def load_templates(path: str | Path = DEFAULT_TEMPLATES_PATH) -> Templates:
-    """Load and check a templates file; cached per resolved path.
+def load_templates(
+    path: str | Path = DEFAULT_TEMPLATES_PATH, phrasings: Sequence[str | Path] = ()
+) -> Templates:
+    """Load and check a templates file, its lists extended by each `phrasings` file (an
+    experiment's `[data] phrasings`); cached per resolved paths.
 
     A missing file, invalid TOML or a malformed entry raises DataError naming file and key.
     """
-    return _load_templates(Path(path).expanduser().resolve())
+    extra = tuple(Path(p).expanduser().resolve() for p in phrasings)
+    return _load_templates(Path(path).expanduser().resolve(), extra)
+
+
+_EXTENDABLE = ("requests", "no_tool")
+"""The tables a phrasings file may extend: what users say, never what fills or answers it."""
+
+
+def _read_toml(path: Path, what: str) -> tuple[bytes, dict[str, Any]]:
+    try:
+        source = path.read_bytes()
+    except FileNotFoundError as err:
+        raise DataError(f"{what} {path} does not exist") from err
+    try:
+        return source, tomllib.loads(source.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise DataError(f"{path}: not valid TOML: {err}") from err
+
+
+def _extend(base: dict[str, Any], extra: dict[str, Any], path: Path, key: str = "") -> None:
+    """Append each list of `extra` to the list of the same name in `base`, in place."""
+    for name, value in extra.items():
+        dotted = f"{key}.{name}" if key else name
+        if not key and name not in _EXTENDABLE:
+            raise DataError(
+                f"{path}: [{name}] cannot be extended by a phrasings file (only "
+                f"{', '.join(f'[{t}]' for t in _EXTENDABLE)})"
+            )
+        if name not in base:
+            raise DataError(f"{path}: {dotted} extends nothing in the templates file")
+        if isinstance(value, dict) and isinstance(base[name], dict):
+            _extend(base[name], value, path, dotted)
+        elif isinstance(value, list) and isinstance(base[name], list):
+            base[name] = [*base[name], *value]
+        else:
+            raise DataError(f"{path}: {dotted} must be a list, as in the templates file")
 
 
 _TOP = (
@@ -144,15 +182,13 @@ _TOP = (
 
 
 @functools.cache
-def _load_templates(path: Path) -> Templates:
-    try:
-        source = path.read_bytes()
-    except FileNotFoundError as err:
-        raise DataError(f"templates file {path} does not exist") from err
-    try:
-        raw = tomllib.loads(source.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise DataError(f"{path}: not valid TOML: {err}") from err
+def _load_templates(path: Path, phrasings: tuple[Path, ...] = ()) -> Templates:
+    source, raw = _read_toml(path, "templates file")
+    digest = hashlib.sha256(source)
+    for extra in phrasings:
+        extra_source, extra_raw = _read_toml(extra, "phrasings file")
+        _extend(raw, extra_raw, extra)
+        digest.update(b"\0" + str(extra.name).encode() + b"\0" + extra_source)
     r = Reader(path)
     top = r.table(raw, "top level", _TOP)
     material = _material(r, top)
@@ -194,7 +230,7 @@ def _load_templates(path: Path) -> Templates:
     concept_frames, concepts = family("concepts", "a", "answer")
 
     return Templates(
-        sha256=hashlib.sha256(source).hexdigest(),
+        sha256=digest.hexdigest(),
         material=material,
         requests={
             tool: _templates(r, texts, f"requests.{tool}")

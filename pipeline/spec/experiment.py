@@ -64,6 +64,9 @@ class Data:
     seed: int = 0
     syntax: CallSyntax = "structured"
     mode: CallMode = "direct"
+    phrasings: tuple[Path, ...] = ()
+    """More phrasings for the generator: files whose [requests] and [no_tool] lists extend
+    fixtures/data_templates.toml's (relative to the experiment file)."""
 
 
 @dataclass(frozen=True)
@@ -438,7 +441,13 @@ def from_options(option: Callable[[str], Any]) -> Experiment:
 
 # --- strict construction -------------------------------------------------------------------
 
-_PATH_KEYS_THAT_MUST_EXIST = {"prompts", "system_prompt", "system_prompt_variants", "docs"}
+_PATH_KEYS_THAT_MUST_EXIST = {
+    "prompts",
+    "system_prompt",
+    "system_prompt_variants",
+    "docs",
+    "phrasings",
+}
 
 
 def _build(cls: Any, raw: Any, source: Path, key: str, preset: dict[str, Any] | None = None):

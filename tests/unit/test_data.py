@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import string
 from collections import Counter
 from pathlib import Path
@@ -38,7 +39,14 @@ from pipeline.data.generator import _Generator as Generator
 from pipeline.data.generator import _stamp
 from pipeline.spec.calls import Call
 from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import SHARED, CallMode, CallSyntax, Experiment, load_experiment
+from pipeline.spec.experiment import (
+    PROMPTS_DIR,
+    SHARED,
+    CallMode,
+    CallSyntax,
+    Experiment,
+    load_experiment,
+)
 from pipeline.spec.prompts import load_prompts, system_prompt
 
 CATALOG = load_catalog()
@@ -333,7 +341,7 @@ def test_editing_the_templates_changes_the_stamp(
 ) -> None:
     before = _stamp(phase40, "structured", "code")
     edited = dataclasses.replace(load_templates(), sha256="0" * 64)
-    monkeypatch.setattr("pipeline.data.generator.load_templates", lambda: edited)
+    monkeypatch.setattr("pipeline.data.generator.load_templates", lambda **_: edited)
     assert _stamp(phase40, "structured", "code")["inputs_sha256"] != before["inputs_sha256"]
 
 
@@ -676,3 +684,102 @@ def test_a_missing_data_folder_is_one_data_error_line(tmp_path: Path) -> None:
         read_split(tmp_path / "nowhere", "train")
     assert str(caught.value) == f"data folder {tmp_path / 'nowhere'} does not exist"
     assert isinstance(caught.value, BadInput) and isinstance(caught.value, ValueError)
+
+
+# --- the extended set stays held out ------------------------------------------------------------
+
+EVAL_TEMPLATES = Path(__file__).resolve().parents[2] / "fixtures" / "eval_templates.toml"
+PHRASINGS = DEFAULT_TEMPLATES_PATH.parent / "phrasings"
+"""Files an experiment's [data] phrasings may name; they extend the templates file."""
+SHARED_WORDS = 5
+"""A run of this many words in a training phrasing and an eval phrasing: the eval phrasing (or
+one a word or two away) was seen in training."""
+
+
+def _eval_phrasings() -> list[str]:
+    import tomllib
+
+    raw = tomllib.loads(EVAL_TEMPLATES.read_text(encoding="utf-8"))
+    texts = [
+        p if isinstance(p, str) else p["text"]
+        for tool in raw["tools"].values()
+        for p in tool["prompts"]
+    ]
+    texts += [chain["text"] for chain in raw["chains"]]
+    return texts + list(raw["no_tool"]["prompts"])
+
+
+def _word_runs(text: str) -> set[tuple[str, ...]]:
+    """Runs of SHARED_WORDS literal words, never across a {placeholder} or a value in
+    backquotes (those hold pools' values, not phrasing)."""
+    runs: set[tuple[str, ...]] = set()
+    for piece in re.split(r"\{[^}]*\}|`[^`]*`", text.lower()):
+        words = re.findall(r"[a-z']+", piece)
+        runs |= {tuple(words[i : i + SHARED_WORDS]) for i in range(len(words) - SHARED_WORDS + 1)}
+    return runs
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_no_training_phrasing_shares_a_run_of_words_with_an_eval_template() -> None:
+    """fixtures/prompts/extended.toml is generated from fixtures/eval_templates.toml; the
+    training generator's templates must not hold any of its phrasings, nor a near copy."""
+    import tomllib
+
+    training = []
+    for path in [DEFAULT_TEMPLATES_PATH, *sorted(PHRASINGS.glob("*.toml"))]:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        training += [s for key, table in raw.items() if key != "pools" for s in _strings(table)]
+    eval_runs = {run: text for text in _eval_phrasings() for run in _word_runs(text)}
+    shared = sorted(
+        (" ".join(run), text, eval_runs[run])
+        for text in training
+        for run in _word_runs(text)
+        if run in eval_runs
+    )
+    assert shared == [], "\n".join(f"{r!r}: training {t!r} ~ eval {e!r}" for r, t, e in shared)
+
+
+def test_no_extended_prompt_appears_in_training_data(dataset: Dataset) -> None:
+    prompts = load_prompts(PROMPTS_DIR / "extended.toml", CATALOG)
+    eval_texts = [" ".join(p.text.lower().split()) for p in prompts]
+    for records in dataset.splits.values():
+        for record in records:
+            user = " ".join(_user_text(record).lower().split())
+            assert not [t for t in eval_texts if t in user], user
+
+
+def test_a_phrasings_file_extends_the_templates_lists(tmp_path: Path) -> None:
+    extra = tmp_path / "more.toml"
+    extra.write_text('[requests]\nread_file = ["Fetch {path} for me, all of it."]\n')
+    base, extended = load_templates(), load_templates(phrasings=[extra])
+    assert extended.requests["read_file"] == (
+        *base.requests["read_file"],
+        "Fetch {path} for me, all of it.",
+    )
+    assert extended.sha256 != base.sha256  # generated data is stamped with it: regenerated
+    assert extended.requests["write_file"] == base.requests["write_file"]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('[pools]\nsrc_dirs = ["x"]\n', "[pools] cannot be extended by a phrasings file"),
+        ('[requests]\nno_such_tool = ["x"]\n', "requests.no_such_tool extends nothing"),
+        ('[requests]\nread_file = "x"\n', "requests.read_file must be a list"),
+    ],
+)
+def test_a_phrasings_file_that_cannot_extend_is_named(tmp_path: Path, text: str, said: str) -> None:
+    extra = tmp_path / "bad.toml"
+    extra.write_text(text)
+    with pytest.raises(DataError, match=re.escape(said)) as caught:
+        load_templates(phrasings=[extra])
+    assert str(extra) in str(caught.value)
