@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.build.records import BuildInputs
+from pipeline.build.shipped import files_digest
 from pipeline.data import SPLITS
 from pipeline.models.refs import tiny_syntax
 from pipeline.spec.experiment import Experiment
@@ -86,6 +87,9 @@ def train_inputs(experiment: Experiment) -> dict[str, Any]:
     """
     train = dataclasses.asdict(experiment.train)
     del train["launch"]
+    adapter = train.pop("adapter")
+    if adapter is not None:  # not trained here: the adapter's files are what the build holds
+        return {"shipped_adapter": files_digest(adapter)}
     ranks = experiment.train.launch.ranks()
     if ranks > 1:
         train["ranks"] = ranks

@@ -135,6 +135,8 @@ class TrainRecord(StageRecord):
     per optimizer step). None: recorded before the field existed."""
     rank_batch: int | None = None
     """Examples each rank computes per iteration: effective_batch / ranks."""
+    shipped: str | None = None
+    """Not trained: the shipped adapter used (folder, bytes, sha256, how to retrain)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -138,6 +138,14 @@ OPTIONS: tuple[Option, ...] = (
         steps=("build", "eval", "gate"),
     ),
     Option(
+        "--retrain",
+        "train the adapter afresh with the experiment's recipe instead of using the adapter "
+        "it ships ([train] adapter)",
+        kind="switch",
+        default=False,
+        steps=("build", "eval", "gate", "study"),
+    ),
+    Option(
         "--launch-processes",
         "train data-parallel in N local processes under mlx.launch (ring backend); 1: one "
         "process, no launch [the experiment's [train.launch]]",

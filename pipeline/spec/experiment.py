@@ -163,6 +163,9 @@ class Train:
     mlx's quantized matmul is ~14x slower on CPUs (pipeline/models/expanded.py)."""
     launch: Launch = Launch()
     """[train.launch]: data-parallel training under mlx.launch; the default, one process."""
+    adapter: Path | None = None
+    """A shipped adapter folder (pipeline/build/shipped.py) the train stage uses instead of
+    training, relative to the experiment file; `--retrain` trains afresh with this recipe."""
 
 
 @dataclass(frozen=True)
@@ -357,7 +360,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
 
 def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
     """Apply command-line overrides: base_model, reference_model, data, prompts, baseline_run,
-    require_decidable, launch_processes, launch_hostfile (None leaves a field)."""
+    require_decidable, launch_processes, launch_hostfile, retrain (None leaves a field)."""
     models = experiment.models
     if overrides.get("base_model"):
         models = dataclasses.replace(models, base=str(overrides["base_model"]), base_revision="")
@@ -380,6 +383,8 @@ def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
     train = _launch_override(
         experiment.train, overrides.get("launch_processes"), overrides.get("launch_hostfile")
     )
+    if overrides.get("retrain"):
+        train = dataclasses.replace(train, adapter=None)
     return dataclasses.replace(experiment, models=models, data=data, eval=ev, train=train)
 
 
@@ -436,6 +441,7 @@ def from_options(option: Callable[[str], Any]) -> Experiment:
         require_decidable=option("require_decidable"),
         launch_processes=option("launch_processes"),
         launch_hostfile=option("launch_hostfile"),
+        retrain=option("retrain"),
     )
 
 
@@ -447,6 +453,7 @@ _PATH_KEYS_THAT_MUST_EXIST = {
     "system_prompt_variants",
     "docs",
     "phrasings",
+    "adapter",
 }
 
 

@@ -81,8 +81,9 @@ Injection = Callable[[Clean, Path], Experiment | Skipped]
 
 
 def _reads(clean: Clean, out: Path, **data: Any) -> Experiment:
-    """The clean experiment reading the data folder `out` (with `data` settings replaced)."""
-    experiment = with_overrides(clean.experiment, data=str(out))
+    """The clean experiment reading the data folder `out` (with `data` settings replaced),
+    trained afresh: a shipped adapter was trained on the clean data, not on this."""
+    experiment = with_overrides(clean.experiment, data=str(out), retrain=True)
     return dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, **data))
 
 
