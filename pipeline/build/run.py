@@ -39,6 +39,8 @@ from pipeline.build.fuse import fuse
 from pipeline.build.key import BUILD_FORMAT, build_inputs, is_local
 from pipeline.build.quantize import quantize
 from pipeline.build.records import (
+    LOG,
+    RECORD,
     BuildInputs,
     BuildPreflight,
     BuildRecord,
@@ -57,8 +59,6 @@ from pipeline.models.refs import ModelError, resolve
 from pipeline.preflight import Finding, run_preflight, write_report
 from pipeline.spec.experiment import Experiment
 
-RECORD = "build.json"
-LOG = "build.log"
 LOCK = ".lock"
 PARTIAL = ".partial"
 

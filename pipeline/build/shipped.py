@@ -24,13 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.build.records import BuildRecord, TrainRecord
+from pipeline.build.records import LOG, RECORD, BuildRecord, TrainRecord
 from pipeline.core.errors import BadInput
 from pipeline.core.records import Record
 
 FILES = ("adapters.safetensors", "adapter_config.json")
 """What fuse reads from an adapter folder."""
-RECORD = "adapter.json"
+ADAPTER_RECORD = "adapter.json"
 
 
 class ShippedAdapterError(BadInput):
@@ -77,10 +77,10 @@ def sha256(path: Path) -> str:
 def read_shipped(folder: Path) -> ShippedAdapter:
     """The folder's record, its files checked against it; bad input naming what is wrong."""
     folder = Path(folder)
-    path = folder / RECORD
+    path = folder / ADAPTER_RECORD
     if not path.is_file():
         raise ShippedAdapterError(
-            f"{folder} is not a shipped adapter (no {RECORD}); write one with "
+            f"{folder} is not a shipped adapter (no {ADAPTER_RECORD}); write one with "
             "`python -m pipeline.build.shipped RUN_DIR DEST` or train with --retrain"
         )
     shipped = ShippedAdapter.read(path)
@@ -90,7 +90,7 @@ def read_shipped(folder: Path) -> ShippedAdapter:
             raise ShippedAdapterError(f"{folder} lacks {name}: restore it, or train with --retrain")
         if sha256(file) != shipped.files.get(name):
             raise ShippedAdapterError(
-                f"{file} is not the file {RECORD} records (sha256 differs): restore it, or "
+                f"{file} is not the file {ADAPTER_RECORD} records (sha256 differs): restore it, or "
                 "train with --retrain"
             )
     return shipped
@@ -153,10 +153,9 @@ def loss_curve(build_log: Path) -> tuple[tuple[int, float], ...]:
 
 def export(run_dir: Path, dest: Path, *, reproduce: str) -> ShippedAdapter:
     """Write the finished build's adapter and its record to `dest`."""
-    from pipeline.build.run import LOG, read_record
-
     run_dir = Path(run_dir)
-    record = read_record(run_dir / "build.json")
+    path = run_dir / RECORD
+    record = BuildRecord.read(path) if path.is_file() else None
     if record is None or record.stages.train is None or not record.complete:
         raise ShippedAdapterError(f"{run_dir} is not a finished build (build.json)")
     train: TrainRecord = record.stages.train
@@ -166,7 +165,7 @@ def export(run_dir: Path, dest: Path, *, reproduce: str) -> ShippedAdapter:
     for name in FILES:
         shutil.copyfile(run_dir / "adapters" / name, dest / name)
     shipped = _record(record, train, dest, run_dir / LOG, reproduce)
-    shipped.write(dest / RECORD)
+    shipped.write(dest / ADAPTER_RECORD)
     return shipped
 
 

@@ -45,6 +45,14 @@ NOT_ANSWERED = "not answered: "
 """How the error of a request left without an answer when the eval stopped begins."""
 
 
+def first_cause(errors: Sequence[str]) -> str:
+    """The error a verdict names first: the first that is a request's own, before any request
+    left unasked when the eval stopped (with many in flight, one of those can come first in
+    request order); "" for none."""
+    own = [e for e in errors if e and not e.startswith(NOT_ANSWERED)]
+    return next(iter(own or [e for e in errors if e]), "")
+
+
 @dataclass(frozen=True)
 class Request:
     """One generation: a prompt, a sample index and a temperature, and the body to send."""

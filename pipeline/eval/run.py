@@ -26,7 +26,15 @@ from pipeline.core.errors import BadInput
 from pipeline.core.progress import Heartbeat, clock
 from pipeline.core.workspace import Workspace
 from pipeline.eval import metrics, scoring
-from pipeline.eval.client import NOT_ANSWERED, Record, Request, Stopped, ask, chat_body
+from pipeline.eval.client import (
+    NOT_ANSWERED,
+    Record,
+    Request,
+    Stopped,
+    ask,
+    chat_body,
+    first_cause,
+)
 from pipeline.eval.records import (
     CategoryRow,
     EvalSummary,
@@ -213,7 +221,7 @@ def summarize(
         preflight=preflight,
         errors=len(failed),
         requests=len(scored),
-        first_error=failed[0].error if failed else "",
+        first_error=first_cause([r.error for r in failed]),
         require_decidable=experiment.eval.require_decidable,
         paired=comparison,
         max_drop=experiment.regression.max_drop,

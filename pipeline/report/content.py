@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pipeline.build import BuildRecord, FuseRecord
+from pipeline.eval.client import first_cause
 from pipeline.eval.records import eval_files, temperature_key
 from pipeline.eval.scoring import ANOMALIES
 from pipeline.eval.verdict import PreflightOutcome, Verdict, judge, preflight_outcome
@@ -120,7 +121,7 @@ def verdict_of(run: RunData) -> Verdict:
         preflight=_preflight_outcome(run),
         errors=sum(row.errors for row in summary.temperatures.values()),
         requests=summary.requests,
-        first_error=failed[0]["error"] if failed else "",
+        first_error=first_cause([str(s["error"]) for s in failed]),
         require_decidable=summary.require_decidable,
         paired=summary.paired,
         max_drop=summary.max_drop,

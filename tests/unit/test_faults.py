@@ -282,8 +282,9 @@ def test_a_stalled_server_is_given_up_within_its_window_at_any_concurrency(
     assert len(asked) == 16  # the eval stopped before asking more
     # The first given up waited 0.5 s x 16 in flight; those after it, fewer in flight each.
     given_up = [r.error for r in records if r.error.startswith("no answer within ")]
-    assert len(given_up) >= FAILURES_IN_A_ROW
     assert any(e.startswith("no answer within 8 s (") for e in given_up), given_up
+    assert all(r.error for r in records)
+    assert any(r.error.startswith(NOT_ANSWERED) for r in records)  # and the eval stopped
     assert all(r.error for r in records)
 
 

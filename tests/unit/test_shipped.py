@@ -15,7 +15,7 @@ import pytest
 from pipeline.build import build
 from pipeline.build.key import model_digest
 from pipeline.build.shipped import (
-    RECORD,
+    ADAPTER_RECORD,
     ShippedAdapter,
     ShippedAdapterError,
     export,
@@ -58,7 +58,9 @@ def test_the_record_says_where_the_adapter_came_from(trained: Path, shipped: Pat
     assert record.iters == built["stages"]["train"]["iters"]
     assert record.loss_curve and all(loss >= 0 for _, loss in record.loss_curve)
     assert record.versions["mlx"] and record.reproduce == REPRODUCE
-    assert record.bytes == sum(p.stat().st_size for p in shipped.iterdir() if p.name != RECORD)
+    assert record.bytes == sum(
+        p.stat().st_size for p in shipped.iterdir() if p.name != ADAPTER_RECORD
+    )
 
 
 def test_a_build_from_the_shipped_adapter_trains_nothing_and_gives_the_same_model(
@@ -89,7 +91,7 @@ def test_a_changed_adapter_file_is_named(shipped: Path, tmp_path: Path) -> None:
 def test_an_adapter_trained_on_another_base_is_refused(shipped: Path, tmp_path: Path) -> None:
     record = read_shipped(shipped)
     other = dataclasses.replace(record, base_digest="0" * 64)
-    other.write(shipped / RECORD)
+    other.write(shipped / ADAPTER_RECORD)
     with pytest.raises(ShippedAdapterError, match="train with --retrain"):
         build(_shipping(shipped), workspace=Workspace.at(tmp_path), log=_quiet)
 
