@@ -306,8 +306,10 @@ def ask(
                 return
             results.put(record)
 
-    for number, server in enumerate(pool):
-        for n in range(workers):
+    # Started in turn across the servers: when there are no more requests than workers, each
+    # server's first workers take the first requests rather than one server taking them all.
+    for n in range(workers):
+        for number, server in enumerate(pool):
             name = f"eval-request-{n}" if len(pool) == 1 else f"eval-server{number}-request-{n}"
             threading.Thread(target=serve, args=(server,), name=name, daemon=True).start()
     why = ""
