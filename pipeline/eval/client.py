@@ -500,14 +500,13 @@ def _ask(
     timeout_s: float,
     restart_lock: threading.Lock,
     stopped: threading.Event,
-    watch: _Progress | None = None,
+    watch: _Progress,
 ) -> tuple[Record, bool]:
     """The record of `request` asked of `server`, and whether it failed by connection (the
     server may be gone: another server may take the request). `timeout_s` is one request's
     wait, per request in flight on `server` (`watch`) since its last answer."""
     started = time.monotonic()
     attempts = 0
-    watch = watch or _Progress()
     while True:
         attempts += 1
         url = f"{server.url}/v1/chat/completions"
