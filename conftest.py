@@ -1,75 +1,75 @@
 """routegate's pytest fixtures: the session objects every gate shares.
 
-The gate's logic lives in `pipeline/`; options and the exit status are the plugin's
-(pipeline/cli/pytest_plugin.py, a pytest11 entry point). Fixtures here only select the
-experiment and the workspace and hand the same objects to tests that the CLI uses.
+The gate's line is pipeline.gate's; options and the exit status are the plugin's
+(pipeline/cli/pytest_plugin.py, a pytest11 entry point). Fixtures here only hand the session's
+one `Invocation` (read once from the options) and its steps to the tests, as the CLI does.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from pipeline.cli.pytest_plugin import gate_session
-from pipeline.core.errors import RoutegateError
+from pipeline.core.errors import BadInput, RoutegateError
 from pipeline.core.workspace import Workspace
-from pipeline.spec.experiment import Experiment, from_options
+from pipeline.gate import Invocation, ModelUnderTest, model_under_test
+from pipeline.preflight import Context
+from pipeline.spec.experiment import Experiment
 
 
 @pytest.fixture(scope="session")
-def experiment(pytestconfig: pytest.Config) -> Experiment:
-    """The experiment under test, with command-line overrides applied."""
+def invocation(pytestconfig: pytest.Config) -> Invocation:
+    """What this run was asked: the experiment with its overrides, the workspace, the model."""
     try:
-        return from_options(pytestconfig.getoption)
+        return gate_session(pytestconfig).invocation()
     except RoutegateError as err:
         pytest.fail(f"cannot load the experiment: {err}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def workspace(pytestconfig: pytest.Config) -> Workspace:
-    """Where runs/ and reports/ go: `--workdir DIR`, $ROUTEGATE_WORKDIR, or the checkout."""
-    return Workspace.at(pytestconfig.getoption("workdir"))
+def experiment(invocation: Invocation) -> Experiment:
+    """The experiment under test, with command-line overrides applied."""
+    return invocation.experiment
 
 
 @pytest.fixture(scope="session")
-def fused_model(experiment: Experiment, workspace: Workspace, pytestconfig: pytest.Config) -> Path:
-    """The quantized model folder under test: `--model PATH`, or built (or reused) here.
+def workspace(invocation: Invocation) -> Workspace:
+    """Where runs/ and reports/ go: `--workdir DIR`, $ROUTEGATE_WORKDIR, or the checkout."""
+    return invocation.workspace
 
-    The build is `pipeline.build.build` with `--force` passed through, its progress on the
-    terminal; a preflight refusal or a failed stage fails the requesting test with the build's
-    own message.
-    """
-    from pipeline.build import BuildRefused, build
-    from pipeline.eval.integrity import after_build
-    from pipeline.preflight import summary
 
-    given = pytestconfig.getoption("model")
-    if given:
-        folder = Path(given).expanduser()
-        if not (folder / "config.json").is_file():
-            what = "does not exist" if not folder.exists() else "has no config.json"
-            pytest.fail(f"--model {folder} {what}: pass a model folder", pytrace=False)
-        return folder.resolve()
+@pytest.fixture(scope="session")
+def preflight_context(experiment: Experiment, workspace: Workspace) -> Context:
+    """The inputs every preflight check reads, loaded on first use, once per process: the
+    preflight's tests and the build's preflight share it."""
+    return Context(experiment, workspace)
+
+
+@pytest.fixture(scope="session")
+def model(
+    invocation: Invocation, preflight_context: Context, pytestconfig: pytest.Config
+) -> ModelUnderTest:
+    """The model under test: `--model PATH`, `--server-url URL`, or built (or reused) here
+    and checked for integrity (pipeline.gate.model_under_test).
+
+    The build's preflight runs on the session's shared context; a preflight refusal, a failed
+    stage or a lost behaviour fails the requesting test with the step's own message."""
+    from pipeline.build import BuildRefused
+    from pipeline.eval.integrity import IntegrityFailed
+    from pipeline.preflight import run_checks, summary
+
+    gate = gate_session(pytestconfig)
     try:
-        built = build(
-            experiment,
-            force=pytestconfig.getoption("force"),
-            workspace=workspace,
-            log=gate_session(pytestconfig).say,
+        return model_under_test(
+            invocation, log=gate.say, preflight=lambda _: run_checks(preflight_context)
         )
     except BuildRefused as err:
         table = summary(err.findings) + "\n" if err.findings else ""
         pytest.fail(f"{table}{err}", pytrace=False)
+    except BadInput as err:  # a --model that is no model folder: exit 2, naming it
+        gate.stopped_by(err)
+        pytest.fail(f"--model {err}", pytrace=False)
+    except IntegrityFailed as err:  # the model judged is not the model trained
+        pytest.fail(str(err), pytrace=False)
     except RoutegateError as err:
         pytest.fail(f"build failed: {err}", pytrace=False)
-    try:
-        after_build(
-            experiment,
-            built.run_dir,
-            skip=pytestconfig.getoption("no_integrity"),
-            log=gate_session(pytestconfig).say,
-        )
-    except RoutegateError as err:  # a failed step: the model judged is not the model trained
-        pytest.fail(str(err), pytrace=False)
-    return built.quantized

@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.build import STAGE_NAMES, build
+from pipeline.build import STAGE_NAMES
 from pipeline.core.workspace import Workspace
 from pipeline.data import generate
 from pipeline.eval.records import CategoryRow
-from pipeline.eval.run import run_eval
+from pipeline.gate import Invocation, ModelUnderTest, evaluate, model_under_test
 from pipeline.models.refs import resolve
 from pipeline.models.smollm2 import GGUF_NAME, SOURCE_ENV, gguf_cache_folder
 from pipeline.preflight import run_preflight
@@ -76,13 +76,18 @@ def main(argv: list[str] | None = None) -> int:
         seconds["preflight"] = time.perf_counter() - t0
         failed = [f.message() for f in findings if f.failed]
 
-        built = build(
+        # The gate's own line (pipeline.gate), its integrity check left out of the timings.
+        invocation = Invocation(
             experiment,
+            Workspace(root),
+            samples=args.samples,
+            temperatures=args.temperature,
             force=bool(failed),
-            workspace=Workspace(root),
-            log=_quiet,
-            preflight=lambda _: findings,
+            integrity=False,
         )
+        model = model_under_test(invocation, log=_quiet, preflight=lambda _: findings)
+        built = model.built
+        assert built is not None
         for name in STAGE_NAMES:
             stage = built.record.stages.get(name)
             seconds[name] = stage.wall_seconds if stage is not None else float("nan")
@@ -91,26 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         seconds["build (all)"] = built.seconds
 
         t0 = time.perf_counter()
-        trained = run_eval(
-            experiment,
-            built.run_dir,
-            model_dir=built.quantized,
-            samples=args.samples,
-            temperatures=args.temperature,
-            log=_quiet,
-        )
+        trained = evaluate(invocation, model, log=_quiet)
         seconds["eval"] = time.perf_counter() - t0
         seconds["total"] = time.perf_counter() - started
 
         t0 = time.perf_counter()
-        untrained = run_eval(
-            experiment,
-            root / "untrained",
-            model_dir=base,
-            samples=args.samples,
-            temperatures=args.temperature,
-            log=_quiet,
-        )
+        untrained = evaluate(invocation, ModelUnderTest(root / "untrained", base), log=_quiet)
         untrained_seconds = time.perf_counter() - t0
 
     t = experiment.train

@@ -1,20 +1,16 @@
-"""`python -m pipeline eval`: serve a model (built, --model, or --server-url) and score it."""
+"""`python -m pipeline eval`: serve a model (built, --model, or --server-url) and score it.
+
+The line is pipeline.gate's (`gate.run`): this door parses the options, prints the scores
+and the report's path, and exits with the verdict's code.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pipeline.build import build
-from pipeline.cli.door import parser, run, selected
-from pipeline.core.errors import RoutegateError
-from pipeline.core.workspace import Workspace
+from pipeline import gate
+from pipeline.cli.door import parser, run
 from pipeline.eval.records import CategoryRow, EvalSummary
-from pipeline.eval.run import eval_run_dir, run_eval
 from pipeline.eval.scoring import ANOMALIES
-from pipeline.eval.serve import check_model_folder
-from pipeline.eval.verdict import recorded_preflight
-from pipeline.report import mark_stale, report_run
-from pipeline.spec.experiment import Experiment
+from pipeline.gate import Invocation
 
 
 def criterion_mark(cat: CategoryRow) -> str:
@@ -54,51 +50,16 @@ def format_summary(summary: EvalSummary) -> str:
     return "\n".join(lines + verdict)
 
 
-def failure(err: BaseException) -> str:
-    """Why a run stopped, for the note that marks the last report stale."""
-    if isinstance(err, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
-    return str(err) if isinstance(err, RoutegateError) else f"{type(err).__name__}: {err}"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser(
         "eval", "Serve a model with mlx_lm.server and score the eval prompts."
     ).parse_args(argv)
 
     def step() -> int:
-        experiment, workspace = selected(args)
-        try:
-            return evaluate(experiment, workspace)
-        except BaseException as err:  # no earlier report may stand as this run's
-            mark_stale(experiment.name, failure(err), workspace)
-            raise
-
-    def evaluate(experiment: Experiment, workspace: Workspace) -> int:
-        model_dir = Path(args.model).expanduser().resolve() if args.model else None
-        if model_dir is not None and not args.server_url:
-            check_model_folder(model_dir)  # before its digest keys the run folder
-        if not (args.server_url or model_dir):
-            model_dir = build(experiment, force=args.force, workspace=workspace).quantized
-        where = eval_run_dir(
-            experiment,
-            workspace,
-            model_dir=model_dir,
-            server_url=args.server_url,
-            built=not (args.server_url or args.model),
+        invocation = Invocation.from_options(lambda name: getattr(args, name, None))
+        written = gate.run(
+            invocation, on_result=lambda result: print(format_summary(result.summary))
         )
-        result = run_eval(
-            experiment,
-            where,
-            model_dir=None if args.server_url else model_dir,
-            server_url=args.server_url,
-            samples=args.samples,
-            temperatures=args.temperature,
-            concurrency=args.concurrency,
-            preflight=recorded_preflight(workspace, experiment, where),
-        )
-        print(format_summary(result.summary))
-        written = report_run(result.run_dir, experiment, workspace=workspace)
         print(f"report: {written.markdown}")
         return written.verdict.exit_code
 

@@ -18,13 +18,16 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pipeline.core.errors import RoutegateError
 from pipeline.core.options import register
 from pipeline.core.workspace import CHECKOUT
+
+if TYPE_CHECKING:
+    from pipeline.gate import Invocation
 
 SESSION = pytest.StashKey["GateSession"]()
 
@@ -46,6 +49,16 @@ class GateSession:
     """Whether any test under tests/eval ran (or failed to set up)."""
     error: RoutegateError | None = None
     """The error that stopped the eval before its report (`stopped_by`), if any."""
+    _invocation: Invocation | None = None
+
+    def invocation(self) -> Invocation:
+        """The run's pipeline.gate.Invocation, read from the options once per process.
+        Raises RoutegateError for an experiment or option that cannot be used."""
+        if self._invocation is None:
+            from pipeline.gate import Invocation
+
+            self._invocation = Invocation.from_options(self.config.getoption)
+        return self._invocation
 
     def say(self, line: str) -> None:
         """Print a progress line on the terminal now, even while pytest captures output."""
@@ -158,17 +171,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _mark_stale(gate: GateSession, why: str) -> None:
-    from pipeline.core.workspace import Workspace
     from pipeline.report import mark_stale
-    from pipeline.spec.experiment import from_options
 
-    config = gate.config
     try:
-        experiment = from_options(config.getoption)
+        invocation = gate.invocation()
     except RoutegateError:
         return  # no experiment, no report of it to mark
-    workspace = Workspace.at(config.getoption("workdir"))
-    note = mark_stale(experiment.name, why or "the eval's tests failed", workspace)
+    note = mark_stale(
+        invocation.experiment.name, why or "the eval's tests failed", invocation.workspace
+    )
     if note is not None:
         gate.lines.append(f"no report from this run; {note} says why")
 

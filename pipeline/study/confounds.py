@@ -32,14 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.build import BuildResult, build
+from pipeline.build import BuildResult
 from pipeline.core import io
 from pipeline.core.errors import BadInput, Fault
 from pipeline.core.workspace import Workspace
 from pipeline.data import ensure_data
 from pipeline.eval.records import EvalSummary, eval_files
-from pipeline.eval.run import OVERALL, run_eval, settings_for
+from pipeline.eval.run import OVERALL, settings_for
 from pipeline.eval.verdict import PreflightOutcome
+from pipeline.gate import Invocation, ModelUnderTest, evaluate, model_under_test
 from pipeline.models.refs import resolve, tiny_syntax
 from pipeline.preflight import (
     Context,
@@ -231,13 +232,10 @@ def _built(
     experiment: Experiment, findings: list[Finding], workspace: Workspace, log: Log
 ) -> BuildResult:
     """Build (or reuse) the row's model whatever the preflight said, with its findings."""
-    return build(
-        experiment,
-        force=True,
-        workspace=workspace,
-        log=log,
-        preflight=lambda _: findings,
-    )
+    row = Invocation(experiment, workspace, force=True, integrity=False)
+    built = model_under_test(row, log=log, preflight=lambda _: findings).built
+    assert built is not None  # an invocation without --model or a server builds
+    return built
 
 
 def _judged(
@@ -254,7 +252,7 @@ def _judged(
     """The row of a built model: its eval (reused when complete), losses and times."""
     failed = tuple(dict.fromkeys(f.check for f in findings if f.failed))
     run_dir = row_ws.runs(experiment.name) / built.key  # keyed by the model: no stale answers
-    summary = _evaluated(experiment, built.quantized, run_dir, failed, log)
+    summary = _evaluated(experiment, row_ws, built.quantized, run_dir, failed, log)
     decision = summary.decision().categories
     train = built.record.stages.train
     build_seconds = (built.record.seconds or 0.0) if trained else 0.0
@@ -273,7 +271,12 @@ def _judged(
 
 
 def _evaluated(
-    experiment: Experiment, model: Path, run_dir: Path, failed: Sequence[str], log: Log
+    experiment: Experiment,
+    row_ws: Workspace,
+    model: Path,
+    run_dir: Path,
+    failed: Sequence[str],
+    log: Log,
 ) -> EvalSummary:
     """The eval of `model` in `run_dir`: the summary on disk when it is complete for this
     experiment and model, else a run (run_eval reuses the answers already on disk)."""
@@ -292,7 +295,8 @@ def _evaluated(
         if failed
         else "preflight passed",
     )
-    summary = run_eval(experiment, run_dir, model_dir=model, preflight=outcome, log=log).summary
+    row = Invocation(experiment, row_ws)
+    summary = evaluate(row, ModelUnderTest(run_dir, model), preflight=outcome, log=log).summary
     if summary.verdict == "ERROR":
         reason = summary.verdict_reasons[0] if summary.verdict_reasons else "requests unanswered"
         raise Fault(f"the eval in {run_dir} did not complete: {reason}; run again to resume")

@@ -18,9 +18,8 @@ from pipeline import report
 from pipeline.cli.eval import criterion_mark
 from pipeline.cli.pytest_plugin import gate_session
 from pipeline.core.errors import RoutegateError
-from pipeline.core.workspace import Workspace
-from pipeline.eval.run import EvalResult, eval_run_dir, run_eval
-from pipeline.eval.verdict import recorded_preflight
+from pipeline.eval.run import EvalResult
+from pipeline.gate import Invocation, ModelUnderTest, evaluate, write_report
 from pipeline.spec.experiment import Experiment
 
 _WRITTEN = pytest.StashKey["report.Written | str"]()
@@ -35,34 +34,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def eval_result(
-    experiment: Experiment,
-    workspace: Workspace,
-    pytestconfig: pytest.Config,
-    request: pytest.FixtureRequest,
+    invocation: Invocation, model: ModelUnderTest, pytestconfig: pytest.Config
 ) -> EvalResult:
+    """The eval of the session's model (pipeline.gate.evaluate); its report is written right
+    after it and again at the session's end."""
     gate = gate_session(pytestconfig)
-    server_url = pytestconfig.getoption("server_url")
-    given_model = pytestconfig.getoption("model")
-    model_dir = None if server_url else request.getfixturevalue("fused_model")
-    run_dir = eval_run_dir(
-        experiment,
-        workspace,
-        model_dir=model_dir,
-        server_url=server_url,
-        built=not (server_url or given_model),
-    )
+    experiment = invocation.experiment
     try:
-        result = run_eval(
-            experiment,
-            run_dir,
-            model_dir=model_dir,
-            server_url=server_url,
-            samples=pytestconfig.getoption("samples"),
-            temperatures=pytestconfig.getoption("temperature"),
-            concurrency=pytestconfig.getoption("concurrency"),
-            preflight=recorded_preflight(workspace, experiment, run_dir),
-            log=gate.say,
-        )
+        result = evaluate(invocation, model, log=gate.say)
     except RoutegateError as err:
         gate.stopped_by(err)  # the session exits with its code (2 bad input, 3 a fault)
         pytest.fail(f"the eval could not run: {err}", pytrace=False)
@@ -71,7 +50,7 @@ def eval_result(
         """The report, or why it could not be written: the eval's result stands either way,
         and test_report fails with the reason."""
         try:
-            return report.report_run(result.run_dir, experiment, workspace=workspace)
+            return write_report(invocation, result)
         except Exception as err:
             return f"{type(err).__name__}: {err}"
 

@@ -17,20 +17,12 @@ import pytest
 
 from pipeline.cli.pytest_plugin import gate_session
 from pipeline.core.errors import RoutegateError
-from pipeline.core.workspace import Workspace
 from pipeline.preflight import Context, Finding, summary, unloaded_input, write_report
 from pipeline.preflight.runner import in_order
-from pipeline.spec.experiment import Experiment, from_options
 
 _FINDINGS_KEY = "preflight-finding"
 _FOUND: list[Finding] = []
 _LINES = pytest.StashKey[list[str]]()
-
-
-@pytest.fixture(scope="session")
-def preflight_context(experiment: Experiment, workspace: Workspace) -> Context:
-    """The inputs every check reads, loaded on first use, once per process."""
-    return Context(experiment, workspace)
 
 
 @pytest.fixture
@@ -62,14 +54,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not _FOUND or hasattr(config, "workerinput"):
         return
     try:
-        experiment = from_options(config.getoption)
+        invocation = gate_session(config).invocation()
     except (ValueError, RoutegateError):
         return
-    ctx = Context(experiment, Workspace.at(config.getoption("workdir")))
+    ctx = Context(invocation.experiment, invocation.workspace)
     findings, missing = in_order(_FOUND, ctx)
     lines = [summary(findings)]
     if not missing or any(f.failed for f in findings):
-        lines.append(f"report: {write_report(experiment, findings, ctx.workspace)}")
+        lines.append(f"report: {write_report(ctx.experiment, findings, ctx.workspace)}")
     else:
         check, subject = missing[0]
         lines.append(

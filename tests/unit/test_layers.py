@@ -15,7 +15,8 @@ from pipeline.core.workspace import CHECKOUT
 
 PACKAGE = CHECKOUT / "pipeline"
 LAYERS = (
-    "core", "spec", "data", "models", "preflight", "build", "eval", "report", "study", "cli",
+    "core", "spec", "data", "models", "preflight", "build", "eval", "report", "gate", "study",
+    "cli",
 )  # fmt: skip
 """Bottom to top: a module may import its own layer and the layers below it."""
 
