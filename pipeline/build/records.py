@@ -30,11 +30,6 @@ from pipeline.build.files import folder_bytes, manifest
 from pipeline.build.runner import PEAK_MEMORY_SOURCE, CommandRun
 from pipeline.core.records import Record
 
-RECORD = "build.json"
-"""A build's record in its run folder."""
-LOG = "build.log"
-"""Every line a build's stages printed, in its run folder."""
-
 
 @dataclass(frozen=True, kw_only=True)
 class StageRecord(Record):

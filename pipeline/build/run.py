@@ -39,8 +39,6 @@ from pipeline.build.fuse import fuse
 from pipeline.build.key import BUILD_FORMAT, build_inputs, is_local
 from pipeline.build.quantize import quantize
 from pipeline.build.records import (
-    LOG,
-    RECORD,
     BuildInputs,
     BuildPreflight,
     BuildRecord,
@@ -52,7 +50,7 @@ from pipeline.build.shipped import use_shipped
 from pipeline.build.train import train
 from pipeline.core import blas, io
 from pipeline.core.errors import EXIT_FAIL, BadInput, Refused
-from pipeline.core.workspace import Workspace
+from pipeline.core.workspace import RunFolder, StageOutput, Workspace
 from pipeline.data import DataError, ensure_data
 from pipeline.models.expanded import float32_expansion
 from pipeline.models.refs import ModelError, resolve
@@ -60,7 +58,6 @@ from pipeline.preflight import Finding, run_preflight, write_report
 from pipeline.spec.experiment import Experiment
 
 LOCK = ".lock"
-PARTIAL = ".partial"
 
 Preflight = Callable[[Experiment], list[Finding]]
 
@@ -83,28 +80,32 @@ class BuildRefused(BuildError, Refused):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunFolder:
-    """Paths inside one build's run folder."""
+class BuildFolder:
+    """A build's paths by stage name, in its run folder (whose layout core.workspace spells)."""
 
     run_dir: Path
 
     @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    @property
     def record_path(self) -> Path:
-        return self.run_dir / RECORD
+        return self.folder.build_record
 
     @property
     def log_path(self) -> Path:
-        return self.run_dir / LOG
+        return self.folder.build_log
 
     def output(self, stage: str) -> Path:
-        return self.run_dir / OUTPUTS[stage]
+        return self.folder.output(OUTPUTS[stage])
 
     def partial(self, stage: str) -> Path:
-        return self.run_dir / (OUTPUTS[stage] + PARTIAL)
+        return self.folder.partial(OUTPUTS[stage])
 
 
 @dataclass(frozen=True, kw_only=True)
-class BuildPlan(RunFolder):
+class BuildPlan(BuildFolder):
     """Where a build of these inputs lives, before anything is built."""
 
     experiment: Experiment
@@ -144,7 +145,7 @@ def _quantize(p: BuildPlan, base: Path | None, out: Path, runner: Runner) -> Sta
 class Stage:
     name: str
     run: StageRun
-    output: str
+    output: StageOutput
     """The output folder's name in the run folder (`<output>.partial` while written)."""
     needs_base: bool = True
     resumable: bool = False
@@ -228,7 +229,7 @@ def trusted(p: BuildPlan, record: BuildRecord | None, stage: str) -> bool:
 
 
 @dataclass(frozen=True, kw_only=True)
-class BuildResult(RunFolder):
+class BuildResult(BuildFolder):
     experiment: str
     key: str
     quantized: Path
@@ -522,10 +523,10 @@ __all__ = [
     "STAGES",
     "STAGE_NAMES",
     "BuildError",
+    "BuildFolder",
     "BuildPlan",
     "BuildRefused",
     "BuildResult",
-    "RunFolder",
     "Stage",
     "build",
     "check_disk",

@@ -24,9 +24,10 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.build.records import LOG, RECORD, BuildRecord, TrainRecord
+from pipeline.build.records import BuildRecord, TrainRecord
 from pipeline.core.errors import BadInput
 from pipeline.core.records import Record
+from pipeline.core.workspace import RunFolder
 
 FILES = ("adapters.safetensors", "adapter_config.json")
 """What fuse reads from an adapter folder."""
@@ -154,7 +155,8 @@ def loss_curve(build_log: Path) -> tuple[tuple[int, float], ...]:
 def export(run_dir: Path, dest: Path, *, reproduce: str) -> ShippedAdapter:
     """Write the finished build's adapter and its record to `dest`."""
     run_dir = Path(run_dir)
-    path = run_dir / RECORD
+    folder = RunFolder(run_dir)
+    path = folder.build_record
     record = BuildRecord.read(path) if path.is_file() else None
     if record is None or record.stages.train is None or not record.complete:
         raise ShippedAdapterError(f"{run_dir} is not a finished build (build.json)")
@@ -163,8 +165,8 @@ def export(run_dir: Path, dest: Path, *, reproduce: str) -> ShippedAdapter:
         raise ShippedAdapterError(f"{run_dir} was built from a shipped adapter, not trained")
     dest.mkdir(parents=True, exist_ok=True)
     for name in FILES:
-        shutil.copyfile(run_dir / "adapters" / name, dest / name)
-    shipped = _record(record, train, dest, run_dir / LOG, reproduce)
+        shutil.copyfile(folder.adapters / name, dest / name)
+    shipped = _record(record, train, dest, folder.build_log, reproduce)
     shipped.write(dest / ADAPTER_RECORD)
     return shipped
 

@@ -2,7 +2,15 @@
 
 The default root is the checkout (so `runs/` and `reports/` sit beside `experiments/`);
 `--workdir DIR` or `ROUTEGATE_WORKDIR` moves every output there. Steps take a `Workspace`
-and ask it for paths; nothing joins "runs" or "reports" onto a root by itself.
+and ask it for paths; nothing joins "runs" or "reports" onto a root by itself. Inside
+`runs/<experiment>/`, one model's folder (a build's, or the eval of a given model or server)
+is a `RunFolder`, whose layout is spelled here too:
+
+    runs/<experiment>/<key>/
+        build.json  build.log      the build's record and its stages' output
+        adapters/  fused/  quantized/   the stages' outputs (`<name>.partial/` while running)
+        integrity/integrity.json   the build-integrity check (and its own model folders)
+        eval/summary.json  scores.jsonl  responses.jsonl  server.log
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 WORKDIR_ENV = "ROUTEGATE_WORKDIR"
@@ -53,3 +62,69 @@ class Workspace:
         """runs/<experiment>/study/<row>/: one study row's own workspace (data, build, eval,
         preflight.json), so a confounded build never replaces the experiment's reports."""
         return Workspace(self.runs(experiment) / "study" / row)
+
+
+StageOutput = Literal["adapters", "fused", "quantized"]
+PARTIAL = ".partial"
+"""The suffix of a stage's output folder while the stage runs."""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One model's folder under runs/<experiment>/: the only place its layout is spelled."""
+
+    path: Path
+
+    @property
+    def build_record(self) -> Path:
+        return self.path / "build.json"
+
+    @property
+    def build_log(self) -> Path:
+        """Every line a build's stages printed."""
+        return self.path / "build.log"
+
+    def output(self, name: StageOutput) -> Path:
+        """A build stage's finished output folder."""
+        return self.path / name
+
+    def partial(self, name: StageOutput) -> Path:
+        """A build stage's output while it runs (a resumable stage keeps it between tries)."""
+        return self.path / (name + PARTIAL)
+
+    @property
+    def adapters(self) -> Path:
+        return self.output("adapters")
+
+    @property
+    def quantized(self) -> Path:
+        return self.output("quantized")
+
+    @property
+    def integrity(self) -> Path:
+        """The build-integrity check's folder: its record and the models it made."""
+        return self.path / "integrity"
+
+    @property
+    def integrity_record(self) -> Path:
+        return self.integrity / "integrity.json"
+
+    @property
+    def eval(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def eval_summary(self) -> Path:
+        return self.eval / "summary.json"
+
+    @property
+    def eval_scores(self) -> Path:
+        return self.eval / "scores.jsonl"
+
+    @property
+    def eval_responses(self) -> Path:
+        return self.eval / "responses.jsonl"
+
+    @property
+    def server_log(self) -> Path:
+        return self.eval / "server.log"

@@ -43,14 +43,13 @@ from pipeline.build.key import model_digest
 from pipeline.build.runner import Runner
 from pipeline.core.errors import BadInput, Fault, Refused
 from pipeline.core.records import Record
+from pipeline.core.workspace import RunFolder
 from pipeline.eval.run import EvalResult, run_eval
 from pipeline.eval.serve import ServerError
 from pipeline.models.expanded import SERVED_AS_BUILT, float32_expansion, served_weights
 from pipeline.spec.experiment import Experiment, load_experiment
 
 STEPS = ("reference", "fused", "quantized", "served")
-FOLDER = "integrity"
-RECORD = "integrity.json"
 
 
 class IntegrityInputError(BadInput):
@@ -105,7 +104,7 @@ class IntegrityRecord(Record):
 
 
 def record_path(run_dir: Path) -> Path:
-    return Path(run_dir) / FOLDER / RECORD
+    return RunFolder(Path(run_dir)).integrity_record
 
 
 def read_integrity(run_dir: Path) -> IntegrityRecord | None:
@@ -115,7 +114,7 @@ def read_integrity(run_dir: Path) -> IntegrityRecord | None:
 
 
 def _build_record(run_dir: Path) -> BuildRecord:
-    path = Path(run_dir) / "build.json"
+    path = RunFolder(Path(run_dir)).build_record
     if not path.is_file():
         raise IntegrityInputError(
             f"{run_dir} is not a build (no build.json): pass a run folder "
@@ -128,7 +127,7 @@ def _build_record(run_dir: Path) -> BuildRecord:
 
 
 def _adapters(run_dir: Path) -> Path:
-    adapters = Path(run_dir) / "adapters"
+    adapters = RunFolder(Path(run_dir)).adapters
     if (
         not (adapters / "adapters.safetensors").is_file()
         or not (adapters / "adapter_config.json").is_file()
@@ -154,14 +153,14 @@ def _fused(
     experiment: Experiment, run_dir: Path, record: BuildRecord, base: Path, log: Callable
 ) -> Path:
     """The build's fused model, or the same fuse again when the build removed it."""
-    kept = Path(run_dir) / "fused"
+    kept = RunFolder(Path(run_dir)).output("fused")
     if (kept / "config.json").is_file():
         return kept
-    again = Path(run_dir) / FOLDER / "fused"
+    again = RunFolder(Path(run_dir)).integrity / "fused"
     if not (again / "config.json").is_file():
         partial = again.with_name("fused.partial")
         shutil.rmtree(partial, ignore_errors=True)
-        with open(Path(run_dir) / FOLDER / "fuse.log", "a") as log_file:
+        with open(RunFolder(Path(run_dir)).integrity / "fuse.log", "a") as log_file:
             runner = Runner(log=log, log_file=log_file, log_path=Path(log_file.name))
             fuse(experiment, base=base, adapters=_adapters(run_dir), out=partial, runner=runner)
         partial.rename(again)
@@ -196,7 +195,7 @@ def _step_folder(run_dir: Path, step: str, model: Path, adapters: Path | None) -
     if adapters is not None:
         parts.append(model_digest(adapters)["sha256"])
     digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
-    return Path(run_dir) / FOLDER / f"{step}-{digest}"
+    return RunFolder(Path(run_dir)).integrity / f"{step}-{digest}"
 
 
 def _asks_as_the_gate(experiment: Experiment) -> bool:
@@ -253,11 +252,11 @@ def check_integrity(
         experiment = load_experiment(record.experiment_file)
     settings = experiment.integrity
     adapters = _adapters(run_dir)
-    quantized = run_dir / "quantized"
+    quantized = RunFolder(run_dir).quantized
     if not (quantized / "config.json").is_file():
         raise IntegrityInputError(f"{run_dir} has no quantized model ({quantized}/config.json)")
     base = _training_base(experiment, record)
-    (run_dir / FOLDER).mkdir(exist_ok=True)
+    RunFolder(run_dir).integrity.mkdir(exist_ok=True)
     models: dict[str, tuple[Path, Path | None]] = {
         "reference": (base, adapters),
         "fused": (_fused(experiment, run_dir, record, base, log), None),
@@ -332,8 +331,9 @@ def check_integrity(
         quantized_digest=model_digest(quantized)["sha256"],
     )
     out.write(record_path(run_dir))
-    if steps[-1].failure is None and (run_dir / FOLDER / "fused").exists():
-        shutil.rmtree(run_dir / FOLDER / "fused")  # the build's own choice: no fused copy kept
+    again = RunFolder(run_dir).integrity / "fused"
+    if steps[-1].failure is None and again.exists():
+        shutil.rmtree(again)  # the build's own choice: no fused copy kept
     return out
 
 
@@ -353,7 +353,7 @@ def after_build(
         held is not None
         and held.passed
         and (held.max_drop, held.min_agreement) == (settings.max_drop, settings.min_agreement)
-        and held.quantized_digest == model_digest(Path(run_dir) / "quantized")["sha256"]
+        and held.quantized_digest == model_digest(RunFolder(Path(run_dir)).quantized)["sha256"]
     ):
         log(f"[integrity] held for these weights before: {record_path(run_dir)}")
         return held

@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.core import io
 from pipeline.core.errors import BadInput
 from pipeline.core.records import Record
+from pipeline.core.workspace import RunFolder
 from pipeline.eval.metrics import CategoryScore, PairedRow
 
 
@@ -133,12 +134,12 @@ def temperature_key(t: float) -> str:
 def eval_files(run_dir: Path) -> dict[str, Path]:
     """The eval's outputs in a run folder, named once: written by pipeline.eval.run, read here
     and listed by the report."""
-    folder = Path(run_dir) / "eval"
+    folder = RunFolder(Path(run_dir))
     return {
-        "summary": folder / "summary.json",
-        "scores": folder / "scores.jsonl",
-        "responses": folder / "responses.jsonl",
-        "server_log": folder / "server.log",
+        "summary": folder.eval_summary,
+        "scores": folder.eval_scores,
+        "responses": folder.eval_responses,
+        "server_log": folder.server_log,
     }
 
 

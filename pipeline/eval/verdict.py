@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core import io
+from pipeline.build import BuildPreflight, read_record
 from pipeline.core.errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
 from pipeline.core.records import Record
-from pipeline.core.workspace import Workspace
+from pipeline.core.workspace import RunFolder, Workspace
+from pipeline.preflight import PreflightReport, read_report
 from pipeline.spec.experiment import Experiment, Thresholds
 
 Outcome = Literal["PASS", "FAIL", "PENDING", "ERROR"]
@@ -150,26 +151,27 @@ def judge(
 
 
 def preflight_outcome(
-    report: Mapping[str, Any] | None,
-    recorded: Mapping[str, Any] | None,
+    report: PreflightReport | None,
+    recorded: BuildPreflight | None,
     fingerprint: str,
 ) -> PreflightOutcome | None:
     """The preflight's word on a run, from `reports/<exp>/preflight.json` (counted only when
     written for the run's fingerprint: same settings, same data) and the build record's
     `preflight` entry (what the build saw, and whether it was forced past a failure)."""
-    if report is None and not recorded:
+    if report is None and recorded is None:
         return None
-    current = report is not None and report.get("fingerprint") == fingerprint
-    build_failed = bool(recorded) and recorded.get("passed") is False
-    file_failed = report is not None and current and not report.get("passed")
-    if build_failed and recorded and recorded.get("forced"):
+    current = report is not None and report.fingerprint == fingerprint
+    build_failed = recorded is not None and not recorded.passed
+    file_failed = report is not None and current and not report.passed
+    if build_failed and recorded is not None and recorded.forced:
         line = (
-            f"the preflight failed ({len(recorded.get('failed') or [])} check(s)) and the model "
+            f"the preflight failed ({len(recorded.failed)} check(s)) and the model "
             "was built anyway (--force): the run does not test the hypothesis"
         )
     elif build_failed or file_failed:
-        fails = [f for f in (report or {}).get("findings", []) if f.get("verdict") == "fail"]
-        n = len(fails) or len((recorded or {}).get("failed") or [])
+        n = (len(report.failed) if report is not None else 0) or (
+            len(recorded.failed) if recorded is not None else 0
+        )
         line = f"the preflight failed ({n} check(s))"
     else:
         line = ""
@@ -181,8 +183,7 @@ def recorded_preflight(
 ) -> PreflightOutcome | None:
     """The preflight outcome on disk for a run: the workspace's preflight.json for the
     experiment, and the preflight entry of `run_dir/build.json` when routegate built it."""
-    path = workspace.preflight_report(experiment.name)
-    report = io.read_json(path) if path.is_file() else None
-    build_path = run_dir / "build.json" if run_dir is not None else None
-    build = io.read_json(build_path) if build_path is not None and build_path.is_file() else {}
-    return preflight_outcome(report, build.get("preflight"), experiment.fingerprint())
+    report = read_report(workspace.preflight_report(experiment.name))
+    record = read_record(RunFolder(run_dir).build_record) if run_dir is not None else None
+    recorded = record.preflight if record is not None else None
+    return preflight_outcome(report, recorded, experiment.fingerprint())

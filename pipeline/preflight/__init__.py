@@ -22,8 +22,10 @@ from pipeline.preflight.findings import Finding, Verdict
 from pipeline.preflight.inputs import SIDES, Rendered, Side, SideName, load_side, render_examples
 from pipeline.preflight.registry import CHECKS, REGISTRY, Check
 from pipeline.preflight.runner import (
+    PreflightReport,
     RegistryError,
     explain,
+    read_report,
     run_checks,
     run_preflight,
     summary,
@@ -40,6 +42,7 @@ __all__ = [
     "Context",
     "Finding",
     "Need",
+    "PreflightReport",
     "RegistryError",
     "Rendered",
     "Side",
@@ -48,6 +51,7 @@ __all__ = [
     "Verdict",
     "explain",
     "load_side",
+    "read_report",
     "render_examples",
     "run_checks",
     "run_preflight",

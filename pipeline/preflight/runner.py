@@ -12,8 +12,8 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pipeline.core import io
 from pipeline.core.errors import BadInput
+from pipeline.core.records import Record, RecordError
 from pipeline.core.workspace import Workspace
 from pipeline.preflight.context import NEEDS, Context
 from pipeline.preflight.findings import Finding
@@ -110,17 +110,53 @@ def explain(findings: Sequence[Finding]) -> str:
     return "\n".join([summary(findings), *details])
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PreflightReport(Record):
+    """reports/<experiment>/preflight.json: the findings of one complete preflight, and the
+    experiment fingerprint they were found for (a verdict counts them only for that one)."""
+
+    KIND = "preflight"
+    VERSION = 1
+
+    experiment: str
+    fingerprint: str
+    base: str
+    reference: str
+    passed: bool
+    findings: tuple[Finding, ...]
+
+    @classmethod
+    def of(cls, experiment: Experiment, findings: Sequence[Finding]) -> PreflightReport:
+        return cls(
+            experiment=experiment.name,
+            fingerprint=experiment.fingerprint(),
+            base=experiment.models.base,
+            reference=experiment.models.reference,
+            passed=not any(f.failed for f in findings),
+            findings=tuple(findings),
+        )
+
+    @property
+    def failed(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.failed)
+
+
 def write_report(
     experiment: Experiment, findings: Sequence[Finding], workspace: Workspace | None = None
 ) -> Path:
     """reports/<experiment>/preflight.json in the workspace, written atomically."""
     workspace = workspace if workspace is not None else Workspace.at()
-    payload = {
-        "experiment": experiment.name,
-        "fingerprint": experiment.fingerprint(),
-        "base": experiment.models.base,
-        "reference": experiment.models.reference,
-        "passed": not any(f.failed for f in findings),
-        "findings": [dataclasses.asdict(f) for f in findings],
-    }
-    return io.write_json(workspace.preflight_report(experiment.name), payload)
+    return PreflightReport.of(experiment, findings).write(
+        workspace.preflight_report(experiment.name)
+    )
+
+
+def read_report(path: Path) -> PreflightReport | None:
+    """The preflight report at `path`; None where there is none. One that is not a preflight
+    record this routegate reads is bad input naming the file."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return PreflightReport.read(path)
+    except RecordError as err:
+        raise RecordError(f"{err}; run `python -m pipeline preflight` again to rewrite it") from err

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.build import BuildRecord, read_record
-from pipeline.core import io
 from pipeline.core.errors import BadInput
-from pipeline.core.workspace import Workspace
+from pipeline.core.workspace import RunFolder, Workspace
 from pipeline.eval.integrity import IntegrityRecord, read_integrity
 from pipeline.eval.records import EvalSummary, read_scores, read_summary
+from pipeline.preflight import PreflightReport, read_report
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import Experiment, ExperimentError, load_experiment
 
@@ -39,7 +39,7 @@ class RunData:
     """The catalog's categories, in its order."""
     build: BuildRecord | None = None
     """build.json; None when routegate did not build the model (--model, --server-url)."""
-    preflight: dict[str, Any] | None = None
+    preflight: PreflightReport | None = None
     preflight_path: Path | None = None
     experiment: Experiment | None = None
     """The experiment file as it is now (its fingerprint may differ from the run's)."""
@@ -67,10 +67,10 @@ def collect(
             experiment = load_experiment(summary.experiment)
         except ExperimentError:
             experiment = None  # a renamed or deleted experiment: reported from the run alone
-    build = read_build(run_dir / "build.json")
+    build = read_build(RunFolder(run_dir).build_record)
     if preflight_path is None:
         preflight_path = _preflight_path(summary.experiment, build, workspace)
-    preflight = _read_object(preflight_path) if preflight_path.is_file() else None
+    preflight = read_report(preflight_path)
     docs: tuple[str, ...] = ()
     if experiment is not None and experiment.docs is not None and experiment.docs.is_dir():
         docs = tuple(sorted(p.name for p in experiment.docs.iterdir() if p.is_file()))
@@ -113,10 +113,3 @@ def _preflight_path(name: str, build: BuildRecord | None, workspace: Workspace |
     if not path.is_file() and recorded is not None and recorded.is_file():
         return recorded
     return path
-
-
-def _read_object(path: Path) -> dict[str, Any]:
-    value = io.read_json(path)
-    if not isinstance(value, dict):
-        raise ReportError(f"{path}: expected a JSON object")
-    return value

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pipeline.build import BuildRecord, FuseRecord
+from pipeline.core.workspace import RunFolder
 from pipeline.eval.client import first_cause
 from pipeline.eval.records import eval_files, temperature_key
 from pipeline.eval.scoring import ANOMALIES
@@ -142,20 +143,13 @@ def _thresholds(run: RunData) -> Thresholds:
     return Thresholds(recorded, pending=summary.thresholds_pending)
 
 
-def _recorded_preflight(run: RunData) -> dict[str, Any] | None:
-    """What the build recorded of the preflight it ran (None without a build)."""
-    if run.build is None:
-        return None
-    recorded = run.build.preflight
-    return {k: getattr(recorded, k) for k in _BUILD_PREFLIGHT} | {"failed": list(recorded.failed)}
-
-
 def _preflight_outcome(run: RunData) -> PreflightOutcome | None:
-    return preflight_outcome(run.preflight, _recorded_preflight(run), run.summary.fingerprint)
+    recorded = run.build.preflight if run.build is not None else None
+    return preflight_outcome(run.preflight, recorded, run.summary.fingerprint)
 
 
 def _preflight_section(run: RunData, warnings: list[str]) -> dict[str, Any] | None:
-    recorded = _recorded_preflight(run)
+    recorded = run.build.preflight if run.build is not None else None
     pf = run.preflight
     outcome = _preflight_outcome(run)
     if outcome is None:
@@ -163,25 +157,26 @@ def _preflight_section(run: RunData, warnings: list[str]) -> dict[str, Any] | No
     fingerprint = run.summary.fingerprint
     out: dict[str, Any] = {"path": show_path(run.preflight_path) if run.preflight_path else None}
     if pf is not None:
-        findings = [dict(f) for f in pf.get("findings", [])]
-        counts = Counter(f.get("verdict", "") for f in findings)
-        current = pf.get("fingerprint") == fingerprint
+        counts = Counter(f.verdict for f in pf.findings)
+        current = pf.fingerprint == fingerprint
         out.update(
-            fingerprint=pf.get("fingerprint"),
+            fingerprint=pf.fingerprint,
             current=current,
-            passed=bool(pf.get("passed")),
-            base=pf.get("base"),
-            reference=pf.get("reference"),
+            passed=pf.passed,
+            base=pf.base,
+            reference=pf.reference,
             counts={k: counts[k] for k in ("pass", "fail", "info", "skip") if counts[k]},
-            findings=findings,
+            findings=[asdict(f) for f in pf.findings],
         )
         if not current:
             warnings.append(
-                f"{out['path']} was written for fingerprint {pf.get('fingerprint')}, not this "
+                f"{out['path']} was written for fingerprint {pf.fingerprint}, not this "
                 f"run's {fingerprint}: its verdict is shown, not counted"
             )
-    if recorded:
-        out["build"] = recorded
+    if recorded is not None:
+        out["build"] = {k: getattr(recorded, k) for k in _BUILD_PREFLIGHT} | {
+            "failed": list(recorded.failed)
+        }
     out["failed_for_this_run"] = outcome.failed
     out["verdict_line"] = outcome.line
     return out
@@ -289,8 +284,8 @@ def _repeat_command(run: RunData) -> str:
 def _files(run: RunData) -> dict[str, str | None]:
     places = {
         **eval_files(run.run_dir),
-        "build": run.run_dir / "build.json",
-        "build_log": run.run_dir / "build.log",
+        "build": RunFolder(run.run_dir).build_record,
+        "build_log": RunFolder(run.run_dir).build_log,
     }
     out = {k: show_path(p) if p.exists() else None for k, p in places.items()}
     out["preflight"] = show_path(run.preflight_path) if run.preflight_path else None

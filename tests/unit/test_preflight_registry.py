@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.records import RecordError
 from pipeline.core.workspace import Workspace
 from pipeline.data import SPLITS, DataError, ensure_data
 from pipeline.models.refs import ModelError
@@ -21,7 +22,9 @@ from pipeline.preflight import (
     Check,
     Context,
     Finding,
+    PreflightReport,
     RegistryError,
+    read_report,
     run_checks,
     run_preflight,
     write_report,
@@ -153,8 +156,12 @@ def test_the_report_goes_to_the_workspace(small: Experiment, tmp_path: Path) -> 
     path = write_report(small, findings, workspace)
     assert path == tmp_path.resolve() / "reports" / small.name / "preflight.json"
     report = json.loads(path.read_text(encoding="utf-8"))
-    assert set(report) == {"experiment", "fingerprint", "base", "reference", "passed", "findings"}
+    assert (report["kind"], report["version"]) == ("preflight", 1)
+    assert set(report) == {
+        "kind", "version", "experiment", "fingerprint", "base", "reference", "passed", "findings",
+    }  # fmt: skip
     assert report["passed"] is False and report["fingerprint"] == small.fingerprint()
+    assert read_report(path) == PreflightReport.of(small, findings)
     assert report["findings"][0] == {
         "check": "load",
         "subject": "base tokenizer",
@@ -162,3 +169,20 @@ def test_the_report_goes_to_the_workspace(small: Experiment, tmp_path: Path) -> 
         "figure": "loaded",
         "detail": "",
     }
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"experiment": "x", "passed": true, "findings": []}',
+        '{"kind": "build", "version": 1}',
+        "[]",
+    ],
+    ids=["unversioned", "another kind", "not an object"],
+)
+def test_a_preflight_report_that_is_not_one_is_named(content: str, tmp_path: Path) -> None:
+    path = tmp_path / "preflight.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(RecordError, match=f"{path}.*run `python -m pipeline preflight` again"):
+        read_report(path)
+    assert read_report(tmp_path / "absent.json") is None
