@@ -17,9 +17,13 @@ from pipeline import preflight
 from pipeline.data import DataError, Example, read_jsonl
 from pipeline.models.refs import ModelError
 from pipeline.preflight.checks_calls import check_call_syntax, check_masking, check_tool_trained
-from pipeline.preflight.checks_data import check_disk
+from pipeline.preflight.checks_data import check_disk, check_lengths
 from pipeline.preflight.checks_templates import check_rendering, check_thinking
-from pipeline.preflight.checks_tokens import check_chatml, check_special_token
+from pipeline.preflight.checks_tokens import (
+    check_chatml,
+    check_special_positions,
+    check_special_token,
+)
 from pipeline.preflight.inputs import encode, encode_direct
 from pipeline.spec.calls import Call, render, wrap_code
 from pipeline.spec.catalog import load_catalog
@@ -320,3 +324,50 @@ def test_generated_phase40_data_passes_the_whole_preflight(phase40: Experiment) 
         "lengths",
         "disk",
     } <= checks
+
+
+# --- lengths and special-positions: one data set that passes, one that fails -----------------
+
+
+@pytest.fixture(scope="module")
+def rendered_valid(phase40: Experiment, base) -> list[preflight.Rendered]:
+    from pipeline.data import ensure_data, read_split
+
+    return preflight.render_examples(base, read_split(ensure_data(phase40), "valid"))
+
+
+@needs_shared
+def test_lengths_pass_within_the_limit_and_fail_past_it(rendered_valid) -> None:
+    longest = max(r.n_tokens for r in rendered_valid)
+    passed = check_lengths(rendered_valid, "valid", longest)
+    assert passed.verdict == "pass", passed.message()
+    failed = check_lengths(rendered_valid, "valid", longest - 1)
+    assert failed.verdict == "fail"
+    assert "exceed train.max_seq_length" in failed.detail and f"({longest} tokens)" in failed.detail
+
+
+@needs_shared
+def test_lengths_fail_when_the_prompt_is_not_a_prefix_of_the_render(rendered_valid) -> None:
+    moved = [dataclasses.replace(rendered_valid[0], aligned=False), *rendered_valid[1:]]
+    failed = check_lengths(moved, "valid", 10_000)
+    assert failed.verdict == "fail" and "mask-prompt cuts at the wrong place" in failed.detail
+
+
+@needs_shared
+def test_special_positions_pass_for_tokenizers_that_pin_alike(
+    phase40: Experiment, base, reference, rendered_valid
+) -> None:
+    found = check_special_positions(base, reference, rendered_valid, phase40.tokens)
+    assert found.verdict == "pass", found.message()
+
+
+@needs_shared
+def test_special_positions_fail_for_a_tokenizer_that_pins_elsewhere(
+    phase40: Experiment, base, rendered_valid
+) -> None:
+    """tiny's tokenizer (learnt from its data) gives ChatML's tokens ids 1 and 2, not Qwen's."""
+    tiny_side = preflight.load_side(load_experiment("tiny"), "base")
+    found = check_special_positions(base, tiny_side, rendered_valid, phase40.tokens)
+    assert found.verdict == "fail"
+    assert found.figure.startswith(f"0/{len(rendered_valid)} examples agree")
+    assert "base puts pinned tokens at [(0, 151644)" in found.detail
