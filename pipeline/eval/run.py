@@ -163,6 +163,8 @@ def score_record(
             code_mode=experiment.data.mode == "code",
             catalog=catalog,
         )
+        if record.response is None:  # a fault, not the model's answer
+            result = dataclasses.replace(result, failure="error")
         # Its line in scores.jsonl must be writable too: io.write_jsonl's UTF-8 has no room
         # for a lone surrogate, and a call nested too deep for json fails there.
         json.dumps(asdict(result), ensure_ascii=False).encode("utf-8")

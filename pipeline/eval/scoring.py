@@ -54,6 +54,39 @@ ANOMALIES: dict[Anomaly, str] = {
 """Replies that contradict themselves or cannot be read, each named by its own reason text:
 the scored reply says it, and the eval summary counts each kind per temperature."""
 
+Failure = Literal[
+    "wrong_tool",
+    "invented_tool",
+    "arguments",
+    "malformed",
+    "truncated",
+    "prose",
+    "unneeded_call",
+    "extra_calls",
+    "format",
+    "error",
+]
+
+FAILURES: dict[Failure, str] = {
+    "wrong_tool": "called a catalog tool, not the one(s) expected",
+    "invented_tool": "called a tool the catalog does not have",
+    "arguments": "the right tool with missing or wrong arguments",
+    "malformed": "a call that could not be read: the server could not parse it, or its text "
+    "was left in the content",
+    "truncated": "cut off by max_tokens before a complete call",
+    "prose": "answered in prose (or nothing) where a call was expected",
+    "unneeded_call": "called a tool where the request needs none",
+    "extra_calls": "the expected calls and others besides",
+    "format": "the right calls outside the declared format (direct vs inside execute_code)",
+    "error": "no usable answer from the server, or one that could not be scored",
+}
+"""Why an answer is not fully right: exactly one per such answer (`Score.failure`), the first
+of these that applies, in this order of checks: error, unneeded call, truncated, malformed,
+prose, invented tool, wrong tool, arguments, extra calls, format. "extra_calls" is the one an
+answer with full marks can carry (the expected calls were made, and others besides: the score
+does not count them, a user of the calls would). The report counts them per category and
+against a baseline run."""
+
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 _BLOCK_TEXT_RE = re.compile(r"<tool_call>.*?(?:</tool_call>|\Z)", re.DOTALL)
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)")
@@ -214,6 +247,8 @@ class Score:
     "ok (<primary>); <problems>" when the primary score is full but another dimension is not."""
     calls: list[dict[str, Any]] = field(default_factory=list)
     """The extracted calls as plain `{"name", "arguments"}` dicts, for snapshots."""
+    failure: Failure | None = None
+    """Why the answer is not fully right (`FAILURES`); None when it is."""
 
 
 def score(
@@ -250,7 +285,7 @@ def score(
             reason = f"expected no call, but called {CODE_WRAPPER}"
         reason = "; ".join([reason, *_notes(ex)])
         fmt = not ex.attempted or (ex.wrapped if code_mode else not ex.wrapped)
-        return Score(ok, ok, ok, fmt, reason, plain)
+        return Score(ok, ok, ok, fmt, reason, plain, None if ok else "unneeded_call")
 
     called = bool(calls) or ex.wrapped  # an execute_code that calls no catalog tool is a call
     fmt = called and (ex.wrapped if code_mode else not ex.wrapped)
@@ -290,7 +325,43 @@ def score(
         reason = f"ok ({primary}); " + "; ".join(problems)
     else:
         reason = "; ".join(problems)
-    return Score(value, routing, arguments, fmt, reason, plain)
+    failure = None
+    if value < 1.0:
+        failure = failure_of(ex, prompt, routing=routing, arguments=arguments, catalog=catalog)
+    elif {c.name for c in calls} - {e.tool for e in prompt.expect}:
+        failure = "extra_calls"  # right on the score, and more than was asked
+    return Score(value, routing, arguments, fmt, reason, plain, failure)
+
+
+def failure_of(
+    ex: Extraction,
+    prompt: EvalPrompt,
+    *,
+    routing: float,
+    arguments: float,
+    catalog: Catalog,
+) -> Failure:
+    """The one failure type (`FAILURES`) of an answer to a tool prompt that is not fully right."""
+    if "unscorable" in ex.anomalies:
+        return "error"
+    if not ex.calls:
+        if ex.truncated:
+            return "truncated"
+        if ex.errors or "unparsed" in ex.anomalies:
+            return "malformed"
+        if ex.wrapped:  # execute_code that calls no catalog tool
+            return "wrong_tool"
+        return "prose"
+    known = set(catalog.names())
+    expected = {e.tool for e in prompt.expect}
+    if routing < 1.0:
+        invented = [c.name for c in ex.calls if c.name not in known]
+        return "invented_tool" if invented else "wrong_tool"
+    if arguments < 1.0:
+        return "arguments"
+    if any(c.name not in expected for c in ex.calls):
+        return "extra_calls"
+    return "format"  # right calls, right arguments: only the seed's scheme asks more
 
 
 def unscorable(err: Exception) -> tuple[Extraction, Score]:
@@ -302,7 +373,7 @@ def unscorable(err: Exception) -> tuple[Extraction, Score]:
         message = message[: _SNIPPET * 2 - 3] + "..."
     reason = f"{ANOMALIES['unscorable']} ({type(err).__name__}: {message})"
     extraction = Extraction(errors=(reason,), anomalies=("unscorable",))
-    return extraction, Score(0.0, 0.0, 0.0, False, reason)
+    return extraction, Score(0.0, 0.0, 0.0, False, reason, failure="error")
 
 
 def _notes(ex: Extraction) -> list[str]:
@@ -468,11 +539,14 @@ def _snippet(text: str) -> str:
 
 __all__ = [
     "ANOMALIES",
+    "FAILURES",
     "OVERALL",
     "Anomaly",
     "Extraction",
+    "Failure",
     "Score",
     "extract",
+    "failure_of",
     "score",
     "unscorable",
 ]

@@ -49,6 +49,10 @@ class RunData:
     """Size of the evaluated model folder, when it is on this machine."""
     integrity: IntegrityRecord | None = None
     """The build-integrity check's record, when it ran on this build."""
+    baseline_scores: tuple[dict[str, Any], ...] | None = None
+    """The scored answers of the baseline run the eval was compared with, when it is on disk."""
+    baseline_temperature: float | None = None
+    """That run's decision temperature."""
 
 
 def collect(
@@ -90,7 +94,20 @@ def collect(
         docs=docs,
         model_bytes=model_bytes,
         integrity=read_integrity(run_dir) if build is not None else None,
+        **_baseline(summary),
     )
+
+
+def _baseline(summary: EvalSummary) -> dict[str, Any]:
+    """The baseline run's scores and decision temperature, where the summary names one that
+    is still on disk (the summary's paired rows stand either way)."""
+    folder = Path(summary.baseline_run) if summary.baseline_run else None
+    if folder is None or not RunFolder(folder).eval_scores.is_file():
+        return {}
+    return {
+        "baseline_scores": read_scores(folder),
+        "baseline_temperature": read_summary(folder).decision_temperature,
+    }
 
 
 def read_build(path: Path) -> BuildRecord | None:

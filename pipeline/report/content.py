@@ -22,7 +22,7 @@ from pipeline.eval.records import eval_files, temperature_key
 from pipeline.eval.scoring import ANOMALIES
 from pipeline.eval.verdict import PreflightOutcome, Verdict, judge, preflight_outcome
 from pipeline.report.collect import RunData
-from pipeline.report.scores import distribution, prompt_rows, sweep
+from pipeline.report.scores import distribution, failures, prompt_rows, sweep
 from pipeline.report.show import show_path
 from pipeline.spec.experiment import EXPERIMENTS_DIR, OVERALL, Thresholds
 
@@ -98,6 +98,9 @@ def build_report(run: RunData) -> dict[str, Any]:
         "paired": {name: asdict(row) for name, row in summary.paired.items()},
         "prompts": prompt_rows(run.scores, t),
         "distribution": distribution(run.scores, t, run.categories),
+        "failures": failures(
+            run.scores, t, run.categories, run.baseline_scores, run.baseline_temperature
+        ),
         "sweep": sweep(summary, run.scores),
         "training": training,
         "integrity": integrity,

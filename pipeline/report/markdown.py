@@ -132,6 +132,7 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
         for cat, counts in dist["categories"].items()
     ]
     lines += _table(["category", *dist["values"], "n"], drows)
+    lines += ["", *_failure_lines(r.get("failures")), ""]
     lines += ["", *_sweep_lines(r["sweep"], r["thresholds_pending"]), ""]
     lines += _training_lines(r)
     lines += ["", *_integrity_lines(r.get("integrity")), ""]
@@ -141,6 +142,40 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
     lines += ["", "## Files", ""]
     lines += [f"- {k}: `{v}`" for k, v in r["files"].items() if v]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _failure_lines(f: Mapping[str, Any] | None) -> list[str]:
+    """Answers per failure type and category, what each type means, and against a baseline
+    run which types grew and which shrank."""
+    if not f:
+        return []
+    lines = [f"## Failure types (T={f['temperature']})", ""]
+    if not f["types"]:
+        return [*lines, "Every answer was fully right."]
+    lines.append("Each answer that is not fully right, counted once, by its first failure type.")
+    lines.append("")
+    rows = [
+        [cat, *(str(counts.get(k, "")) for k in f["types"]), str(f["answers"][cat])]
+        for cat, counts in f["categories"].items()
+    ]
+    rows.append(["all", *(str(f["total"][k]) for k in f["types"]), str(sum(f["answers"].values()))])
+    lines += _table(["category", *f["types"], "answers"], rows)
+    lines += ["", *(f"- {k}: {f['meaning'][k]}" for k in f["types"])]
+    shift = f.get("shift")
+    if shift:
+        lines += [
+            "",
+            f"Against the baseline run, on the {shift['prompts']} prompts both scored:",
+            "",
+        ]
+        lines += _table(
+            ["failure type", "baseline", "this run", "change"],
+            [
+                [row["type"], str(row["baseline"]), str(row["this"]), f"{row['change']:+d}"]
+                for row in sorted(shift["rows"], key=lambda row: -abs(row["change"]))
+            ],
+        )
+    return lines
 
 
 def _needed(c: Mapping[str, Any]) -> str:

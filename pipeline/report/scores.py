@@ -1,6 +1,6 @@
 """The report's views of the scored answers: one row per prompt, the distribution of score
-values, and the temperature sweep. Category figures are the summary's (computed by the
-eval); the report never re-scores, it only counts the lines of scores.jsonl."""
+values, the failure types, and the temperature sweep. Category figures are the summary's
+(computed by the eval); the report never re-scores, it only counts the lines of scores.jsonl."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.eval.records import EvalSummary
+from pipeline.eval.scoring import FAILURES
+
+_FAILURE_TEXT: dict[str, str] = dict(FAILURES)
 
 _SWEPT = ("mean", "lo", "hi", "n", "passed", "fragile")
 """The fields of a category row the sweep shows at each temperature."""
@@ -40,6 +43,7 @@ def prompt_rows(scores: Sequence[Mapping[str, Any]], temperature: float) -> list
                 "values": values,
                 "seconds": sum(float(s["seconds"]) for s in samples) / len(samples),
                 "reason": reason + _more(len(others), "other failure mode"),
+                "failure": (wrong[0] if wrong else samples[0]).get("failure"),
                 "calls": per_sample,
                 "calls_text": calls_text(per_sample),
                 "truncated": sum(bool(s["truncated"]) for s in samples),
@@ -122,3 +126,58 @@ def sweep(summary: EvalSummary, scores: Sequence[Mapping[str, Any]]) -> dict[str
         "anomalies": {t: dict(row.anomalies) for t, row in summary.temperatures.items()},
         "prompts": prompt_means,
     }
+
+
+def failures(
+    scores: Sequence[Mapping[str, Any]],
+    temperature: float,
+    categories: Sequence[str],
+    baseline: Sequence[Mapping[str, Any]] | None = None,
+    baseline_temperature: float | None = None,
+) -> dict[str, Any]:
+    """Answers per failure type (pipeline.eval.scoring.FAILURES) in each category, the
+    catalog's categories first; with a baseline run's scores, each type's count there and the
+    change, over the prompts both runs scored. Lines written before failure types were kept
+    count as `unrecorded`."""
+    rows = at(scores, temperature)
+    per: dict[str, Counter[str]] = {}
+    for s in rows:
+        per.setdefault(s["category"], Counter())
+        kind = s.get("failure", "unrecorded")
+        if kind:
+            per[s["category"]][kind] += 1
+    order = [c for c in categories if c in per] + sorted(set(per) - set(categories))
+    seen = {k for c in per.values() for k in c}
+    types = [k for k in FAILURES if k in seen] + sorted(seen - set(FAILURES))
+    total: Counter[str] = Counter()
+    for counts in per.values():
+        total.update(counts)
+    out: dict[str, Any] = {
+        "temperature": temperature,
+        "types": types,
+        "meaning": {
+            k: FAILURES.get(k, "not recorded by the routegate that scored it") for k in types
+        },  # type: ignore[call-overload]
+        "categories": {c: {k: per[c][k] for k in types if per[c][k]} for c in order},
+        "answers": {c: sum(1 for s in rows if s["category"] == c) for c in order},
+        "total": {k: total[k] for k in types},
+        "shift": None,
+    }
+    if baseline is not None:
+        t = temperature if baseline_temperature is None else baseline_temperature
+        base_rows = at(baseline, t)
+        common = {s["prompt_id"] for s in rows} & {s["prompt_id"] for s in base_rows}
+        now = Counter(s.get("failure", "unrecorded") for s in rows if s["prompt_id"] in common)
+        then = Counter(
+            s.get("failure", "unrecorded") for s in base_rows if s["prompt_id"] in common
+        )
+        kinds = [k for k in FAILURES if now[k] or then[k]]
+        kinds += sorted((set(now) | set(then)) - set(FAILURES) - {None})
+        out["shift"] = {
+            "prompts": len(common),
+            "rows": [
+                {"type": k, "baseline": then[k], "this": now[k], "change": now[k] - then[k]}
+                for k in kinds
+            ],
+        }
+    return out

@@ -37,13 +37,15 @@ from pipeline.core.workspace import CHECKOUT, Workspace
 from pipeline.eval import run as evaluate
 from pipeline.eval.client import Record
 from pipeline.eval.run import Scored, Settings
-from pipeline.eval.scoring import Score
+from pipeline.eval.scoring import FAILURES, Score
 from pipeline.preflight import Finding
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import Experiment, load_experiment
 from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 SETTINGS = Settings(samples=2, temperatures=(0.0, 0.7))
+FAILURE_OF = {0.0: "prose", 0.1: "wrong_tool", 0.5: "format", 0.6: "wrong_tool"}
+"""The failure type a synthetic answer of each score value carries."""
 CATEGORIES = tuple(load_catalog().categories)
 
 
@@ -93,7 +95,7 @@ def scored_run(
                         {"name": e.tool, "arguments": {"path": f"{p.id}.py"}} for e in p.expect
                     ]
                 reason = "ok: fine" if v == 1.0 else f"wrong | {p.id} s{sample} T={t:g}"
-                score = Score(v, v, v, v == 1.0, reason, calls)
+                score = Score(v, v, v, v == 1.0, reason, calls, FAILURE_OF.get(v))
                 seconds = round(0.25 + 0.01 * i + 0.001 * sample, 3)
                 record = Record(f"{p.id}/{sample}/{t:g}", p.id, sample, t, None, "", seconds)
                 out.append(Scored(p, record, score, truncated=False))
@@ -110,6 +112,7 @@ def write_run(
     workspace: Workspace,
     preflight_failed: bool = False,
     forced: bool = False,
+    baseline_run: Path | None = None,
 ) -> Path:
     """A run folder as routegate leaves it, its preflight.json in `workspace`; returns the
     preflight.json path."""
@@ -126,6 +129,7 @@ def write_run(
         restarts=0,
         seconds=12.5,
         requests=len(scored),
+        baseline_run=baseline_run,
     )
     io.write_jsonl(eval_dir / "scores.jsonl", [evaluate._score_line(s) for s in scored])
     summary.write(eval_dir / "summary.json")
@@ -369,6 +373,50 @@ def test_distribution_counts_every_raw_value(run, experiment) -> None:
         cat, counts, n = row[0], row[1:-1], row[-1]
         assert [int(c) for c in counts] == [raw[cat, v] for v in values], cat
         assert int(n) == sum(raw[cat, v] for v in values)
+
+
+def test_failure_types_count_every_raw_answer_that_is_not_right(run, experiment) -> None:
+    run_dir, pf = run
+    r = made(run_dir, experiment, pf)
+    md = report.render_markdown(r)
+    raw = [x for x in raw_lines(run_dir) if x["temperature"] == 0]
+    wanted = Counter((x["category"], x["failure"]) for x in raw if x["failure"])
+    types = r["failures"]["types"]
+    assert types == [k for k in FAILURES if any(t == k for _, t in wanted)]
+    rows = table(md, "category | " + " | ".join(types))
+    assert [row[0] for row in rows] == [*(c for c in (*CATEGORIES, "no_tool") if any(
+        x["category"] == c for x in raw)), "all"]  # fmt: skip
+    for row in rows[:-1]:
+        cat = row[0]
+        assert [int(c or 0) for c in row[1:-1]] == [wanted[cat, k] for k in types], cat
+        assert int(row[-1]) == sum(1 for x in raw if x["category"] == cat)
+    assert [int(c) for c in rows[-1][1:-1]] == [
+        sum(n for (_, k), n in wanted.items() if k == t) for t in types
+    ]
+    assert f"- wrong_tool: {FAILURES['wrong_tool']}" in md
+    assert r["failures"]["shift"] is None  # no baseline run
+
+
+def test_failure_types_against_a_baseline_run_say_which_grew(
+    tmp_path, workspace, experiment, prompts
+) -> None:
+    base_dir = tmp_path / "runs" / "phase40" / "base"
+    write_run(base_dir, experiment, scored_run(prompts), workspace=workspace)
+
+    def worse(p: EvalPrompt, i: int, s: int, t: float) -> float:
+        return 0.1 if p.category == "text_tools" else chosen_value(p, i, s, t)
+
+    run_dir = tmp_path / "runs" / "phase40" / "worse"
+    pf = write_run(run_dir, experiment, scored_run(prompts, value=worse), workspace=workspace,
+                   baseline_run=base_dir)  # fmt: skip
+    r = made(run_dir, experiment, pf)
+    shift = {row["type"]: row for row in r["failures"]["shift"]["rows"]}
+    text_answers = sum(2 for p in prompts if p.category == "text_tools")  # two samples each
+    assert shift["wrong_tool"]["change"] == text_answers
+    assert shift["prose"]["change"] == 0 and shift["format"]["change"] == 0
+    md = report.render_markdown(r)
+    rows = table(md, "failure type | baseline")
+    assert rows[0][0] == "wrong_tool" and rows[0][3] == f"+{text_answers}"
 
 
 def test_sweep_shows_each_temperature_and_the_flips(run, experiment) -> None:

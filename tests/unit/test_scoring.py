@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.eval.scoring import Extraction, Score, extract, score
+from pipeline.eval.scoring import FAILURES, Extraction, Score, extract, score
 from pipeline.spec.calls import Call, render
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import ScoreName, load_experiment
@@ -491,3 +491,66 @@ def test_wrong_tool_comes_before_format_in_the_reason() -> None:
     assert s.reason == (
         "called ruff_check, expected typecheck; ruff_check called directly, not inside execute_code"
     )
+
+
+# --- failure types: one reply of each kind, through extract -> score ---------------------------
+
+_FAILURE_CASES: dict[str, tuple[dict[str, Any], str, str | None, ScoreName, bool]] = {
+    # type: (reply, prompt, finish_reason, primary score, code mode)
+    "wrong_tool": (native(("ruff_check", {"path": GATEWAY})), "validation-01", "tool_calls",
+                   "routing", False),
+    "invented_tool": (native(("ruff_typecheck", {"path": GATEWAY})), "validation-01",
+                      "tool_calls", "routing", False),
+    "arguments": (native(("typecheck", {"path": "elsewhere.py"})), "validation-01",
+                  "tool_calls", "arguments", False),
+    "malformed": ({"role": "assistant", "content": None, "tool_calls": []}, "validation-01",
+                  "tool_calls", "routing", False),
+    "truncated": ({"role": "assistant", "content": None}, "validation-01", "length", "routing",
+                  False),
+    "prose": (text("I would run typecheck on it."), "validation-01", "stop", "routing", False),
+    "unneeded_call": (native(("read_file", {"path": "README.md"})), "notool-01", "tool_calls",
+                      "routing", False),
+    "extra_calls": (native(("typecheck", {"path": GATEWAY}), ("read_file", {"path": GATEWAY})),
+                    "validation-01", "tool_calls", "routing", False),
+    "format": (native(("typecheck", {"path": GATEWAY})), "validation-01", "tool_calls", "seed",
+               True),
+}  # fmt: skip
+
+
+def test_every_failure_type_has_a_case() -> None:
+    assert set(_FAILURE_CASES) | {"error"} == set(FAILURES)
+
+
+@pytest.mark.parametrize("kind", list(_FAILURE_CASES))
+def test_each_failure_type_is_produced_by_its_reply(kind: str) -> None:
+    reply, prompt_id, finish, primary, code_mode = _FAILURE_CASES[kind]
+    _, s = run(reply, prompt_id, finish=finish, primary=primary, code_mode=code_mode)
+    assert s.failure == kind, s.reason
+
+
+def test_a_right_answer_has_no_failure_type() -> None:
+    _, s = run(native(("typecheck", {"path": GATEWAY})), "validation-01", primary="arguments",
+               code_mode=False)  # fmt: skip
+    assert (s.value, s.failure) == (1.0, None)
+    _, s = run(text("LSP stands for Language Server Protocol."), "notool-01")
+    assert (s.value, s.failure) == (1.0, None)
+
+
+def test_raw_call_text_the_server_left_unparsed_is_malformed_when_it_cannot_be_read() -> None:
+    _, s = run(text('<tool_call>\n{"name": "typecheck", "arguments": {"path": '), "validation-01",
+               finish="stop", primary="routing", code_mode=False)  # fmt: skip
+    assert s.failure == "truncated"  # cut off before </tool_call>
+    _, s = run(text("<tool_call>\n{not json}\n</tool_call>"), "validation-01", finish="stop",
+               primary="routing", code_mode=False)  # fmt: skip
+    assert s.failure == "malformed"
+
+
+def test_a_request_without_an_answer_is_an_error_not_the_models_failure() -> None:
+    from pipeline.eval.client import Record
+    from pipeline.eval.run import score_record
+
+    experiment = load_experiment("tiny")
+    for prompt_id in ("validation-01", "notool-01"):
+        record = Record("k", prompt_id, 0, 0.0, None, error="ConnectError: refused")
+        scored = score_record(record, PROMPTS[prompt_id], experiment, CATALOG)
+        assert scored.score.failure == "error"
