@@ -41,6 +41,14 @@ def format_summary(summary: EvalSummary) -> str:
                 f"  {name:<12} {cat.mean:.3f} [{cat.lo:.3f}, {cat.hi:.3f}] n={cat.n}{against}{mark}"
             )
         lines += [f"  {n} x {ANOMALIES.get(kind, kind)}" for kind, n in row.anomalies.items()]
+    if summary.non_inferiority:
+        lines.append(f"against the baseline run {summary.baseline_run} (non-inferiority):")
+        lines += [
+            f"  {name:<12} {row.difference:+.3f} (95% lower bound {row.lower:+.3f}, margin "
+            f"-{row.margin:.2f}) {row.decision}"
+            + (f", {row.prompts_needed} prompts would decide" if row.prompts_needed else "")
+            for name, row in summary.non_inferiority.items()
+        ]
     if len(summary.servers) > 1:  # one server answered everything: nothing to say
         lines += [
             f"server {s.url}: {s.answered} answered, {s.errors} without an answer"

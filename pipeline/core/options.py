@@ -117,6 +117,13 @@ OPTIONS: tuple[Option, ...] = (
         steps=_EVAL,
     ),
     Option(
+        "--decide",
+        "what the verdict rests on: thresholds, or non-inferiority (within the [decision] "
+        "margins, against --baseline-run) [the experiment's]",
+        metavar="RULE",
+        steps=_EVAL,
+    ),
+    Option(
         "--require-decidable",
         "a pass whose 95% interval reaches below its threshold fails [the experiment's]",
         kind="switch",

@@ -232,3 +232,199 @@ def detectable_drop(
         if hits / trials >= power:
             return step / 100
     return None
+
+
+# --- non-inferiority: can the candidate replace the baseline? --------------------------------
+
+Decision = Literal["NON-INFERIOR", "INFERIOR", "UNDECIDED"]
+
+
+@dataclass(frozen=True)
+class NonInferiorityRow:
+    """One category's answer to "is the candidate worse than the baseline by more than the
+    margin?", on the prompts both runs scored (candidate - baseline)."""
+
+    margin: float
+    difference: float
+    lower: float
+    """One-sided 95% lower bound of the difference (Tango's score bound, not adjusted)."""
+    upper: float
+    """One-sided 95% upper bound of the difference."""
+    n: int
+    better: float
+    """Prompts the candidate got right and the baseline not (fractional for partial credit)."""
+    worse: float
+    p_non_inferior: float
+    """p-value of "the difference is -margin or below"; small: non-inferior."""
+    p_inferior: float
+    """p-value of "the difference is above -margin"; small: inferior."""
+    p_adjusted: float
+    """Holm-adjusted p-value of the side the data lean to, across the decided categories."""
+    decision: Decision
+    prompts_needed: int | None = None
+    """For UNDECIDED: prompts at this rate of differing answers that would decide, at the
+    strictest Holm level (None: no number would, the difference sits on the margin)."""
+
+
+def _z_quantile(p: float) -> float:
+    """The standard normal quantile (bisection on erf; plenty for a decision boundary)."""
+    lo, hi = -10.0, 10.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _upper_tail(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def tango_z(better: float, worse: float, n: int, delta0: float) -> float:
+    """Tango's score statistic for H0: P(candidate right) - P(baseline right) = delta0 on
+    paired outcomes: (better - worse - n delta0) over its standard deviation under H0, where
+    the rate of pairs the baseline alone got right is its maximum-likelihood value under H0.
+    Differences of partial credit count as fractions of a pair, which keeps the variance an
+    upper bound (d^2 <= |d| for d in [-1, 1])."""
+    if n <= 0:
+        return 0.0
+    # maximise better ln(q + delta0) + worse ln q + rest ln(1 - 2q - delta0) over q
+    rest = max(0.0, n - better - worse)
+    lo, hi = max(0.0, -delta0), (1 - delta0) / 2
+    if hi <= lo:
+        return 0.0
+
+    def slope(q: float) -> float:
+        s = 0.0
+        s += better / (q + delta0) if better else 0.0
+        s += worse / q if worse else 0.0
+        s -= 2 * rest / (1 - 2 * q - delta0) if rest else 0.0
+        return s
+
+    eps = 1e-12
+    a, b = lo + eps, hi - eps
+    if slope(a) <= 0:
+        q = lo
+    elif slope(b) >= 0:
+        q = hi
+    else:
+        for _ in range(200):
+            mid = (a + b) / 2
+            if slope(mid) > 0:
+                a = mid
+            else:
+                b = mid
+        q = (a + b) / 2
+    variance = max(2 * q + delta0 - delta0 * delta0, 1e-12)
+    return (better - worse - n * delta0) / math.sqrt(n * variance)
+
+
+def _bound(better: float, worse: float, n: int, z: float, lower: bool) -> float:
+    """The delta0 where Tango's statistic equals z (lower) or -z (upper): a one-sided bound."""
+    observed = (better - worse) / n
+    lo, hi = (-1.0, observed) if lower else (observed, 1.0)
+    target = z if lower else -z
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        # the statistic falls as delta0 rises
+        if tango_z(better, worse, n, mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values (family-wise error across the keys)."""
+    ordered = sorted(p_values.items(), key=lambda kv: kv[1])
+    k = len(ordered)
+    out: dict[str, float] = {}
+    running = 0.0
+    for i, (key, p) in enumerate(ordered):
+        running = max(running, min(1.0, (k - i) * p))
+        out[key] = running
+    return out
+
+
+def non_inferiority(
+    this: Sequence[PromptValue],
+    baseline: Sequence[PromptValue],
+    categories: Sequence[str],
+    margins: dict[str, float],
+    *,
+    alpha: float = 0.05,
+) -> dict[str, NonInferiorityRow]:
+    """Per category with a margin (`overall`: the catalog's categories together), on the
+    prompts both runs scored: NON-INFERIOR when "candidate - baseline <= -margin" is rejected,
+    INFERIOR when "candidate - baseline > -margin" is, each with Holm's correction across the
+    categories decided; else UNDECIDED, with the prompts that would decide."""
+    base = {v.prompt_id: v for v in baseline}
+    groups: dict[str, list[float]] = {}
+    for v in this:
+        if v.prompt_id in base:
+            groups.setdefault(v.category, []).append(v.value - base[v.prompt_id].value)
+    groups[OVERALL] = [d for c in categories for d in groups.get(c, [])]
+    rows = {c: groups[c] for c in (*categories, NO_TOOL, OVERALL) if groups.get(c) and c in margins}
+    z = _z_quantile(1 - alpha)
+    stats: dict[str, tuple[float, float, int, float, float]] = {}
+    for name, diffs in rows.items():
+        better = sum(d for d in diffs if d > 0)
+        worse = -sum(d for d in diffs if d < 0)
+        n = len(diffs)
+        statistic = tango_z(better, worse, n, -margins[name])
+        stats[name] = (better, worse, n, _upper_tail(statistic), _upper_tail(-statistic))
+    p_ni = holm({name: s[3] for name, s in stats.items()})
+    p_inf = holm({name: s[4] for name, s in stats.items()})
+    out: dict[str, NonInferiorityRow] = {}
+    for name, (better, worse, n, p1, p2) in stats.items():
+        if p_ni[name] < alpha:
+            decision: Decision = "NON-INFERIOR"
+        elif p_inf[name] < alpha:
+            decision = "INFERIOR"
+        else:
+            decision = "UNDECIDED"
+        leaning = p_ni[name] if p1 <= p2 else p_inf[name]
+        needed = None
+        if decision == "UNDECIDED":
+            needed = _prompts_to_decide(better / n, worse / n, margins[name], alpha / len(stats))
+        out[name] = NonInferiorityRow(
+            margin=margins[name],
+            difference=(better - worse) / n,
+            lower=_bound(better, worse, n, z, lower=True),
+            upper=_bound(better, worse, n, z, lower=False),
+            n=n,
+            better=better,
+            worse=worse,
+            p_non_inferior=p1,
+            p_inferior=p2,
+            p_adjusted=leaning,
+            decision=decision,
+            prompts_needed=needed,
+        )
+    return out
+
+
+def _prompts_to_decide(
+    better_rate: float, worse_rate: float, margin: float, alpha: float
+) -> int | None:
+    """The fewest prompts at these rates of differing answers whose score statistic clears
+    the one-sided level `alpha` on either side of -margin; None past PROMPTS_NEEDED_CAP."""
+    if math.isclose(better_rate - worse_rate, -margin, abs_tol=1e-12):
+        return None
+    z = _z_quantile(1 - alpha)
+
+    def decides(n: int) -> bool:
+        return abs(tango_z(better_rate * n, worse_rate * n, n, -margin)) >= z
+
+    if not decides(PROMPTS_NEEDED_CAP):
+        return None
+    low, high = 1, PROMPTS_NEEDED_CAP
+    while low < high:
+        mid = (low + high) // 2
+        if decides(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low

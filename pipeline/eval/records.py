@@ -14,7 +14,7 @@ from pipeline.core import io
 from pipeline.core.errors import BadInput
 from pipeline.core.records import Record
 from pipeline.core.workspace import RunFolder
-from pipeline.eval.metrics import CategoryScore, PairedRow
+from pipeline.eval.metrics import CategoryScore, NonInferiorityRow, PairedRow
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,10 @@ class EvalSummary(Record):
     """The run folder `paired` compares with; "" for none."""
     paired: dict[str, PairedRow] = field(default_factory=dict)
     """Per category and overall: this run minus the baseline run, prompt by prompt."""
+    decide: str = "thresholds"
+    """What the verdict rested on: "thresholds" or "non-inferiority" ([decision] rule)."""
+    non_inferiority: dict[str, NonInferiorityRow] = field(default_factory=dict)
+    """Per category with a [decision] margin: can this run replace the baseline run?"""
     servers: tuple[ServerRow, ...] = ()
     """Each server the requests went to, in the order given; absent from summaries written
     before it, which read as none."""

@@ -216,6 +216,15 @@ def summarize(
         )
     decision = [s for s in scored if s.record.temperature == settings.decision_temperature]
     comparison = compare_with(baseline_run, values_at(decision), categories) if baseline_run else {}
+    rule = experiment.decision.rule
+    margins = check_decision(experiment, baseline_run)
+    replaces = (
+        metrics.non_inferiority(
+            values_at(decision), baseline_values(baseline_run), categories, margins
+        )
+        if baseline_run and margins
+        else {}
+    )
     failed = [s.record for s in scored if s.record.error]
     verdict = judge(
         thresholds,
@@ -227,6 +236,8 @@ def summarize(
         require_decidable=experiment.eval.require_decidable,
         paired=comparison,
         max_drop=experiment.regression.max_drop,
+        rule=rule,
+        non_inferiority=replaces,
     )
     return EvalSummary(
         experiment=experiment.name,
@@ -248,8 +259,22 @@ def summarize(
         max_drop=experiment.regression.max_drop,
         baseline_run=str(baseline_run) if baseline_run else "",
         paired=comparison,
+        decide=rule,
+        non_inferiority=replaces,
         **run_facts,
     )
+
+
+def check_decision(experiment: Experiment, baseline_run: Path | None) -> dict[str, float]:
+    """The [decision] margins; bad input when the rule is non-inferiority without a baseline
+    run or a margin to decide with."""
+    margins = experiment.decision.margins_for(experiment.thresholds)
+    if experiment.decision.rule == "non-inferiority" and not (baseline_run and margins):
+        raise ExperimentError(
+            "--decide non-inferiority needs a baseline run (--baseline-run RUN_DIR or [eval] "
+            "baseline_run) and a margin ([decision] margin or margins in the experiment)"
+        )
+    return margins
 
 
 def _counted(scored: Sequence[Scored]) -> dict[str, int]:
@@ -340,6 +365,7 @@ def run_eval(
         baseline_run = experiment.source.parent / experiment.eval.baseline_run
     if baseline_run is not None:
         baseline_values(baseline_run)  # a bad baseline fails before any request is asked
+    check_decision(experiment, baseline_run)
     catalog = load_catalog()
     prompts = load_prompts(experiment.eval.prompts, catalog)
     settings = settings_for(experiment, samples, temperatures)

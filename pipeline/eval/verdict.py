@@ -65,6 +65,8 @@ def judge(
     require_decidable: bool = False,
     paired: Mapping[str, Any] | None = None,
     max_drop: float | None = None,
+    rule: str = "thresholds",
+    non_inferiority: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """The verdict of one run.
 
@@ -80,6 +82,10 @@ def judge(
     ERROR, with the first such request's cause in the first reason; no threshold is judged.
     Scoring it 0 would count a fault against the model, and leaving it out would judge fewer
     prompts than were pre-registered; a rerun asks only the requests without an answer.
+
+    With `rule` "non-inferiority" the verdict rests on `non_inferiority` (per category with a
+    margin: NON-INFERIOR / INFERIOR / UNDECIDED, pipeline.eval.metrics.non_inferiority)
+    instead of the thresholds: PASS only when every such category is NON-INFERIOR.
     """
     reasons: list[str] = []
     if errors:
@@ -87,6 +93,8 @@ def judge(
         reasons.append(f"{errors} of {requests} request(s) got no usable answer{cause}")
         return Verdict("ERROR", tuple(reasons))
 
+    if rule == "non-inferiority":
+        return _replaces(non_inferiority or {}, preflight)
     gated = thresholds.as_dict()
     present = {name: scores[name] for name in gated if name in scores}
     missed = [
@@ -148,6 +156,42 @@ def judge(
     if thresholds.pending:
         return Verdict("PENDING", tuple(reasons))
     return Verdict("PASS", tuple(reasons))
+
+
+def _replaces(rows: Mapping[str, Any], preflight: PreflightOutcome | None) -> Verdict:
+    """The verdict of "can the candidate replace the baseline run?"."""
+    reasons: list[str] = []
+
+    def shown(name: str, row: Any) -> str:
+        return (
+            f"{name} {_pct(float(_get(row, 'difference')))} (one-sided 95% lower bound "
+            f"{_pct(float(_get(row, 'lower')))}, margin -{_pct(float(_get(row, 'margin')))})"
+        )
+
+    inferior = [shown(n, r) for n, r in rows.items() if _get(r, "decision") == "INFERIOR"]
+    undecided = [
+        shown(n, r)
+        + (
+            f", {_get(r, 'prompts_needed')} prompts would decide"
+            if _get(r, "prompts_needed")
+            else ", no number of prompts decides"
+        )
+        for n, r in rows.items()
+        if _get(r, "decision") == "UNDECIDED"
+    ]
+    if inferior:
+        reasons.append(
+            "inferior to the baseline run by more than the margin: " + "; ".join(inferior)
+        )
+    if undecided:
+        reasons.append("not shown non-inferior to the baseline run: " + "; ".join(undecided))
+    if not rows:
+        reasons.append("no category was compared with the baseline run")
+    if preflight is not None and preflight.failed:
+        reasons.append(preflight.line)
+    if reasons:
+        return Verdict("FAIL", tuple(reasons))
+    return Verdict("PASS", (f"non-inferior to the baseline run in {', '.join(rows)}",))
 
 
 def preflight_outcome(

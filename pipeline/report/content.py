@@ -96,6 +96,8 @@ def build_report(run: RunData) -> dict[str, Any]:
         "baseline_run": summary.baseline_run,
         "max_drop": summary.max_drop,
         "paired": {name: asdict(row) for name, row in summary.paired.items()},
+        "decide": summary.decide,
+        "non_inferiority": {n: asdict(row) for n, row in summary.non_inferiority.items()},
         "prompts": prompt_rows(run.scores, t),
         "distribution": distribution(run.scores, t, run.categories),
         "failures": failures(
@@ -129,6 +131,8 @@ def verdict_of(run: RunData) -> Verdict:
         require_decidable=summary.require_decidable,
         paired=summary.paired,
         max_drop=summary.max_drop,
+        rule=summary.decide,
+        non_inferiority=summary.non_inferiority,
     )
 
 

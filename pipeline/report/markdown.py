@@ -84,6 +84,7 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
         ),
     ]
     lines += _paired_lines(r)
+    lines += _non_inferiority_lines(r)
     lines += ["", "## Chart", ""]
     chart = r.get("chart") or {}
     if chart.get("file"):
@@ -214,6 +215,58 @@ def _paired_lines(r: Mapping[str, Any]) -> list[str]:
     ]
     return lines + _table(
         ["category", "difference", "95% interval", "p", "prompts", "better / worse"], table
+    )
+
+
+def _non_inferiority_lines(r: Mapping[str, Any]) -> list[str]:
+    """Can this run replace the baseline run, category by category, within the margins."""
+    rows = r.get("non_inferiority") or {}
+    if not rows:
+        return []
+    rests = (
+        "The verdict rests on it (`--decide non-inferiority`)."
+        if r.get("decide") == "non-inferiority"
+        else "Shown beside the thresholds, which decide (`--decide non-inferiority` would rest "
+        "the verdict on this table)."
+    )
+    lines = [
+        "",
+        "## Can it replace the baseline run? (non-inferiority)",
+        "",
+        "This run minus the baseline run on the prompts both scored, against each "
+        "pre-registered margin ([decision]): NON-INFERIOR when a drop as large as the margin is "
+        "ruled out, INFERIOR when a drop at least that large is shown, UNDECIDED otherwise "
+        "(with the prompts that would decide at this rate of differing answers). One-sided "
+        "95% bounds from Tango's score test for paired outcomes; p-values Holm-corrected "
+        f"across the {len(rows)} categories decided. " + rests,
+        "",
+    ]
+    table = [
+        [
+            name,
+            f"{100 * row['difference']:+.1f} pts",
+            f"{100 * row['lower']:+.1f}",
+            f"-{100 * row['margin']:.1f}",
+            f"{row['p_adjusted']:.3g}",
+            str(row["n"]),
+            f"{row['better']:g} / {row['worse']:g}",
+            row["decision"]
+            + (f" ({row['prompts_needed']} prompts would decide)" if row["prompts_needed"] else ""),
+        ]
+        for name, row in rows.items()
+    ]
+    return lines + _table(
+        [
+            "category",
+            "difference",
+            "95% lower bound",
+            "margin",
+            "p (Holm)",
+            "prompts",
+            "better / worse",
+            "decision",
+        ],
+        table,
     )
 
 

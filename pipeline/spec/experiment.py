@@ -248,6 +248,36 @@ class Regression:
     (this run minus the baseline run); None: no such criterion."""
 
 
+DecisionRule = Literal["thresholds", "non-inferiority"]
+DECISION_RULES: tuple[DecisionRule, ...] = ("thresholds", "non-inferiority")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How the verdict is reached ([decision]): against the pre-registered thresholds, or
+    "can the candidate replace the baseline run?" within pre-registered margins."""
+
+    rule: DecisionRule = "thresholds"
+    """"non-inferiority": the verdict rests on the paired comparison with the baseline run
+    (`--baseline-run` or [eval] baseline_run) within each margin; the thresholds are shown."""
+    margin: float | None = None
+    """The margin of every gated category (those with a threshold; overall when none has)."""
+    margins: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Margins per category (or overall), beside or instead of `margin`."""
+
+    def margins_for(self, thresholds: Thresholds) -> dict[str, float]:
+        """Each decided category's margin."""
+        out: dict[str, float] = {}
+        if self.margin is not None:
+            gated = list(thresholds.as_dict()) or [OVERALL]
+            out = dict.fromkeys(gated, self.margin)
+        return {**out, **self.margins}
+
+    @property
+    def default(self) -> bool:
+        return self == Decision()
+
+
 @dataclass(frozen=True)
 class Integrity:
     """The build-integrity check (pipeline.eval.integrity): base + adapters vs fused vs
@@ -304,6 +334,7 @@ class Experiment:
     baseline: Baseline
     resources: Resources
     regression: Regression = Regression()
+    decision: Decision = Decision()
     integrity: Integrity = Integrity()
     docs: Path | None = None
     tiny: TinyModel | None = None
@@ -315,6 +346,8 @@ class Experiment:
             # experiments without [train.launch] keep the fingerprint they had before it
             # existed: eval runs and study rows recorded under it stay valid
             del plain["train"]["launch"]
+        if self.decision.default:
+            del plain["decision"]  # likewise for experiments without [decision]
         text = json.dumps(plain, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -357,12 +390,28 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     raw.setdefault("name", path.stem)
     experiment = _build(Experiment, raw, path, "", {"source": path})
     check_launch(experiment.train, f"{path}: [train.launch]")
+    _check_decision(experiment.decision, path)
     return experiment
+
+
+def _check_decision(decision: Decision, source: Path) -> None:
+    """Margins in (0, 1) on categories the catalog has (or overall)."""
+    known = (*load_catalog().categories, OVERALL)
+    if decision.margin is not None and not 0.0 < decision.margin < 1.0:
+        raise ExperimentError(f"{source}: decision.margin = {decision.margin} is outside (0, 1)")
+    for name, margin in decision.margins.items():
+        if name not in known:
+            raise ExperimentError(
+                f"{source}: unknown key 'decision.margins.{name}' (allowed: {', '.join(known)})"
+            )
+        if not 0.0 < margin < 1.0:
+            raise ExperimentError(f"{source}: decision.margins.{name} = {margin} is outside (0, 1)")
 
 
 def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
     """Apply command-line overrides: base_model, reference_model, data, prompts, baseline_run,
-    require_decidable, launch_processes, launch_hostfile, retrain (None leaves a field)."""
+    require_decidable, launch_processes, launch_hostfile, retrain, decide (None leaves a
+    field)."""
     models = experiment.models
     if overrides.get("base_model"):
         models = dataclasses.replace(models, base=str(overrides["base_model"]), base_revision="")
@@ -387,7 +436,15 @@ def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
     )
     if overrides.get("retrain"):
         train = dataclasses.replace(train, adapter=None)
-    return dataclasses.replace(experiment, models=models, data=data, eval=ev, train=train)
+    decision = experiment.decision
+    if overrides.get("decide"):
+        rule = str(overrides["decide"])
+        if rule not in DECISION_RULES:
+            raise ExperimentError(f"--decide {rule}: one of {', '.join(DECISION_RULES)}")
+        decision = dataclasses.replace(decision, rule=rule)  # type: ignore[arg-type]
+    return dataclasses.replace(
+        experiment, models=models, data=data, eval=ev, train=train, decision=decision
+    )
 
 
 def _launch_override(train: Train, processes: int | None, hostfile: Any) -> Train:
@@ -444,6 +501,7 @@ def from_options(option: Callable[[str], Any]) -> Experiment:
         launch_processes=option("launch_processes"),
         launch_hostfile=option("launch_hostfile"),
         retrain=option("retrain"),
+        decide=option("decide"),
     )
 
 

@@ -102,6 +102,13 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
         ('base = "tiny:json"', "", r"missing required key 'models\.base'"),
         ("[tiny]", "[tiny]\nlayers = 3", r"unknown key 'tiny\.layers'"),
         ('"<tool_call>" = 3', '"<tool_call>" = "three"', r"tokens\.<tool_call> must be int"),
+        ("[tiny]", "[decision]\nmargin = 1.5\n\n[tiny]", r"decision\.margin = 1\.5 is outside"),
+        (
+            "[tiny]",
+            "[decision]\nmargins = {lps = 0.1}\n\n[tiny]",
+            r"unknown key 'decision\.margins\.lps'",
+        ),
+        ("[tiny]", '[decision]\nrule = "vibes"\n\n[tiny]', r"decision\.rule = 'vibes' is not one"),
     ],
 )
 def test_bad_input_names_file_and_key(tmp_path: Path, old: str, new: str, message: str) -> None:

@@ -43,6 +43,7 @@ def _values(tmp_path: Path) -> dict[str, list[str]]:
         "--concurrency": ["4"],
         "--prompts": ["extended"],
         "--baseline-run": [str(folder)],
+        "--decide": ["non-inferiority"],
         "--require-decidable": [],
         "--no-integrity": [],
         "--force": [],

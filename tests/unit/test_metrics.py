@@ -13,15 +13,20 @@ from pipeline.eval.metrics import (
     decidable,
     detectable_drop,
     fragile,
+    holm,
+    non_inferiority,
     paired,
     prompt_values,
     prompts_needed,
     sign_test,
     summarize,
+    tango_z,
     wilson_interval,
 )
+from pipeline.eval.scoring import extract, score
+from pipeline.eval.verdict import judge
 from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import OVERALL, load_experiment
+from pipeline.spec.experiment import OVERALL, PROMPTS_DIR, Thresholds, load_experiment
 from pipeline.spec.prompts import load_prompts
 
 CATEGORIES = tuple(load_catalog().categories)
@@ -165,3 +170,89 @@ def test_detectable_drop_shrinks_with_more_prompts() -> None:
     # 3 prompts right in the baseline: even losing all 3 gives p = 0.25, never < 0.05.
     assert three is None
     assert thirty is not None and thirty < 0.5
+
+
+# --- non-inferiority: canned answers to the extended set, scored by the real scorer -----------
+
+EXTENDED = load_prompts(PROMPTS_DIR / "extended.toml", load_catalog())
+
+
+def _answers(reply_for) -> list[PromptValue]:
+    """Each extended prompt's routing score for the reply `reply_for(prompt)` returns."""
+    out = []
+    for p in EXTENDED:
+        ex = extract(reply_for(p), "tool_calls", load_catalog())
+        s = score(ex, p, primary="routing", code_mode=False)
+        out.append(PromptValue(p.id, p.category, s.value, 1))
+    return out
+
+
+def _native(*names: str) -> dict:
+    calls = [{"type": "function", "function": {"name": n, "arguments": "{}"}} for n in names]
+    return {"role": "assistant", "content": None, "tool_calls": calls}
+
+
+def _oracle(p) -> dict:
+    if p.match == "none":
+        return {"role": "assistant", "content": "It depends on the case."}
+    return _native(*dict.fromkeys(e.tool for e in p.expect))
+
+
+def test_an_oracle_against_itself_is_non_inferior() -> None:
+    oracle = _answers(_oracle)
+    rows = non_inferiority(oracle, oracle, CATEGORIES, {OVERALL: 0.05})
+    row = rows[OVERALL]
+    assert row.decision == "NON-INFERIOR" and row.difference == 0.0
+    assert -0.05 < row.lower < 0 and row.n == sum(1 for p in EXTENDED if p.category != "no_tool")
+
+
+def test_the_same_answers_on_one_categorys_prompts_leave_a_5_point_margin_undecided() -> None:
+    """28 prompts that all agree cannot rule out a drop of 5 points (one disagreement in 20
+    would go unseen a quarter of the time); the row says how many prompts would."""
+    oracle = _answers(_oracle)
+    rows = non_inferiority(oracle, oracle, CATEGORIES, dict.fromkeys(CATEGORIES, 0.05))
+    for name, row in rows.items():
+        assert row.decision == "UNDECIDED", name
+        assert row.prompts_needed is not None and row.prompts_needed > row.n
+
+
+def test_a_server_that_always_calls_git_status_is_inferior_to_the_oracle() -> None:
+    oracle = _answers(_oracle)
+    git_status = _answers(lambda p: _native("git_status"))
+    margins = {OVERALL: 0.05, **dict.fromkeys(CATEGORIES, 0.05)}
+    rows = non_inferiority(git_status, oracle, CATEGORIES, margins)
+    assert rows[OVERALL].decision == "INFERIOR" and rows[OVERALL].upper < -0.05
+    assert rows["lsp"].decision == "INFERIOR" and rows["lsp"].prompts_needed is None
+    verdict = judge(Thresholds({}), {}, rule="non-inferiority", non_inferiority=rows)
+    assert verdict.outcome == "FAIL"
+    assert verdict.reasons[0].startswith("inferior to the baseline run by more than the margin: ")
+
+
+def test_an_equal_but_noisy_pair_on_few_prompts_is_undecided_with_the_prompts_needed() -> None:
+    a = [PromptValue(f"p{i}", "lsp", float(i % 3 != 0), 1) for i in range(24)]
+    b = [PromptValue(f"p{i}", "lsp", float(i % 3 != 1), 1) for i in range(24)]
+    rows = non_inferiority(a, b, CATEGORIES, {"lsp": 0.05})
+    row = rows["lsp"]
+    assert row.difference == 0.0 and (row.better, row.worse) == (8, 8)
+    assert row.decision == "UNDECIDED" and row.lower < -0.05
+    assert row.prompts_needed is not None and row.prompts_needed > 24
+    # the same rates on as many prompts as it said (a multiple of 3 at or above): decided
+    n = 3 * math.ceil(row.prompts_needed / 3)
+    a = [PromptValue(f"p{i}", "lsp", float(i % 3 != 0), 1) for i in range(n)]
+    b = [PromptValue(f"p{i}", "lsp", float(i % 3 != 1), 1) for i in range(n)]
+    assert non_inferiority(a, b, CATEGORIES, {"lsp": 0.05})["lsp"].decision == "NON-INFERIOR"
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order() -> None:
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adjusted == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
+
+
+def test_the_one_sided_bounds_narrow_with_more_prompts_and_mirror_each_other() -> None:
+    wide = non_inferiority(*[[PromptValue(f"p{i}", "lsp", 1.0, 1) for i in range(30)]] * 2,
+                           CATEGORIES, {"lsp": 0.05})["lsp"]  # fmt: skip
+    narrow = non_inferiority(*[[PromptValue(f"p{i}", "lsp", 1.0, 1) for i in range(300)]] * 2,
+                             CATEGORIES, {"lsp": 0.05})["lsp"]  # fmt: skip
+    assert wide.lower < narrow.lower < 0 < narrow.upper < wide.upper
+    assert wide.lower == pytest.approx(-wide.upper)
+    assert tango_z(0, 0, 30, -0.05) > 0 > tango_z(0, 0, 30, 0.05)

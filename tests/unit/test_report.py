@@ -40,7 +40,7 @@ from pipeline.eval.run import Scored, Settings
 from pipeline.eval.scoring import FAILURES, Score
 from pipeline.preflight import Finding
 from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment, load_experiment
+from pipeline.spec.experiment import Decision, Experiment, ExperimentError, load_experiment
 from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 SETTINGS = Settings(samples=2, temperatures=(0.0, 0.7))
@@ -686,3 +686,34 @@ def test_unanswered_requests_make_an_error(tmp_path, workspace, experiment, prom
     assert any("T=0: 1 request(s) got no answer" in w for w in r["warnings"])
     args = [str(run_dir), "--out", str(tmp_path / "cli"), "--no-chart", "--workdir", str(tmp_path)]
     assert report_cli.main(args) == 3
+
+
+def test_the_verdict_can_rest_on_non_inferiority_against_the_baseline_run(
+    tmp_path, workspace, experiment, prompts
+) -> None:
+    base_dir = tmp_path / "runs" / "phase40" / "base"
+    write_run(base_dir, experiment, scored_run(prompts), workspace=workspace)
+    deciding = dataclasses.replace(
+        experiment, decision=Decision(rule="non-inferiority", margins={"overall": 0.05})
+    )
+    run_dir = tmp_path / "runs" / "phase40" / "same"
+    pf = write_run(run_dir, deciding, scored_run(prompts), workspace=workspace,
+                   baseline_run=base_dir)  # fmt: skip
+    r = made(run_dir, deciding, pf)
+    row = r["non_inferiority"]["overall"]
+    # the same answers on the seed set's 27 scored prompts: a 5-point drop is not ruled out
+    assert (row["decision"], row["difference"], row["n"]) == ("UNDECIDED", 0.0, 27)
+    assert r["verdict"] == "FAIL" and r["decide"] == "non-inferiority"
+    assert r["verdict_reasons"][0].startswith("not shown non-inferior to the baseline run: overall")
+    assert f"{row['prompts_needed']} prompts would decide" in r["verdict_reasons"][0]
+    md = report.render_markdown(r)
+    assert "## Can it replace the baseline run? (non-inferiority)" in md
+    assert table(md, "category | difference | 95% lower bound")[0][-1].startswith("UNDECIDED (")
+
+
+def test_non_inferiority_without_a_baseline_run_is_bad_input(experiment, prompts) -> None:
+    deciding = dataclasses.replace(
+        experiment, decision=Decision(rule="non-inferiority", margin=0.05)
+    )
+    with pytest.raises(ExperimentError, match="--decide non-inferiority needs a baseline run"):
+        evaluate.summarize(deciding, scored_run(prompts), SETTINGS, categories=CATEGORIES)
