@@ -127,6 +127,19 @@ def summarize(values: Sequence[PromptValue], categories: Sequence[str]) -> dict[
     return out
 
 
+def pass_all(values: Sequence[PromptValue], categories: Sequence[str]) -> dict[str, float]:
+    """pass^k per category (and overall, as `summarize` counts it): the share of prompts whose
+    every sample scored 1 (a prompt's value is its samples' mean, 1 only when all are)."""
+    by_category: dict[str, list[bool]] = {}
+    for v in values:
+        by_category.setdefault(v.category, []).append(v.value >= 1.0)
+    out = {c: sum(r) / len(r) for c, r in by_category.items()}
+    gated = [r for c in categories for r in by_category.get(c, [])]
+    if gated:
+        out[OVERALL] = sum(gated) / len(gated)
+    return out
+
+
 def fragile(cat: CategoryScore, threshold: float) -> bool:
     """The interval straddles the threshold: the pass/fail verdict could flip on a rerun."""
     return cat.lo < threshold <= cat.hi

@@ -32,6 +32,9 @@ class CategoryRow(CategoryScore):
     prompts_needed: int | None = None
     """Prompts of this category that, at the observed rate, would make the interval clear the
     threshold; None when not gated, when the rate equals the threshold, or out of reach."""
+    pass_all: float | None = None
+    """pass^k: the share of prompts whose every sample was fully right (samples > 1; None
+    with one sample, where it is the mean): a model right only sometimes shows here."""
 
 
 @dataclass(frozen=True)

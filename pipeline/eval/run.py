@@ -192,7 +192,9 @@ def summarize(
     per_temperature: dict[str, TemperatureRow] = {}
     for t in settings.temperatures:
         at_t = [s for s in scored if s.record.temperature == t]
-        scores = metrics.summarize(values_at(at_t), categories)
+        values = values_at(at_t)
+        scores = metrics.summarize(values, categories)
+        every = metrics.pass_all(values, categories) if settings.samples > 1 else {}
         rows = {}
         for name, cat in scores.items():
             threshold = thresholds.get(name)
@@ -205,6 +207,7 @@ def summarize(
                 fragile=gated and metrics.fragile(cat, threshold),
                 decidable=metrics.decidable(cat, threshold) if gated else None,
                 prompts_needed=metrics.prompts_needed(cat.mean, threshold) if gated else None,
+                pass_all=every.get(name),
             )
         per_temperature[temperature_key(t)] = TemperatureRow(
             temperature=t,

@@ -52,6 +52,7 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
 
     lines += [f"## Pre-registered criteria (T={t})", ""]
     base = f"baseline ({r['baseline_name']})" if r.get("baseline_name") else "baseline"
+    repeats = any(c.get("pass_all") is not None for c in r["criteria"])
     rows = []
     for c in r["criteria"]:
         gated = c.get("threshold") is not None
@@ -68,10 +69,12 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
                 "fragile" if c.get("fragile") else "",
                 ("yes" if c.get("decidable") else "no") if gated else "-",
                 _needed(c) if gated else "-",
+                *([pct(c.get("pass_all"))] if repeats else []),
             ]
         )
     header = ["category", base, "threshold", "this run", "95% interval", "n", "pass?"]
-    lines += _table([*header, "fragile", "decidable", "prompts needed"], rows)
+    every = [f"pass^{r['samples']} (all samples right)"] if repeats else []
+    lines += _table([*header, "fragile", "decidable", "prompts needed", *every], rows)
     lines += [
         "",
         "n counts prompts (a prompt's samples are one observation). Decidable: the 95% interval "
@@ -134,6 +137,7 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
     ]
     lines += _table(["category", *dist["values"], "n"], drows)
     lines += ["", *_failure_lines(r.get("failures")), ""]
+    lines += ["", *_robustness_lines(r.get("robustness")), ""]
     lines += ["", *_sweep_lines(r["sweep"], r["thresholds_pending"]), ""]
     lines += _training_lines(r)
     lines += ["", *_integrity_lines(r.get("integrity")), ""]
@@ -176,6 +180,44 @@ def _failure_lines(f: Mapping[str, Any] | None) -> list[str]:
                 for row in sorted(shift["rows"], key=lambda row: -abs(row["change"]))
             ],
         )
+    return lines
+
+
+def _robustness_lines(rob: Mapping[str, Any] | None) -> list[str]:
+    """Per group of rephrasings, all / some / none right; per phrasing family, the share right."""
+    if not rob:
+        return []
+    c = rob["counts"]
+    lines = [
+        f"## Robustness to rephrasing (T={rob['temperature']})",
+        "",
+        f"Prompts that ask for the same call in other words, grouped: {c['all']} groups right in "
+        f"every phrasing, {c['some']} in some, {c['none']} in none.",
+        "",
+    ]
+    lines += _table(
+        ["group", "category", "right / prompts", "phrasings", "wrong"],
+        [
+            [g["group"], g["category"], f"{g['right']} / {g['prompts']}", g["status"],
+             ", ".join(g["wrong"])]
+            for g in sorted(rob["groups"], key=lambda g: (g["right"] / g["prompts"], g["group"]))
+        ],
+    )  # fmt: skip
+    lines += ["", "By how the request is put (phrasing family):", ""]
+    lines += _table(
+        ["family", "right / prompts", "share"],
+        [
+            [name, f"{f['right']} / {f['prompts']}", pct(f["share"])]
+            for name, f in rob["families"].items()
+        ],
+    )
+    gap = rob.get("gap")
+    if gap:
+        lines += [
+            "",
+            f"Largest gap between families of 5 or more prompts: {pct(gap['gap'])} "
+            f"({gap['best']} over {gap['worst']}).",
+        ]
     return lines
 
 

@@ -4,6 +4,7 @@ values, the failure types, and the temperature sweep. Category figures are the s
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -181,3 +182,85 @@ def failures(
             ],
         }
     return out
+
+
+_POLITE = re.compile(r"^(could|can|would|will|please|mind|kindly)\b", re.IGNORECASE)
+_WANT = re.compile(r"^(i need|i want|i'd like|i would like|let's|lets|we need|i'm|i am)\b", re.I)
+
+
+def phrasing_family(text: str) -> str:
+    """How a request is put, by its surface: "polite" (could you, please, ...), "question"
+    (ends with a question mark), "want" (I need, let's, ...) or "imperative" (the rest)."""
+    words = text.strip()
+    if _POLITE.match(words):
+        return "polite"
+    if words.endswith("?"):
+        return "question"
+    if _WANT.match(words):
+        return "want"
+    return "imperative"
+
+
+def _group(prompt_id: str) -> str | None:
+    """The request a prompt is one phrasing of: its id without the trailing number
+    (`read_file-03` -> `read_file`); None for an id without one."""
+    head, sep, tail = prompt_id.rpartition("-")
+    return head if sep and tail.isdigit() else None
+
+
+def robustness(scores: Sequence[Mapping[str, Any]], temperature: float) -> dict[str, Any] | None:
+    """Whether a right answer survives a rephrasing: per group of prompts that ask for the
+    same call in other words (the extended set's templates: `<tool>-NN`), all phrasings right /
+    some / none; and the share right per phrasing family with the largest gap between them.
+    None when no group has two prompts (the seed set)."""
+    by_id: dict[str, list[Mapping[str, Any]]] = {}
+    for s in at(scores, temperature):
+        by_id.setdefault(s["prompt_id"], []).append(s)
+    right = {pid: all(float(s["value"]) >= 1.0 for s in rows) for pid, rows in by_id.items()}
+    groups: dict[str, list[str]] = {}
+    for pid in by_id:
+        key = _group(pid)
+        if key is not None:
+            groups.setdefault(key, []).append(pid)
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if not groups:
+        return None
+    rows = []
+    for key, ids in groups.items():
+        hits = sum(right[i] for i in ids)
+        status = "all" if hits == len(ids) else "none" if hits == 0 else "some"
+        rows.append(
+            {
+                "group": key,
+                "category": by_id[ids[0]][0]["category"],
+                "prompts": len(ids),
+                "right": hits,
+                "status": status,
+                "wrong": [i for i in ids if not right[i]],
+            }
+        )
+    families: dict[str, list[bool]] = {}
+    for pid, rows_ in by_id.items():
+        families.setdefault(phrasing_family(str(rows_[0]["text"])), []).append(right[pid])
+    family_rows = {
+        name: {"prompts": len(hits), "right": sum(hits), "share": sum(hits) / len(hits)}
+        for name, hits in sorted(families.items())
+    }
+    comparable = {n: f for n, f in family_rows.items() if f["prompts"] >= 5}
+    gap = None
+    if len(comparable) >= 2:
+        best = max(comparable, key=lambda n: comparable[n]["share"])
+        worst = min(comparable, key=lambda n: comparable[n]["share"])
+        gap = {
+            "best": best,
+            "worst": worst,
+            "gap": comparable[best]["share"] - comparable[worst]["share"],
+        }
+    counts = Counter(r["status"] for r in rows)
+    return {
+        "temperature": temperature,
+        "groups": rows,
+        "counts": {k: counts[k] for k in ("all", "some", "none")},
+        "families": family_rows,
+        "gap": gap,
+    }

@@ -39,6 +39,7 @@ from pipeline.eval.client import Record
 from pipeline.eval.run import Scored, Settings
 from pipeline.eval.scoring import FAILURES, Score
 from pipeline.preflight import Finding
+from pipeline.report.scores import phrasing_family, robustness
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import Decision, Experiment, ExperimentError, load_experiment
 from pipeline.spec.prompts import EvalPrompt, load_prompts
@@ -717,3 +718,59 @@ def test_non_inferiority_without_a_baseline_run_is_bad_input(experiment, prompts
     )
     with pytest.raises(ExperimentError, match="--decide non-inferiority needs a baseline run"):
         evaluate.summarize(deciding, scored_run(prompts), SETTINGS, categories=CATEGORIES)
+
+
+def test_pass_k_counts_the_prompts_whose_every_sample_was_right(run, experiment) -> None:
+    run_dir, pf = run
+    summary = report.collect(run_dir, experiment, preflight_path=pf).summary
+    raw = raw_lines(run_dir)
+    for key, row in summary.temperatures.items():
+        lines = [x for x in raw if f"{x['temperature']:g}" == key]
+        for name, cat in row.categories.items():
+            if name == "overall":
+                continue
+            ids = {x["prompt_id"] for x in lines if x["category"] == name}
+            every = [all(x["value"] == 1.0 for x in lines if x["prompt_id"] == i) for i in ids]
+            assert cat.pass_all == pytest.approx(sum(every) / len(every)), (key, name)
+    assert summary.at(0.7).categories["text_tools"].pass_all == 0.0  # the second sample is 0
+    md = report.render_markdown(made(run_dir, experiment, pf))
+    assert "pass^2 (all samples right)" in md
+
+
+@pytest.mark.parametrize(
+    ("text", "family"),
+    [
+        ("Could you fetch the current contents of a.py?", "polite"),
+        ("Please run the tests.", "polite"),
+        ("What exactly does a.py contain right now?", "question"),
+        ("I need the source of a.py in front of me.", "want"),
+        ("Let's start by looking at a.csv in full.", "want"),
+        ("Bring a.py up on screen, all of it.", "imperative"),
+    ],
+)
+def test_phrasing_families(text: str, family: str) -> None:
+    assert phrasing_family(text) == family
+
+
+def test_robustness_groups_rephrasings_and_finds_the_largest_family_gap() -> None:
+    def line(pid: str, text: str, value: float) -> dict[str, Any]:
+        return {"prompt_id": pid, "category": "text_tools", "text": text, "value": value,
+                "temperature": 0.0, "sample": 0}  # fmt: skip
+
+    scores = [
+        *(line(f"read_file-0{i}", f"Could you show file {i}?", 1.0) for i in range(1, 6)),
+        *(line(f"git_log-0{i}", f"Show the last {i} commits.", float(i > 2)) for i in range(1, 6)),
+        *(line(f"hover-0{i}", f"What type is x{i}?", 0.0) for i in range(1, 6)),
+        line("seedlike", "Run it.", 1.0),
+    ]
+    rob = robustness(scores, 0.0)
+    assert rob is not None
+    by_group = {g["group"]: g for g in rob["groups"]}
+    assert set(by_group) == {"read_file", "git_log", "hover"}  # "seedlike" has no number
+    assert [by_group[k]["status"] for k in ("read_file", "git_log", "hover")] == [
+        "all", "some", "none"]  # fmt: skip
+    assert by_group["git_log"]["wrong"] == ["git_log-01", "git_log-02"]
+    assert rob["counts"] == {"all": 1, "some": 1, "none": 1}
+    assert rob["families"]["polite"] == {"prompts": 5, "right": 5, "share": 1.0}
+    assert rob["gap"] == {"best": "polite", "worst": "question", "gap": 1.0}
+    assert robustness([line("text-1", "Run it.", 1.0)], 0.0) is None
