@@ -11,8 +11,9 @@ pipeline.core.options); each step takes it and the previous step's record:
                                           preflight's findings handed in, not recomputed)
                                           followed by its integrity check
     evaluate(invocation, model, ...)      every prompt asked and scored (EvalResult), judged
-    write_report(invocation, result)      reports/<experiment>/results.{md,json,png}
-    run(invocation, ...)                  all of it, for a door that is not pytest
+    write_report(invocation, result)      reports/<experiment>/results.{md,json,html,png}
+    run(invocation, ...)                  all of it, for a door that is not pytest (and the
+                                          verdict appended to $GITHUB_STEP_SUMMARY)
 
 The verdict is `pipeline.eval.verdict.judge`'s; this module only wires the steps.
 """
@@ -32,7 +33,7 @@ from pipeline.eval.integrity import after_build
 from pipeline.eval.run import EvalResult, eval_run_dir, run_eval
 from pipeline.eval.serve import check_model_folder
 from pipeline.eval.verdict import PreflightOutcome, recorded_preflight
-from pipeline.report import Written, mark_stale, report_run
+from pipeline.report import Written, append_step_summary, mark_stale, report_run
 from pipeline.spec.experiment import Experiment, from_options
 
 Log = Callable[[str], None]
@@ -166,7 +167,9 @@ def run(
         result = evaluate(invocation, model, log=log)
         if on_result is not None:
             on_result(result)
-        return write_report(invocation, result)
+        written = write_report(invocation, result)
+        append_step_summary(written)
+        return written
     except BaseException as err:
         mark_stale(invocation.experiment.name, stopped_because(err), invocation.workspace)
         raise

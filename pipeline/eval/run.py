@@ -499,10 +499,20 @@ def server_rows(
 
 
 def _score_line(s: Scored) -> dict[str, Any]:
+    choice = ((s.record.response or {}).get("choices") or [{}])[0]
+    try:
+        json.dumps(choice, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError):  # a lone surrogate, a body of the wrong shape: keep its repr
+        choice = {"message": {"content": repr(choice)}}
     return {
         "prompt_id": s.prompt.id,
         "category": s.prompt.category,
         "text": s.prompt.text,
+        "match": s.prompt.match,
+        "expected": [asdict(e) for e in s.prompt.expect],
+        # the reply as the server sent it, for a person reading the report
+        "reply": choice.get("message") if isinstance(choice, dict) else None,
+        "finish_reason": choice.get("finish_reason") if isinstance(choice, dict) else None,
         "sample": s.record.sample,
         "temperature": s.record.temperature,
         "seconds": s.record.seconds,

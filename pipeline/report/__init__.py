@@ -28,9 +28,11 @@ from pipeline.report.markdown import render_markdown
 from pipeline.report.scores import calls_text, format_call
 from pipeline.report.write import (
     CHART,
+    HTML,
     JSON,
     MARKDOWN,
     Written,
+    append_step_summary,
     mark_stale,
     report_dir,
     report_run,
@@ -40,12 +42,14 @@ from pipeline.report.write import (
 __all__ = [
     "CHART",
     "FORMAT",
+    "HTML",
     "JSON",
     "MARKDOWN",
     "ChartUnavailable",
     "ReportError",
     "RunData",
     "Written",
+    "append_step_summary",
     "build_report",
     "calls_text",
     "collect",

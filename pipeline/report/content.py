@@ -22,7 +22,14 @@ from pipeline.eval.records import eval_files, temperature_key
 from pipeline.eval.scoring import ANOMALIES
 from pipeline.eval.verdict import PreflightOutcome, Verdict, judge, preflight_outcome
 from pipeline.report.collect import RunData
-from pipeline.report.scores import distribution, failures, prompt_rows, robustness, sweep
+from pipeline.report.scores import (
+    changes,
+    distribution,
+    failures,
+    prompt_rows,
+    robustness,
+    sweep,
+)
 from pipeline.report.show import show_path
 from pipeline.spec.experiment import EXPERIMENTS_DIR, OVERALL, Thresholds
 
@@ -101,6 +108,7 @@ def build_report(run: RunData) -> dict[str, Any]:
         "prompts": prompt_rows(run.scores, t),
         "distribution": distribution(run.scores, t, run.categories),
         "robustness": robustness(run.scores, t),
+        "changes": changes(run.scores, t, run.baseline_scores, run.baseline_temperature),
         "failures": failures(
             run.scores, t, run.categories, run.baseline_scores, run.baseline_temperature
         ),

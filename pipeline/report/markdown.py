@@ -50,7 +50,26 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
     if lines[-1] != "":
         lines.append("")
 
-    lines += [f"## Pre-registered criteria (T={t})", ""]
+    lines += _criteria_lines(r)
+    lines += _paired_lines(r)
+    lines += _non_inferiority_lines(r)
+    lines += _after_criteria(r, out_dir)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_step_summary(report: Mapping[str, Any]) -> str:
+    """The verdict, its reasons and the criteria table, for a CI job's summary page
+    ($GITHUB_STEP_SUMMARY)."""
+    r = report
+    lines = [f"## routegate: {r['experiment']}: {r['verdict']}", "", _verdict_line(r), ""]
+    lines += [f"- {reason}" for reason in r["verdict_reasons"]]
+    lines += ["", *_criteria_lines(r), *_non_inferiority_lines(r), ""]
+    return "\n".join(lines)
+
+
+def _criteria_lines(r: Mapping[str, Any]) -> list[str]:
+    t = temperature_key(r["decision_temperature"])
+    lines = [f"## Pre-registered criteria (T={t})", ""]
     base = f"baseline ({r['baseline_name']})" if r.get("baseline_name") else "baseline"
     repeats = any(c.get("pass_all") is not None for c in r["criteria"])
     rows = []
@@ -86,9 +105,12 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
             else ""
         ),
     ]
-    lines += _paired_lines(r)
-    lines += _non_inferiority_lines(r)
-    lines += ["", "## Chart", ""]
+    return lines
+
+
+def _after_criteria(r: Mapping[str, Any], out_dir: Path | None) -> list[str]:
+    t = temperature_key(r["decision_temperature"])
+    lines = ["", "## Chart", ""]
     chart = r.get("chart") or {}
     if chart.get("file"):
         lines.append(
@@ -146,7 +168,7 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
     lines += _settings_lines(r)
     lines += ["", "## Files", ""]
     lines += [f"- {k}: `{v}`" for k, v in r["files"].items() if v]
-    return "\n".join(lines).rstrip() + "\n"
+    return lines
 
 
 def _failure_lines(f: Mapping[str, Any] | None) -> list[str]:

@@ -45,6 +45,13 @@ def prompt_rows(scores: Sequence[Mapping[str, Any]], temperature: float) -> list
                 "seconds": sum(float(s["seconds"]) for s in samples) / len(samples),
                 "reason": reason + _more(len(others), "other failure mode"),
                 "failure": (wrong[0] if wrong else samples[0]).get("failure"),
+                "outcome": "error"
+                if any(s["error"] for s in samples)
+                else ("wrong" if wrong else "right"),
+                "expected": samples[0].get("expected"),
+                "match": samples[0].get("match"),
+                "reply": (wrong[0] if wrong else samples[0]).get("reply"),
+                "finish_reason": (wrong[0] if wrong else samples[0]).get("finish_reason"),
                 "calls": per_sample,
                 "calls_text": calls_text(per_sample),
                 "truncated": sum(bool(s["truncated"]) for s in samples),
@@ -208,6 +215,12 @@ def _group(prompt_id: str) -> str | None:
     return head if sep and tail.isdigit() else None
 
 
+def _same_call(ids: Sequence[str], by_id: Mapping[str, Sequence[Mapping[str, Any]]]) -> bool:
+    """The prompts expect the same tools (the seed set's `lsp-01`..`lsp-05` ask for five)."""
+    tools = {tuple(sorted(e["tool"] for e in by_id[i][0].get("expected") or [])) for i in ids}
+    return len(tools) == 1
+
+
 def robustness(scores: Sequence[Mapping[str, Any]], temperature: float) -> dict[str, Any] | None:
     """Whether a right answer survives a rephrasing: per group of prompts that ask for the
     same call in other words (the extended set's templates: `<tool>-NN`), all phrasings right /
@@ -222,7 +235,7 @@ def robustness(scores: Sequence[Mapping[str, Any]], temperature: float) -> dict[
         key = _group(pid)
         if key is not None:
             groups.setdefault(key, []).append(pid)
-    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    groups = {k: v for k, v in groups.items() if len(v) >= 2 and _same_call(v, by_id)}
     if not groups:
         return None
     rows = []
@@ -264,3 +277,42 @@ def robustness(scores: Sequence[Mapping[str, Any]], temperature: float) -> dict[
         "families": family_rows,
         "gap": gap,
     }
+
+
+def changes(
+    scores: Sequence[Mapping[str, Any]],
+    temperature: float,
+    baseline: Sequence[Mapping[str, Any]] | None,
+    baseline_temperature: float | None,
+) -> list[dict[str, Any]] | None:
+    """The prompts whose score differs from the baseline run's: regressed first (largest drop
+    first), then improved; each with both runs' calls and reasons. None without a baseline."""
+    if baseline is None:
+        return None
+    t = temperature if baseline_temperature is None else baseline_temperature
+    now = {r["id"]: r for r in prompt_rows(scores, temperature)}
+    then = {r["id"]: r for r in prompt_rows(baseline, t)}
+    out = []
+    for pid in now.keys() & then.keys():
+        a, b = then[pid], now[pid]
+        delta = b["mean"] - a["mean"]
+        if delta == 0:
+            continue
+        out.append(
+            {
+                "id": pid,
+                "category": b["category"],
+                "query": b["query"],
+                "direction": "regressed" if delta < 0 else "improved",
+                "baseline": a["mean"],
+                "this": b["mean"],
+                "delta": delta,
+                "baseline_calls": a["calls_text"],
+                "this_calls": b["calls_text"],
+                "baseline_reason": a["reason"],
+                "this_reason": b["reason"],
+            }
+        )
+    return sorted(
+        out, key=lambda c: (c["delta"] > 0, c["delta"] if c["delta"] < 0 else -c["delta"], c["id"])
+    )

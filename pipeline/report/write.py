@@ -4,22 +4,25 @@ for a run that failed before writing them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
 from pipeline.core import io
-from pipeline.core.errors import RoutegateError
+from pipeline.core.errors import BadInput, RoutegateError
 from pipeline.core.workspace import Workspace
 from pipeline.eval.verdict import Verdict
 from pipeline.report.chart import ChartUnavailable, render_chart
 from pipeline.report.collect import collect
 from pipeline.report.content import build_report
-from pipeline.report.markdown import render_markdown
+from pipeline.report.html import render_html
+from pipeline.report.markdown import render_markdown, render_step_summary
 from pipeline.spec.experiment import Experiment
 
-MARKDOWN, JSON, CHART = "results.md", "results.json", "results.png"
+MARKDOWN, JSON, CHART, HTML = "results.md", "results.json", "results.png", "results.html"
 STALE_MARKDOWN = "results.stale.md"
 """Where `mark_stale` moves the last report (and results.stale.json / .png beside it)."""
 
@@ -28,6 +31,7 @@ STALE_MARKDOWN = "results.stale.md"
 class Written:
     markdown: Path
     json: Path
+    html: Path
     chart: Path | None
     """None when the chart was skipped (`chart_skipped` says why)."""
     chart_skipped: str
@@ -70,7 +74,10 @@ def write_report(
         chart_path.unlink()  # a chart from an earlier run would contradict this report
     io.write_json(out / JSON, full)
     io.write_text(out / MARKDOWN, render_markdown(full, out))
-    return Written(out / MARKDOWN, out / JSON, chart_path if png else None, skipped, full)
+    io.write_text(out / HTML, render_html(full, png))
+    return Written(
+        out / MARKDOWN, out / JSON, out / HTML, chart_path if png else None, skipped, full
+    )
 
 
 def report_run(
@@ -84,6 +91,26 @@ def report_run(
     """collect -> build_report -> write_report: the report of one run folder."""
     run = collect(run_dir, experiment, workspace=workspace)
     return write_report(build_report(run), out_dir, chart=chart, workspace=workspace)
+
+
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+"""GitHub Actions' job summary file: the verdict and criteria table are appended to it."""
+
+
+def append_step_summary(written: Written) -> Path | None:
+    """Append the verdict and the criteria table to $GITHUB_STEP_SUMMARY when it is set (a CI
+    job's summary page); the file it wrote to, else None. A file that cannot be written is
+    bad input naming it."""
+    target = os.environ.get(STEP_SUMMARY_ENV)
+    if not target:
+        return None
+    path = Path(target)
+    try:
+        with path.open("a", encoding="utf-8") as out:
+            out.write(render_step_summary(written.report) + "\n")
+    except OSError as err:
+        raise BadInput(f"${STEP_SUMMARY_ENV}={target}: cannot append to it ({err})") from err
+    return path
 
 
 def _stale(name: str) -> str:
@@ -105,7 +132,7 @@ def mark_stale(experiment_name: str, why: str, workspace: Workspace | None = Non
         note += ["", "```", *rest, "```"]
     try:
         if (out / JSON).is_file():  # a report, not the note of a run that failed earlier
-            for name in (JSON, CHART):
+            for name in (JSON, CHART, HTML):
                 if (out / name).exists():
                     (out / name).replace(out / _stale(name))
             if (out / MARKDOWN).is_file():
@@ -118,6 +145,12 @@ def mark_stale(experiment_name: str, why: str, workspace: Workspace | None = Non
                 f"The last report written, [{STALE_MARKDOWN}]({STALE_MARKDOWN}), is an earlier "
                 "run's: its verdict is not the latest run's.",
             ]
+        page = "".join(f"<p>{escape(line)}</p>" for line in note[1:] if line)
+        io.write_text(
+            out / HTML,
+            f"<!doctype html><html lang=en><meta charset=utf-8><title>{escape(note[0])}</title>"
+            f'<h1 id="verdict">ERROR</h1>{page}</html>\n',
+        )
         return io.write_text(out / MARKDOWN, "\n".join(note) + "\n")
     except (OSError, RoutegateError):
         return None

@@ -20,6 +20,7 @@ from pipeline.cli.pytest_plugin import gate_session
 from pipeline.core.errors import RoutegateError
 from pipeline.eval.run import EvalResult
 from pipeline.gate import Invocation, ModelUnderTest, evaluate, write_report
+from pipeline.report import append_step_summary
 from pipeline.spec.experiment import Experiment
 
 _WRITTEN = pytest.StashKey["report.Written | str"]()
@@ -68,7 +69,11 @@ def eval_result(
                 gate.lines.append(
                     f"  {name:<11} {shown} >= {row.threshold:.2f}:{criterion_mark(row)}"
                 )
-        gate.lines.append(f"report: {written.markdown}")
+        gate.lines.append(f"report: {written.markdown} (and {written.html.name})")
+        try:
+            append_step_summary(written)  # once, with the session's final verdict
+        except RoutegateError as err:
+            gate.lines.append(f"not in the CI summary: {err}")
         if written.chart is None:
             gate.lines.append(f"chart skipped: {written.chart_skipped}")
         return verdict

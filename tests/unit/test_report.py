@@ -755,7 +755,8 @@ def test_phrasing_families(text: str, family: str) -> None:
 def test_robustness_groups_rephrasings_and_finds_the_largest_family_gap() -> None:
     def line(pid: str, text: str, value: float) -> dict[str, Any]:
         return {"prompt_id": pid, "category": "text_tools", "text": text, "value": value,
-                "temperature": 0.0, "sample": 0}  # fmt: skip
+                "temperature": 0.0, "sample": 0,
+                "expected": [{"tool": pid.rpartition("-")[0]}]}  # fmt: skip
 
     scores = [
         *(line(f"read_file-0{i}", f"Could you show file {i}?", 1.0) for i in range(1, 6)),
@@ -774,3 +775,7 @@ def test_robustness_groups_rephrasings_and_finds_the_largest_family_gap() -> Non
     assert rob["families"]["polite"] == {"prompts": 5, "right": 5, "share": 1.0}
     assert rob["gap"] == {"best": "polite", "worst": "question", "gap": 1.0}
     assert robustness([line("text-1", "Run it.", 1.0)], 0.0) is None
+    # numbered alike but asking for other tools (the seed set's text-01..03): no group
+    other = [{**line(f"text-0{i}", "Run it.", 1.0), "expected": [{"tool": t}]}
+             for i, t in enumerate(("read_file", "write_file"))]  # fmt: skip
+    assert robustness(other, 0.0) is None
