@@ -50,6 +50,7 @@ from pipeline.build.shipped import use_shipped
 from pipeline.build.train import train
 from pipeline.core import blas, io
 from pipeline.core.errors import EXIT_FAIL, BadInput, Refused
+from pipeline.core.progress import LogLines
 from pipeline.core.workspace import RunFolder, StageOutput, Workspace
 from pipeline.data import DataError, ensure_data
 from pipeline.models.expanded import float32_expansion
@@ -378,11 +379,13 @@ def build(
 
     p.run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(p.run_dir, log) as lock_fd, p.log_path.open("a", encoding="utf-8") as log_file:
+        kept = LogLines()
 
         def say(message: str) -> None:
             log(message)
-            log_file.write(message + "\n")
-            log_file.flush()
+            if kept.keep(message):  # build.log: heartbeats only after a quiet spell
+                log_file.write(message + "\n")
+                log_file.flush()
 
         record = read_record(p.record_path)  # another build may have finished meanwhile
         if record is not None and trusted(p, record, "quantize"):

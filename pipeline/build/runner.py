@@ -30,7 +30,7 @@ from typing import IO
 
 from pipeline.core.blas import child_env
 from pipeline.core.errors import Fault
-from pipeline.core.progress import HEARTBEAT_SECONDS, clock
+from pipeline.core.progress import HEARTBEAT_SECONDS, Transient, clock
 
 Log = Callable[[str], None]
 OnLine = Callable[[str], str | None]
@@ -145,7 +145,7 @@ class Runner:
                 try:
                     raw = lines.get(timeout=max(0.0, reported + self.every - time.monotonic()))
                 except queue.Empty:
-                    self.log(heartbeat(time.monotonic() - started))
+                    self.log(Transient(heartbeat(time.monotonic() - started)))
                     reported = time.monotonic()
                     continue
                 if raw is None:  # the reader is done with the pipe

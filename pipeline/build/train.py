@@ -53,7 +53,7 @@ from pipeline.build.files import parameter_count
 from pipeline.build.records import Attempt, Attempts, Resumed, TrainRecord
 from pipeline.build.runner import PEAK_MEMORY_SOURCE, CommandRun, Log, Runner, StageError
 from pipeline.core import io
-from pipeline.core.progress import clock
+from pipeline.core.progress import Transient, clock
 from pipeline.spec.experiment import Experiment, Launch
 
 CHECKPOINT_RE = re.compile(r"^(\d{7})_adapters\.safetensors$")
@@ -221,7 +221,9 @@ class TrainProgress:
     def message(self, line: str) -> str | None:
         """Feed one output line; the progress line it calls for, if any (runner's on_line)."""
         kind = self.feed(line)
-        if kind in ("train", "val", "save"):
+        if kind == "train":  # the next step's figures supersede these
+            return Transient(self.line(kind))
+        if kind in ("val", "save"):
             return self.line(kind)
         if kind == "info":
             return f"[train] trainable parameters: {self.trainable_text}"

@@ -15,6 +15,7 @@ import sys
 from pipeline.build import BuildRefused, build
 from pipeline.cli.door import parser, run, selected
 from pipeline.core.errors import EXIT_PASS
+from pipeline.core.progress import Console
 from pipeline.eval.integrity import after_build, record_path, summary_lines
 from pipeline.preflight import summary
 
@@ -33,13 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_step(args: argparse.Namespace) -> int:
     experiment, workspace = selected(args)
+    console = Console()
     try:
         result = build(
             experiment,
             force=args.force,
             keep_fused=args.keep_fused,
             workspace=workspace,
-            log=lambda line: print(line, flush=True),
+            log=console,
         )
     except BuildRefused as err:
         if err.findings:
@@ -47,9 +49,7 @@ def build_step(args: argparse.Namespace) -> int:
         raise
     print(f"model: {result.quantized}")
     print(f"record: {result.record_path}")
-    integrity = after_build(
-        experiment, result.run_dir, skip=args.no_integrity, log=lambda line: print(line, flush=True)
-    )
+    integrity = after_build(experiment, result.run_dir, skip=args.no_integrity, log=console)
     if integrity is not None:
         print("".join(f"  {line}\n" for line in summary_lines(integrity)), end="")
         print(f"integrity: PASS ({record_path(result.run_dir)})")

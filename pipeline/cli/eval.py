@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pipeline import gate
 from pipeline.cli.door import parser, run
+from pipeline.core.progress import Console
 from pipeline.eval.records import CategoryRow, EvalSummary
 from pipeline.eval.scoring import ANOMALIES
 from pipeline.gate import Invocation
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     def step() -> int:
         invocation = Invocation.from_options(lambda name: getattr(args, name, None))
         written = gate.run(
-            invocation, on_result=lambda result: print(format_summary(result.summary))
+            invocation,
+            log=Console(),
+            on_result=lambda result: print(format_summary(result.summary)),
         )
         print(f"report: {written.markdown}")
         return written.verdict.exit_code

@@ -24,6 +24,7 @@ import pytest
 
 from pipeline.core.errors import RoutegateError
 from pipeline.core.options import register
+from pipeline.core.progress import LogLines, Transient
 from pipeline.core.workspace import CHECKOUT
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ class GateSession:
     error: RoutegateError | None = None
     """The error that stopped the eval before its report (`stopped_by`), if any."""
     _invocation: Invocation | None = None
+    kept: LogLines = field(default_factory=LogLines)
+    """Which progress lines a log (not a terminal) keeps."""
+    rewriting: bool = False
+    """A transient line is on the terminal's last line, to be rewritten."""
 
     def invocation(self) -> Invocation:
         """The run's pipeline.gate.Invocation, read from the options once per process.
@@ -61,14 +66,27 @@ class GateSession:
         return self._invocation
 
     def say(self, line: str) -> None:
-        """Print a progress line on the terminal now, even while pytest captures output."""
+        """Print a progress line on the terminal now, even while pytest captures output: a
+        transient one (pipeline.core.progress) rewritten in place on a terminal, and in a
+        log kept only when it says something new or after a quiet spell."""
         reporter = self.config.pluginmanager.getplugin("terminalreporter")
         if reporter is None:  # an xdist worker: its output goes to the controller's log
-            print(line, flush=True)
+            if self.kept.keep(line):
+                print(line, flush=True)
+            return
+        tty = bool(getattr(reporter, "isatty", False))
+        if not tty and not self.kept.keep(line):
             return
         capture = self.config.pluginmanager.getplugin("capturemanager")
         suspended = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
         with suspended:
+            if tty and isinstance(line, Transient):
+                reporter.rewrite(line, erase=True)
+                self.rewriting = True
+                return
+            if self.rewriting:  # the line being rewritten stays, the next goes below it
+                reporter.write("\n")
+                self.rewriting = False
             reporter.write_line(line)
 
     def at_finish(self, finisher: Callable[[], Any]) -> None:

@@ -17,6 +17,7 @@ import sys
 
 from pipeline.cli.door import parser, run, selected
 from pipeline.core.errors import EXIT_PASS, BadInput
+from pipeline.core.progress import Console
 from pipeline.study import CONFOUNDS, STUDIES, chosen, run_study
 from pipeline.study.table import markdown
 
@@ -46,7 +47,7 @@ def study_step(args: argparse.Namespace) -> int:
         experiment,
         workspace=workspace,
         only=args.only,
-        log=lambda line: print(line, flush=True),
+        log=Console(),
     )
     print(markdown(experiment.name, rows), end="")
     return EXIT_PASS
