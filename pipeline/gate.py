@@ -20,6 +20,8 @@ The verdict is `pipeline.eval.verdict.judge`'s; this module only wires the steps
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +29,14 @@ from typing import Any
 
 from pipeline.build import BuildResult, build
 from pipeline.build.run import Preflight
-from pipeline.core.errors import RoutegateError
-from pipeline.core.workspace import Workspace
+from pipeline.core.errors import BadInput, RoutegateError
+from pipeline.core.workspace import RunFolder, Workspace
 from pipeline.eval.integrity import after_build
 from pipeline.eval.run import EvalResult, eval_run_dir, run_eval
 from pipeline.eval.serve import check_model_folder
 from pipeline.eval.verdict import PreflightOutcome, recorded_preflight
 from pipeline.report import Written, append_step_summary, mark_stale, report_run
+from pipeline.report.sweep import sweep_table, write_sweep
 from pipeline.spec.experiment import Experiment, from_options
 
 Log = Callable[[str], None]
@@ -59,6 +62,8 @@ class Invocation:
     """Build even when the preflight fails (the verdict still says so)."""
     integrity: bool = True
     """Check the build's fuse and quantize steps after building (`--no-integrity`: False)."""
+    system_prompts: tuple[Path, ...] = ()
+    """`--system-prompt PATH` (repeatable): other system prompts to run the eval under."""
 
     @classmethod
     def from_options(cls, option: Option) -> Invocation:
@@ -75,6 +80,7 @@ class Invocation:
             concurrency=option("concurrency"),
             force=bool(option("force")),
             integrity=not option("no_integrity"),
+            system_prompts=tuple(_system_prompt(p) for p in option("system_prompt") or ()),
         )
 
     @property
@@ -148,6 +154,43 @@ def evaluate(
     )
 
 
+def sweep_system_prompts(
+    invocation: Invocation, model: ModelUnderTest, *, log: Log = print
+) -> Path | None:
+    """The eval under each `--system-prompt` besides the experiment's own (whose answers the
+    main eval left on disk), each in its own run folder; the table of every category's score
+    under each, and its spread, in reports/<experiment>/system_prompts.{json,md} (its path).
+    None when no other system prompt was given."""
+    inv = invocation
+    if not inv.system_prompts:
+        return None
+    own = inv.experiment.eval.system_prompt
+    rows = []
+    for path in (own, *inv.system_prompts):
+        experiment = dataclasses.replace(
+            inv.experiment, eval=dataclasses.replace(inv.experiment.eval, system_prompt=path)
+        )
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+        folder = (
+            model.run_dir
+            if path == own
+            else RunFolder(model.run_dir).system_prompt_variant(f"{path.stem}-{digest}").path
+        )
+        log(f"[sweep] system prompt {path}")
+        variant = dataclasses.replace(inv, experiment=experiment)
+        result = evaluate(variant, dataclasses.replace(model, run_dir=folder), log=log)
+        rows.append((path, result.summary))
+    json_path, md_path = inv.workspace.study_report(inv.experiment.name, "system_prompts")
+    return write_sweep(sweep_table(rows), inv.experiment.name, json_path, md_path)
+
+
+def _system_prompt(path: str | Path) -> Path:
+    found = Path(path).expanduser().resolve()
+    if not found.is_file():
+        raise BadInput(f"--system-prompt {path}: no such file; pass a text file")
+    return found
+
+
 def write_report(invocation: Invocation, result: EvalResult) -> Written:
     """results.{md,json,png} of the run under reports/<experiment>/, with the verdict."""
     return report_run(result.run_dir, invocation.experiment, workspace=invocation.workspace)
@@ -169,6 +212,7 @@ def run(
             on_result(result)
         written = write_report(invocation, result)
         append_step_summary(written)
+        sweep_system_prompts(invocation, model, log=log)
         return written
     except BaseException as err:
         mark_stale(invocation.experiment.name, stopped_because(err), invocation.workspace)

@@ -117,6 +117,15 @@ OPTIONS: tuple[Option, ...] = (
         steps=_EVAL,
     ),
     Option(
+        "--system-prompt",
+        "also run the eval under this system prompt (repeat it for several) and write the "
+        "spread of each category's score across them to reports/<experiment>/system_prompts.md",
+        kind="repeat",
+        metavar="PATH",
+        path=True,
+        steps=_EVAL,
+    ),
+    Option(
         "--decide",
         "what the verdict rests on: thresholds, or non-inferiority (within the [decision] "
         "margins, against --baseline-run) [the experiment's]",

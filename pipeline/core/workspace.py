@@ -109,6 +109,10 @@ class RunFolder:
     def integrity_record(self) -> Path:
         return self.integrity / "integrity.json"
 
+    def system_prompt_variant(self, label: str) -> RunFolder:
+        """The eval of the same model under another system prompt (the sweep's row)."""
+        return RunFolder(self.path / "system-prompts" / label)
+
     @property
     def eval(self) -> Path:
         return self.path / "eval"

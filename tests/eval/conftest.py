@@ -19,7 +19,13 @@ from pipeline.cli.eval import criterion_mark
 from pipeline.cli.pytest_plugin import gate_session
 from pipeline.core.errors import RoutegateError
 from pipeline.eval.run import EvalResult
-from pipeline.gate import Invocation, ModelUnderTest, evaluate, write_report
+from pipeline.gate import (
+    Invocation,
+    ModelUnderTest,
+    evaluate,
+    sweep_system_prompts,
+    write_report,
+)
 from pipeline.report import append_step_summary
 from pipeline.spec.experiment import Experiment
 
@@ -43,6 +49,9 @@ def eval_result(
     experiment = invocation.experiment
     try:
         result = evaluate(invocation, model, log=gate.say)
+        swept = sweep_system_prompts(invocation, model, log=gate.say)
+        if swept is not None:
+            gate.lines.append(f"system-prompt sweep: {swept}")
     except RoutegateError as err:
         gate.stopped_by(err)  # the session exits with its code (2 bad input, 3 a fault)
         pytest.fail(f"the eval could not run: {err}", pytrace=False)

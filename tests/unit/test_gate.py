@@ -9,6 +9,7 @@ build: its own fields, or the experiment it carries.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -17,14 +18,17 @@ from pipeline.cli.door import parser
 from pipeline.core.errors import BadInput
 from pipeline.core.options import OPTIONS, Option, Step
 from pipeline.core.workspace import CHECKOUT
-from pipeline.gate import Invocation, ModelUnderTest, model_under_test
+from pipeline.gate import Invocation, ModelUnderTest, model_under_test, sweep_system_prompts
 from pipeline.spec.experiment import ExperimentError
+from tests.unit.fake_http import FakeHandler, serving
 
 
 def _values(tmp_path: Path) -> dict[str, list[str]]:
     """A value for each option other than its default (the command line after the flag)."""
     folder = tmp_path / "folder"
     folder.mkdir(exist_ok=True)
+    prompt = tmp_path / "terse.md"
+    prompt.write_text("Call tools.")
     shipping = tmp_path / "shipping.toml"  # --retrain matters only where an adapter ships
     tiny = (CHECKOUT / "experiments" / "tiny.toml").read_text().replace('"../', f'"{CHECKOUT}/')
     shipping.write_text(tiny.replace("[train]\n", f"[train]\nadapter = '{folder}'\n", 1))
@@ -44,6 +48,7 @@ def _values(tmp_path: Path) -> dict[str, list[str]]:
         "--prompts": ["extended"],
         "--baseline-run": [str(folder)],
         "--decide": ["non-inferiority"],
+        "--system-prompt": [str(prompt)],
         "--require-decidable": [],
         "--no-integrity": [],
         "--force": [],
@@ -125,3 +130,48 @@ def test_a_given_model_folder_is_judged_in_a_folder_keyed_by_its_content(
     assert model == ModelUnderTest(model.run_dir, model_dir.resolve())
     assert model.run_dir.parent == invocation.workspace.runs("tiny")
     assert model.run_dir.name.startswith("model-")
+
+
+def test_a_system_prompt_sweep_reports_each_prompts_scores_and_their_spread(
+    tmp_path: Path,
+) -> None:
+    """A canned server that calls read_file when the system prompt mentions files and
+    git_status otherwise: the sweep's table shows text_tools move with the system prompt."""
+    other = tmp_path / "git-first.md"
+    other.write_text("You are a git assistant. Call the one tool that fits.")
+
+    class Handler(FakeHandler):
+        def do_GET(self) -> None:
+            self.send_json({"object": "list", "data": [{"id": "canned"}]})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            system = body["messages"][0]["content"]
+            name = "git_status" if "git assistant" in system else "read_file"
+            call = {"type": "function", "function": {"name": name, "arguments": "{}"}}
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            self.send_json({"choices": [{"message": message, "finish_reason": "tool_calls"}]})
+
+    with serving(Handler) as url:
+        invocation = _invocation(
+            "eval",
+            ["--server-url", url, "--system-prompt", str(other), "--workdir", str(tmp_path)],
+        )
+        model = model_under_test(invocation, log=lambda _: None)
+        path = sweep_system_prompts(invocation, model, log=lambda _: None)
+    assert path == invocation.workspace.reports("tiny") / "system_prompts.md"
+    table = json.loads(path.with_suffix(".json").read_text())
+    own, git = table["variants"]
+    assert own["system_prompt"].endswith("direct.md") and git["system_prompt"].endswith(
+        "git-first.md"
+    )
+    assert own["categories"]["git"] == 0.0 and git["categories"]["git"] > 0.0
+    assert table["spread"]["git"] == git["categories"]["git"]
+    assert "| **spread** |" in path.read_text()
+    variant_runs = list((model.run_dir / "system-prompts").iterdir())
+    assert [p.name.startswith("git-first-") for p in variant_runs] == [True]
+
+
+def test_a_missing_system_prompt_is_bad_input_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match=r"--system-prompt .*nope\.md: no such file"):
+        _invocation("eval", ["--system-prompt", str(tmp_path / "nope.md")])
