@@ -56,7 +56,7 @@ from pipeline.eval.serve import (
     server_roots,
     start_server,
 )
-from pipeline.eval.verdict import PreflightOutcome, judge
+from pipeline.eval.verdict import PreflightOutcome, judge, judge_run, meets
 from pipeline.models.expanded import served_weights
 from pipeline.spec.catalog import Catalog, load_catalog
 from pipeline.spec.experiment import Experiment, ExperimentError
@@ -203,7 +203,7 @@ def summarize(
                 **asdict(cat),
                 threshold=threshold,
                 baseline=baseline.get(name),
-                passed=cat.mean >= threshold if gated else None,
+                passed=meets(cat.mean, threshold) if gated else None,
                 fragile=gated and metrics.fragile(cat, threshold),
                 decidable=metrics.decidable(cat, threshold) if gated else None,
                 prompts_needed=metrics.prompts_needed(cat.mean, threshold) if gated else None,
@@ -229,20 +229,8 @@ def summarize(
         else {}
     )
     failed = [s.record for s in scored if s.record.error]
-    verdict = judge(
-        thresholds,
-        per_temperature[temperature_key(settings.decision_temperature)].categories,
-        preflight=preflight,
-        errors=len(failed),
-        requests=len(scored),
-        first_error=first_cause([r.error for r in failed]),
-        require_decidable=experiment.eval.require_decidable,
-        paired=comparison,
-        max_drop=experiment.regression.max_drop,
-        rule=rule,
-        non_inferiority=replaces,
-    )
-    return EvalSummary(
+    run_facts.setdefault("requests", len(scored))
+    summary = EvalSummary(
         experiment=experiment.name,
         fingerprint=experiment.fingerprint(),
         score=experiment.eval.score,
@@ -254,8 +242,7 @@ def summarize(
         stop=tuple(experiment.eval.stop),
         seed=experiment.eval.seed,
         thresholds_pending=thresholds.pending,
-        verdict=verdict.outcome,
-        verdict_reasons=verdict.reasons,
+        verdict="",
         flips=_flips(per_temperature),
         versions=versions(),
         require_decidable=experiment.eval.require_decidable,
@@ -266,6 +253,10 @@ def summarize(
         non_inferiority=replaces,
         **run_facts,
     )
+    verdict = judge_run(
+        summary, thresholds, preflight=preflight, first_error=first_cause([r.error for r in failed])
+    )
+    return dataclasses.replace(summary, verdict=verdict.outcome, verdict_reasons=verdict.reasons)
 
 
 def check_decision(experiment: Experiment, baseline_run: Path | None) -> dict[str, float]:

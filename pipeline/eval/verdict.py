@@ -16,6 +16,7 @@ from pipeline.build import BuildPreflight, read_record
 from pipeline.core.errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
 from pipeline.core.records import Record
 from pipeline.core.workspace import RunFolder, Workspace
+from pipeline.eval.records import EvalSummary
 from pipeline.preflight import PreflightReport, read_report
 from pipeline.spec.experiment import Experiment, Thresholds
 
@@ -43,6 +44,36 @@ class Verdict(Record):
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.outcome, EXIT_ERROR)
+
+
+def meets(mean: float, threshold: float) -> bool:
+    """The pass rule of one criterion: the mean at or above its pre-registered threshold."""
+    return mean >= threshold
+
+
+def judge_run(
+    summary: EvalSummary,
+    thresholds: Thresholds,
+    *,
+    preflight: PreflightOutcome | None,
+    first_error: str = "",
+) -> Verdict:
+    """The verdict of an eval from its summary: the one place `judge`'s inputs are read from
+    a run (the eval judges its fresh summary; the report judges it again with the preflight
+    as it stands when the report is written)."""
+    return judge(
+        thresholds,
+        summary.decision().categories,
+        preflight=preflight,
+        errors=sum(row.errors for row in summary.temperatures.values()),
+        requests=summary.requests,
+        first_error=first_error,
+        require_decidable=summary.require_decidable,
+        paired=summary.paired,
+        max_drop=summary.max_drop,
+        rule=summary.decide,
+        non_inferiority=summary.non_inferiority,
+    )
 
 
 def _pct(value: float) -> str:
@@ -100,7 +131,7 @@ def judge(
     missed = [
         (name, float(_get(row, "mean")), gated[name])
         for name, row in present.items()
-        if float(_get(row, "mean")) < gated[name]
+        if not meets(float(_get(row, "mean")), gated[name])
     ]
     undecided = [
         (name, row, gated[name])

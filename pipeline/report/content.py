@@ -20,7 +20,7 @@ from pipeline.core.workspace import RunFolder
 from pipeline.eval.client import first_cause
 from pipeline.eval.records import eval_files, temperature_key
 from pipeline.eval.scoring import ANOMALIES
-from pipeline.eval.verdict import PreflightOutcome, Verdict, judge, preflight_outcome
+from pipeline.eval.verdict import PreflightOutcome, Verdict, judge_run, preflight_outcome
 from pipeline.report.collect import RunData
 from pipeline.report.scores import (
     changes,
@@ -128,20 +128,12 @@ def build_report(run: RunData) -> dict[str, Any]:
 
 def verdict_of(run: RunData) -> Verdict:
     """The run's verdict, with the preflight as it stands now."""
-    summary = run.summary
     failed = [s for s in run.scores if s["error"]]
-    return judge(
+    return judge_run(
+        run.summary,
         _thresholds(run),
-        summary.decision().categories,
         preflight=_preflight_outcome(run),
-        errors=sum(row.errors for row in summary.temperatures.values()),
-        requests=summary.requests,
         first_error=first_cause([str(s["error"]) for s in failed]),
-        require_decidable=summary.require_decidable,
-        paired=summary.paired,
-        max_drop=summary.max_drop,
-        rule=summary.decide,
-        non_inferiority=summary.non_inferiority,
     )
 
 

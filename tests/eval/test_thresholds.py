@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.eval.run import EvalResult
+from pipeline.eval.verdict import meets
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import OVERALL, Experiment
 
@@ -35,4 +36,4 @@ def test_threshold(
             f"thresholds of {experiment.name} are pending (not yet pre-registered from "
             f"measurements); measured {shown}"
         )
-    assert row.mean >= row.threshold, f"below the pre-registered threshold: {shown}"
+    assert meets(row.mean, row.threshold), f"below the pre-registered threshold: {shown}"
