@@ -9,7 +9,7 @@ generator at the checkpoint and at the current epoch's start, mlx's random key).
 attempt continues from the newest checkpoint with a state file that loads, with
 `--resume-adapter-file`, `--resume-state` and only the remaining iterations: the trainer
 restores the optimizer, replays the data order and restores the random state, so the resumed
-run trains the same model an uninterrupted one does (tests/unit/test_resume.py: identical
+run trains the same model an uninterrupted one does (tests/unit/build/test_resume.py: identical
 tensors). A checkpoint without a state file (written by a build before the trainer existed,
 or taken in the middle of a gradient accumulation) resumes with its weights only, as
 `mlx_lm lora --resume-adapter-file` did: Adam's moments start from zero and the data order

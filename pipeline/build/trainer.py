@@ -9,7 +9,7 @@ does with them (mlx_lm/lora.py `run` and `train_model`, 0.32): seed numpy and ml
 load the model and data with mlx_lm, freeze the model and unfreeze the trained layers (full) or
 add LoRA layers, load --resume-adapter-file, build the optimizer and call
 `mlx_lm.tuner.trainer.train`. An uninterrupted run therefore trains the same model, printing
-the same lines, as `mlx_lm lora` (tests/unit/test_resume.py compares the two). What it adds is
+the same lines, as `mlx_lm lora` (tests/unit/build/test_resume.py compares the two). What it adds is
 the `iterate_batches` it hands to train(): `DataOrder`, a wrapper around mlx_lm's own, which
 writes `NNNNNNN_state.safetensors` beside each `NNNNNNN_adapters.safetensors` mlx_lm saves:
 everything besides the weights that decides how training goes on from there.

@@ -28,7 +28,7 @@ from pipeline.eval.run import eval_run_dir, run_eval
 from pipeline.eval.serve import Server, start_server
 from pipeline.report import report_run
 from pipeline.spec.experiment import Experiment, load_experiment
-from tests.unit.test_faults import GOOD, REFUSE, fake_server, pipeline_eval
+from tests.unit.eval.test_faults import GOOD, REFUSE, fake_server, pipeline_eval
 
 REQUESTS = 30
 """tiny's eval: 30 prompts, one greedy sample each."""

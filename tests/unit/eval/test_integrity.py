@@ -21,7 +21,7 @@ from pipeline.models.refs import resolve
 from pipeline.spec.experiment import load_experiment
 
 pytestmark = pytest.mark.slow
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 def _quiet(_: str) -> None:

@@ -31,7 +31,7 @@ from pipeline.spec.experiment import (
     load_experiment,
     with_overrides,
 )
-from tests.unit.test_build import generated_text, short_tiny, write_experiment_toml
+from tests.unit.build.test_build import generated_text, short_tiny, write_experiment_toml
 
 
 class Interrupted(Exception):

@@ -688,7 +688,7 @@ def test_a_missing_data_folder_is_one_data_error_line(tmp_path: Path) -> None:
 
 # --- the extended set stays held out ------------------------------------------------------------
 
-EVAL_TEMPLATES = Path(__file__).resolve().parents[2] / "fixtures" / "eval_templates.toml"
+EVAL_TEMPLATES = Path(__file__).resolve().parents[3] / "fixtures" / "eval_templates.toml"
 PHRASINGS = DEFAULT_TEMPLATES_PATH.parent / "phrasings"
 """Files an experiment's [data] phrasings may name; they extend the templates file."""
 SHARED_WORDS = 5

@@ -94,7 +94,7 @@ def catalog():
 
 
 def test_default_path_is_the_fixture():
-    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "tools.json"
+    fixture = Path(__file__).resolve().parents[3] / "fixtures" / "tools.json"
     assert fixture == DEFAULT_CATALOG_PATH
 
 

@@ -25,7 +25,7 @@ from pipeline import report
 from pipeline.core.workspace import CHECKOUT, Workspace
 from pipeline.report import HTML
 from tests.unit.fake_http import FakeHandler, serving
-from tests.unit.test_report import chosen_value, made, scored_run, write_run
+from tests.unit.report.test_report import chosen_value, made, scored_run, write_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
