@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.build.runner import strip_ansi
-from pipeline.build.train import TrainProgress
+from pipeline.build.train_progress import TrainProgress
 from pipeline.core import blas
 from pipeline.data import generate
 from pipeline.models.refs import resolve

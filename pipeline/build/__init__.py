@@ -5,6 +5,7 @@ running it; build.json is a `BuildRecord`. Modules: run (the build), runner (the
 subprocess), train / fuse / quantize (the stages), records, key, files.
 """
 
+from pipeline.build.checkpoints import CorruptCheckpointError
 from pipeline.build.key import BUILD_FORMAT, data_digest, model_digest
 from pipeline.build.records import (
     BuildInputs,
@@ -29,7 +30,6 @@ from pipeline.build.run import (
     trusted,
 )
 from pipeline.build.runner import StageError
-from pipeline.build.train import CorruptCheckpointError
 
 __all__ = [
     "BUILD_FORMAT",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -162,12 +162,18 @@ def prompts_needed(mean: float, threshold: float) -> int | None:
         lo, hi = wilson_interval(mean * n, n)
         return lo >= threshold if mean > threshold else hi < threshold
 
-    if not clears(PROMPTS_NEEDED_CAP):
+    return fewest_prompts(clears)
+
+
+def fewest_prompts(decides: Callable[[int], bool]) -> int | None:
+    """The fewest prompts n for which `decides(n)` holds, for a `decides` that turns true once
+    and stays true as n grows; None when it does not hold at PROMPTS_NEEDED_CAP."""
+    if not decides(PROMPTS_NEEDED_CAP):
         return None
-    low, high = 1, PROMPTS_NEEDED_CAP  # clears(n) turns true once and stays true
+    low, high = 1, PROMPTS_NEEDED_CAP
     while low < high:
         mid = (low + high) // 2
-        if clears(mid):
+        if decides(mid):
             high = mid
         else:
             low = mid + 1
@@ -431,13 +437,4 @@ def _prompts_to_decide(
     def decides(n: int) -> bool:
         return abs(tango_z(better_rate * n, worse_rate * n, n, -margin)) >= z
 
-    if not decides(PROMPTS_NEEDED_CAP):
-        return None
-    low, high = 1, PROMPTS_NEEDED_CAP
-    while low < high:
-        mid = (low + high) // 2
-        if decides(mid):
-            high = mid
-        else:
-            low = mid + 1
-    return low
+    return fewest_prompts(decides)

@@ -37,7 +37,7 @@ from pipeline.build import (
 from pipeline.build.files import manifest
 from pipeline.build.records import BuildPreflight, QuantizeRecord
 from pipeline.build.runner import Runner, StageError
-from pipeline.build.train import TrainProgress
+from pipeline.build.train_progress import TrainProgress
 from pipeline.core.workspace import Workspace
 from pipeline.data import ensure_data
 from pipeline.spec.experiment import (

@@ -19,8 +19,11 @@ from typing import Any
 import pytest
 
 from pipeline.build import BuildResult, build, plan, read_record
+from pipeline.build.checkpoints import ADAPTER_FILE
+from pipeline.build.launch import rank_log
 from pipeline.build.runner import Runner, StageError
-from pipeline.build.train import ADAPTER_FILE, TrainProgress, rank_log, train
+from pipeline.build.train import train
+from pipeline.build.train_progress import TrainProgress
 from pipeline.core import blas
 from pipeline.core.workspace import Workspace
 from pipeline.spec.experiment import (

@@ -19,18 +19,11 @@ from typing import Any
 
 import pytest
 
+from pipeline.build.checkpoints import ADAPTER_FILE, Checkpoint, choose_resume, state_file_name
 from pipeline.build.records import TrainRecord
 from pipeline.build.runner import Runner, mlx_lm_argv
-from pipeline.build.train import (
-    ADAPTER_FILE,
-    TRAINER,
-    Checkpoint,
-    TrainProgress,
-    _choose,
-    command,
-    state_file_name,
-    train,
-)
+from pipeline.build.train import TRAINER, command, train
+from pipeline.build.train_progress import TrainProgress
 from pipeline.data import ensure_data
 from pipeline.models.refs import resolve
 from pipeline.spec.experiment import Experiment, load_experiment
@@ -221,7 +214,7 @@ def _checkpoint(folder: Path, step: int, *, state: bool, exact: bool = True) -> 
     import mlx.core as mx
     import numpy as np
 
-    from pipeline.build.trainer import TrainState, write_state
+    from pipeline.build.train_state import TrainState, write_state
 
     path = folder / f"{step:07d}_adapters.safetensors"
     mx.save_safetensors(str(path), {"w": mx.ones((2,))})
@@ -246,7 +239,7 @@ def test_the_newest_checkpoint_with_state_wins_over_a_newer_one_without(tmp_path
     said: list[str] = []
     four = _checkpoint(tmp_path, 4, state=True)
     eight = _checkpoint(tmp_path, 8, state=False)  # the attempt died before its state
-    chosen = _choose([four, eight], 12, said.append)
+    chosen = choose_resume([four, eight], 12, said.append)
     assert chosen is not None and chosen.checkpoint == four and chosen.exact
     assert not eight.path.exists(), "the abandoned run's checkpoint is removed"
     assert said == ["[train] checkpoint after step 4 has no optimizer state: resuming exactly "
@@ -255,7 +248,7 @@ def test_the_newest_checkpoint_with_state_wins_over_a_newer_one_without(tmp_path
 
 def test_without_any_state_the_newest_checkpoint_resumes_weights_only(tmp_path: Path) -> None:
     four, eight = _checkpoint(tmp_path, 4, state=False), _checkpoint(tmp_path, 8, state=False)
-    chosen = _choose([four, eight], 12, print)
+    chosen = choose_resume([four, eight], 12, print)
     assert chosen is not None and chosen.checkpoint == eight and not chosen.exact
 
 
@@ -263,7 +256,7 @@ def test_a_damaged_state_file_is_dropped_and_its_weights_still_count(tmp_path: P
     eight = _checkpoint(tmp_path, 8, state=True, exact=False)
     assert eight.state is not None
     eight.state.write_bytes(b"\x10\x00\x00\x00not a tensor")
-    chosen = _choose([eight], 12, print)
+    chosen = choose_resume([eight], 12, print)
     assert chosen is not None and chosen.checkpoint.step == 8 and chosen.checkpoint.state is None
     assert not chosen.exact and not eight.state.exists()
 
@@ -271,7 +264,7 @@ def test_a_damaged_state_file_is_dropped_and_its_weights_still_count(tmp_path: P
 def test_a_state_round_trips_and_restores_mlx_random_key(tmp_path: Path) -> None:
     import mlx.core as mx
 
-    from pipeline.build.trainer import read_state, set_random_key
+    from pipeline.build.train_state import read_state, set_random_key
 
     checkpoint = _checkpoint(tmp_path, 4, state=True)
     assert checkpoint.state is not None
