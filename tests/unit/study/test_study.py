@@ -16,6 +16,7 @@ from pipeline.cli.study import main as study_main
 from pipeline.core.errors import EXIT_BAD_INPUT
 from pipeline.core.workspace import Workspace
 from pipeline.data import SPLITS, ensure_data, message_calls, read_split, write_jsonl
+from pipeline.gate import Invocation
 from pipeline.preflight import CHECKS, Context, Finding, load_side, run_checks, run_preflight
 from pipeline.preflight.checks_calls import stored_syntax
 from pipeline.spec.experiment import SHARED, Experiment, load_experiment, with_overrides
@@ -245,16 +246,17 @@ def test_a_crash_keeps_every_finished_row(monkeypatch: pytest.MonkeyPatch, tmp_p
     )
     built: list[Experiment] = []
 
-    def build(experiment: Experiment, **_: object) -> SimpleNamespace:
+    def model_under_test(invocation: Invocation, **_: object) -> SimpleNamespace:
         if built:
             raise RuntimeError("the second build crashed")
-        built.append(experiment)
+        built.append(invocation.experiment)
         train = SimpleNamespace(train_loss=1.5, val_loss=2.5)
         record = SimpleNamespace(seconds=90.0, stages=SimpleNamespace(train=train))
-        return SimpleNamespace(key="k", quantized=tmp_path / "q", record=record)
+        result = SimpleNamespace(key="k", quantized=tmp_path / "q", record=record)
+        return SimpleNamespace(built=result)
 
-    monkeypatch.setattr(confounds, "build", build)
-    monkeypatch.setattr(confounds, "run_eval", lambda *a, **k: SimpleNamespace(summary=summary))
+    monkeypatch.setattr(confounds, "model_under_test", model_under_test)
+    monkeypatch.setattr(confounds, "evaluate", lambda *a, **k: SimpleNamespace(summary=summary))
     workspace = Workspace(tmp_path)
     with pytest.raises(RuntimeError, match="second build"):
         run_study(load_experiment("tiny"), workspace=workspace, only=["masked"], log=_quiet)
