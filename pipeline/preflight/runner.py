@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from pipeline.core import io
 from pipeline.core.errors import BadInput
 from pipeline.core.records import Record, RecordError
 from pipeline.core.workspace import Workspace
@@ -157,6 +158,9 @@ def read_report(path: Path) -> PreflightReport | None:
     if not Path(path).is_file():
         return None
     try:
-        return PreflightReport.read(path)
+        raw = io.read_json(path)
+        if isinstance(raw, dict) and "kind" not in raw:  # written before it was a record
+            raw = {"kind": PreflightReport.KIND, "version": 1, **raw}
+        return PreflightReport.from_json(raw, str(path))
     except RecordError as err:
         raise RecordError(f"{err}; run `python -m pipeline preflight` again to rewrite it") from err

@@ -174,11 +174,11 @@ def test_the_report_goes_to_the_workspace(small: Experiment, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     "content",
     [
-        '{"experiment": "x", "passed": true, "findings": []}',
+        '{"experiment": "x", "passed": true}',
         '{"kind": "build", "version": 1}',
         "[]",
     ],
-    ids=["unversioned", "another kind", "not an object"],
+    ids=["lacking fields", "another kind", "not an object"],
 )
 def test_a_preflight_report_that_is_not_one_is_named(content: str, tmp_path: Path) -> None:
     path = tmp_path / "preflight.json"
@@ -186,3 +186,15 @@ def test_a_preflight_report_that_is_not_one_is_named(content: str, tmp_path: Pat
     with pytest.raises(RecordError, match=f"{path}.*run `python -m pipeline preflight` again"):
         read_report(path)
     assert read_report(tmp_path / "absent.json") is None
+
+
+def test_a_preflight_report_from_before_it_was_a_record_still_reads(
+    small: Experiment, tmp_path: Path
+) -> None:
+    """Workspaces hold preflight.json files written without kind and version: same fields."""
+    findings = run_preflight(small, workspace=Workspace.at(tmp_path))
+    legacy = PreflightReport.of(small, findings).to_json()
+    del legacy["kind"], legacy["version"]
+    path = tmp_path / "preflight.json"
+    path.write_text(json.dumps(legacy), encoding="utf-8")
+    assert read_report(path) == PreflightReport.of(small, findings)
