@@ -30,7 +30,7 @@ from pipeline.build import build
 from pipeline.core import blas
 from pipeline.core.workspace import Workspace
 from pipeline.data import generate
-from pipeline.eval.run import run_eval
+from pipeline.eval.run import EvalResult, run_eval
 from pipeline.preflight import run_preflight
 from pipeline.spec.experiment import load_experiment, with_overrides
 
@@ -39,20 +39,25 @@ def _quiet(_: str) -> None:
     pass
 
 
-def one_seed(name: str, seed: int, root: Path) -> dict:
+def one_seed(name: str, seed: int, root: Path, also: tuple[str, ...] = ()) -> dict:
     experiment = load_experiment(name)
     experiment = dataclasses.replace(
         experiment, train=dataclasses.replace(experiment.train, seed=seed)
     )
     generate(experiment, root / "data")
-    experiment = with_overrides(experiment, data=str(root / "data"))
+    # the recipe trained afresh: an experiment that ships an adapter would otherwise reuse it
+    experiment = with_overrides(experiment, data=str(root / "data"), retrain=True)
     findings = run_preflight(experiment)
     started = time.perf_counter()
     built = build(experiment, workspace=Workspace(root), log=_quiet, preflight=lambda _: findings)
     result = run_eval(experiment, built.run_dir, model_dir=built.quantized, log=_quiet)
-    decision = result.decision().categories
-    ids = {c: {s.prompt.id for s in result.scored if s.prompt.category == c} for c in decision}
-    ids["overall"] = {s.prompt.id for s in result.scored if s.prompt.category != "no_tool"}
+    sets = {"": result}
+    for prompts in also:  # the same model on other prompt sets (its data stays the experiment's)
+        other = with_overrides(experiment, prompts=prompts)
+        sets[prompts] = run_eval(
+            other, built.run_dir / f"prompts-{prompts}", model_dir=built.quantized, log=_quiet
+        )
+    extra = {name: _categories(r) for name, r in sets.items() if name}
     return {
         "experiment": name,
         "seed": seed,
@@ -61,10 +66,16 @@ def one_seed(name: str, seed: int, root: Path) -> dict:
         "machine": platform.node(),
         "seconds": round(time.perf_counter() - started, 1),
         "val_loss": built.record.stages.train.val_loss if built.record.stages.train else None,
-        "categories": {
-            c: {"mean": round(row.mean, 4), "prompts": len(ids[c])} for c, row in decision.items()
-        },
+        "categories": _categories(result),
+        **({"prompt_sets": extra} if extra else {}),
     }
+
+
+def _categories(result: EvalResult) -> dict[str, dict[str, float | int]]:
+    decision = result.decision().categories
+    ids = {c: {s.prompt.id for s in result.scored if s.prompt.category == c} for c in decision}
+    ids["overall"] = {s.prompt.id for s in result.scored if s.prompt.category != "no_tool"}
+    return {c: {"mean": round(row.mean, 4), "prompts": len(ids[c])} for c, row in decision.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,18 +83,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="tiny")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--out", default=None, help="append one JSON line per seed here")
+    parser.add_argument(
+        "--also-prompts",
+        default="",
+        help="comma-separated prompt sets to evaluate each seed's model on as well (extended)",
+    )
     args = parser.parse_args(argv)
     print(blas.describe(), flush=True)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         with tempfile.TemporaryDirectory(prefix="variance-") as tmp:
-            row = one_seed(args.experiment, seed, Path(tmp))
+            also = tuple(p for p in args.also_prompts.split(",") if p)
+            row = one_seed(args.experiment, seed, Path(tmp), also)
         rows.append(row)
         if args.out:
             with open(args.out, "a") as out:
                 out.write(json.dumps(row) + "\n")
         cells = "  ".join(f"{c} {v['mean']:.2f}" for c, v in row["categories"].items())
         print(f"seed {seed} ({row['seconds']:.0f} s): {cells}", flush=True)
+        for name, categories in row.get("prompt_sets", {}).items():
+            cells = "  ".join(f"{c} {v['mean']:.2f}" for c, v in categories.items())
+            print(f"  on {name}: {cells}", flush=True)
     return 0
 
 
