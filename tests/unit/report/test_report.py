@@ -37,7 +37,7 @@ from pipeline.core.workspace import CHECKOUT, Workspace
 from pipeline.eval import run as evaluate
 from pipeline.eval.client import Record
 from pipeline.eval.run import Scored, Settings
-from pipeline.eval.scoring import FAILURES, Score
+from pipeline.eval.scoring import FAILURES, Failure, Score
 from pipeline.preflight import Finding
 from pipeline.report.scores import phrasing_family, robustness
 from pipeline.spec.catalog import load_catalog
@@ -45,7 +45,12 @@ from pipeline.spec.experiment import Decision, Experiment, ExperimentError, load
 from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 SETTINGS = Settings(samples=2, temperatures=(0.0, 0.7))
-FAILURE_OF = {0.0: "prose", 0.1: "wrong_tool", 0.5: "format", 0.6: "wrong_tool"}
+FAILURE_OF: dict[float, Failure] = {
+    0.0: "prose",
+    0.1: "wrong_tool",
+    0.5: "format",
+    0.6: "wrong_tool",
+}
 """The failure type a synthetic answer of each score value carries."""
 CATEGORIES = tuple(load_catalog().categories)
 
