@@ -83,11 +83,6 @@ class Invocation:
             system_prompts=tuple(_system_prompt(p) for p in option("system_prompt") or ()),
         )
 
-    @property
-    def builds(self) -> bool:
-        """Whether the model judged is the one the experiment builds (no --model or server)."""
-        return self.model is None and not self.server_urls
-
 
 @dataclass(frozen=True)
 class ModelUnderTest:
@@ -192,7 +187,7 @@ def _system_prompt(path: str | Path) -> Path:
 
 
 def write_report(invocation: Invocation, result: EvalResult) -> Written:
-    """results.{md,json,png} of the run under reports/<experiment>/, with the verdict."""
+    """results.{md,json,html,png} of the run under reports/<experiment>/, with the verdict."""
     return report_run(result.run_dir, invocation.experiment, workspace=invocation.workspace)
 
 
@@ -202,21 +197,23 @@ def run(
     log: Log = print,
     on_result: Callable[[EvalResult], None] | None = None,
 ) -> Written:
-    """The whole line for a door that is not pytest: model, eval, report. `on_result` sees the
-    eval's result before the report is written. Whatever stops it (an error, Ctrl-C) marks the
-    experiment's last report stale, so no earlier report stands as this run's, and is raised."""
+    """The whole line for a door that is not pytest: model, eval, report, then the
+    system-prompt sweep if one was asked for. `on_result` sees the eval's result before the
+    report is written. Whatever stops it before the report (an error, Ctrl-C) marks the
+    experiment's last report stale, so no earlier report stands as this run's, and is raised;
+    a sweep that fails afterwards leaves this run's report standing."""
     try:
         model = model_under_test(invocation, log=log)
         result = evaluate(invocation, model, log=log)
         if on_result is not None:
             on_result(result)
         written = write_report(invocation, result)
-        append_step_summary(written)
-        sweep_system_prompts(invocation, model, log=log)
-        return written
     except BaseException as err:
         mark_stale(invocation.experiment.name, stopped_because(err), invocation.workspace)
         raise
+    append_step_summary(written)
+    sweep_system_prompts(invocation, model, log=log)
+    return written
 
 
 def stopped_because(err: BaseException) -> str:

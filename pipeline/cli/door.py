@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pipeline.core.errors import EXIT_INTERRUPTED, RoutegateError
 from pipeline.core.options import Step, add_arguments
 from pipeline.core.workspace import Workspace
-from pipeline.spec.experiment import Experiment, from_options
+from pipeline.gate import Invocation
+from pipeline.spec.experiment import Experiment
 
 
 def parser(step: Step, description: str) -> argparse.ArgumentParser:
@@ -27,8 +28,10 @@ def parser(step: Step, description: str) -> argparse.ArgumentParser:
 
 
 def selected(args: argparse.Namespace) -> tuple[Experiment, Workspace]:
-    """The experiment (with its overrides) and the workspace the arguments select."""
-    return from_options(lambda name: getattr(args, name, None)), Workspace.at(args.workdir)
+    """The experiment (with its overrides) and the workspace the arguments select, read as
+    every door reads its options (pipeline.gate.Invocation)."""
+    invocation = Invocation.from_options(lambda name: getattr(args, name, None))
+    return invocation.experiment, invocation.workspace
 
 
 def run(step: Callable[[], int], interrupted: str = "") -> int:

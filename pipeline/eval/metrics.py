@@ -12,6 +12,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 from pipeline.spec.experiment import OVERALL
@@ -285,20 +286,12 @@ class NonInferiorityRow:
     strictest Holm level (None: no number would, the difference sits on the margin)."""
 
 
-def _z_quantile(p: float) -> float:
-    """The standard normal quantile (bisection on erf; plenty for a decision boundary)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+_NORMAL = NormalDist()
 
 
 def _upper_tail(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2))
+    """P(Z >= z) for a standard normal Z."""
+    return _NORMAL.cdf(-z)
 
 
 def tango_z(better: float, worse: float, n: int, delta0: float) -> float:
@@ -386,7 +379,7 @@ def non_inferiority(
             groups.setdefault(v.category, []).append(v.value - base[v.prompt_id].value)
     groups[OVERALL] = [d for c in categories for d in groups.get(c, [])]
     rows = {c: groups[c] for c in (*categories, NO_TOOL, OVERALL) if groups.get(c) and c in margins}
-    z = _z_quantile(1 - alpha)
+    z = _NORMAL.inv_cdf(1 - alpha)
     stats: dict[str, tuple[float, float, int, float, float]] = {}
     for name, diffs in rows.items():
         better = sum(d for d in diffs if d > 0)
@@ -432,7 +425,7 @@ def _prompts_to_decide(
     the one-sided level `alpha` on either side of -margin; None past PROMPTS_NEEDED_CAP."""
     if math.isclose(better_rate - worse_rate, -margin, abs_tol=1e-12):
         return None
-    z = _z_quantile(1 - alpha)
+    z = _NORMAL.inv_cdf(1 - alpha)
 
     def decides(n: int) -> bool:
         return abs(tango_z(better_rate * n, worse_rate * n, n, -margin)) >= z

@@ -24,7 +24,7 @@ from pipeline.build import model_digest
 from pipeline.core import io
 from pipeline.core.errors import BadInput
 from pipeline.core.progress import Heartbeat, clock
-from pipeline.core.workspace import Workspace
+from pipeline.core.workspace import RunFolder, Workspace
 from pipeline.eval import metrics, scoring
 from pipeline.eval.client import (
     NOT_ANSWERED,
@@ -218,14 +218,14 @@ def summarize(
             anomalies=_counted(at_t),
         )
     decision = [s for s in scored if s.record.temperature == settings.decision_temperature]
-    comparison = compare_with(baseline_run, values_at(decision), categories) if baseline_run else {}
+    this = values_at(decision)
+    base = baseline_values(baseline_run) if baseline_run else None
+    comparison = compare_with(baseline_run, this, base, categories) if base is not None else {}
     rule = experiment.decision.rule
     margins = check_decision(experiment, baseline_run)
     replaces = (
-        metrics.non_inferiority(
-            values_at(decision), baseline_values(baseline_run), categories, margins
-        )
-        if baseline_run and margins
+        metrics.non_inferiority(this, base, categories, margins)
+        if base is not None and margins
         else {}
     )
     failed = [s.record for s in scored if s.record.error]
@@ -293,16 +293,19 @@ def baseline_values(run_dir: Path) -> list[metrics.PromptValue]:
                 rows.append((str(row["prompt_id"]), str(row["category"]), float(row["value"])))
         except (ValueError, KeyError, TypeError) as err:
             raise BadInput(
-                f"{Path(run_dir) / 'eval' / 'scores.jsonl'}:{number}: not a scored answer ({err})"
+                f"{RunFolder(Path(run_dir)).eval_scores}:{number}: not a scored answer ({err})"
             ) from err
     return metrics.prompt_values(rows)
 
 
 def compare_with(
-    baseline_run: Path, this: Sequence[metrics.PromptValue], categories: Sequence[str]
+    baseline_run: Path | None,
+    this: Sequence[metrics.PromptValue],
+    base: Sequence[metrics.PromptValue],
+    categories: Sequence[str],
 ) -> dict[str, metrics.PairedRow]:
-    """The paired comparison with an earlier run; no prompt in common is bad input."""
-    base = baseline_values(baseline_run)
+    """The paired comparison with an earlier run's values (`base`, read from `baseline_run`);
+    no prompt in common is bad input."""
     common = {v.prompt_id for v in base} & {v.prompt_id for v in this}
     if not common:
         raise BadInput(

@@ -163,9 +163,7 @@ def failures(
     out: dict[str, Any] = {
         "temperature": temperature,
         "types": types,
-        "meaning": {
-            k: FAILURES.get(k, "not recorded by the routegate that scored it") for k in types
-        },  # type: ignore[call-overload]
+        "meaning": {k: _FAILURE_TEXT.get(k, "not recorded when it was scored") for k in types},
         "categories": {c: {k: per[c][k] for k in types if per[c][k]} for c in order},
         "answers": {c: sum(1 for s in rows if s["category"] == c) for c in order},
         "total": {k: total[k] for k in types},

@@ -105,12 +105,6 @@ def test_the_invocation_reads_each_option_as_given(
     assert getattr(_invocation("eval", argv), field) == expected
 
 
-def test_only_an_invocation_without_a_model_or_server_builds(tmp_path: Path) -> None:
-    assert _invocation("eval", []).builds
-    assert not _invocation("eval", ["--model", str(tmp_path)]).builds
-    assert not _invocation("eval", ["--server-url", "http://127.0.0.1:9"]).builds
-
-
 def test_an_unknown_experiment_is_bad_input_naming_it() -> None:
     with pytest.raises(ExperimentError, match="nope"):
         _invocation("eval", ["--experiment", "nope"])
