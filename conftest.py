@@ -66,8 +66,10 @@ def model(
     except BuildRefused as err:
         table = summary(err.findings) + "\n" if err.findings else ""
         pytest.fail(f"{table}{err}", pytrace=False)
-    except BadInput as err:  # a --model that is no model folder: exit 2, naming it
-        gate.stopped_by(err)
+    except BadInput as err:
+        if invocation.model is None:  # the build's own bad input: its stage's message
+            pytest.fail(f"build failed: {err}", pytrace=False)
+        gate.stopped_by(err)  # a --model that is no model folder: exit 2, naming it
         pytest.fail(f"--model {err}", pytrace=False)
     except IntegrityFailed as err:  # the model judged is not the model trained
         pytest.fail(str(err), pytrace=False)

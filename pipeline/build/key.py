@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.build.records import BuildInputs
 from pipeline.build.shipped import files_digest
 from pipeline.data import SPLITS
+from pipeline.models.cache import MARKER as CACHE_MARKER
 from pipeline.models.refs import tiny_syntax
 from pipeline.spec.experiment import Experiment
 
@@ -37,9 +38,17 @@ def is_local(ref: str) -> bool:
 
 
 def model_digest(folder: Path) -> dict[str, Any]:
-    """A digest of a local model folder: small files' bytes, the weights by content or stat."""
+    """A digest of a local model folder: small files' bytes, the weights by content or stat.
+
+    The model cache's own record of how it made a folder (`build_info.json`: its seconds, among
+    others) is not the model: counted, it made every fresh cache's base another model, and a
+    shipped adapter refused the base it was trained on."""
     digest = hashlib.sha256()
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name != CACHE_MARKER
+    )
     weights = [p for p in files if p.suffix == ".safetensors"]
     full = sum(p.stat().st_size for p in weights) <= _FULL_HASH_LIMIT
     for path in files:
