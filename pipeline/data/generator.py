@@ -36,6 +36,9 @@ from pipeline.spec.experiment import CallMode, CallSyntax, Experiment
 from pipeline.spec.prompts import load_prompts, system_prompt
 
 KIND_SHARES = {"single": 0.60, "chain": 0.15, "multi_turn": 0.15, "no_tool": 0.10}
+"""The kinds' shares when [data] no_tool_share is left at its default (0.10)."""
+QUESTION_SHARE = 0.4
+"""Of the no-tool examples, the share drawn from [no_tool.questions] where it has entries."""
 LEAD_SHARE = 0.25
 """How often a chain whose first tool allows it opens with a lead ("For FILE: ")."""
 STAMP = "generated.json"
@@ -213,6 +216,10 @@ class _Generator:
     def no_tool(self) -> _Spec:
         def make() -> _Spec:
             rng, t = self.rng, self.templates
+            # no draw without questions: older experiments' data stays byte for byte
+            if t.questions and rng.random() < QUESTION_SHARE:
+                text, answer = rng.choice(t.questions)
+                return _Spec("no_tool", text, [], answer=answer)
             family = rng.random()
             if family < 0.3:
                 acronym, meaning = rng.choice(t.acronyms)
@@ -276,8 +283,12 @@ def _join(clauses: Sequence[str], rng: random.Random, has_lead: bool) -> str:
     return text if has_lead else text[0].upper() + text[1:]
 
 
-def _plan(count: int) -> dict[str, int]:
-    plan = {kind: round(count * KIND_SHARES[kind]) for kind in KINDS if kind != "no_tool"}
+def _plan(count: int, no_tool_share: float) -> dict[str, int]:
+    # the tool-calling kinds keep their proportions to each other (scale 1.0 at the default)
+    scale = (1.0 - no_tool_share) / (1.0 - KIND_SHARES["no_tool"])
+    plan = {
+        kind: round(count * KIND_SHARES[kind] * scale) for kind in KINDS if kind != "no_tool"
+    }
     plan["no_tool"] = count - sum(plan.values())
     if plan["no_tool"] < 0:  # pragma: no cover - the shares sum to 1
         raise DataError(f"cannot split {count} examples into kinds")
@@ -336,7 +347,7 @@ def generate_records(
     splits: dict[str, list[dict[str, Any]]] = {}
     sizes = {"train": experiment.data.train_count, "valid": experiment.data.valid_count}
     for split, count in sizes.items():
-        plan = _plan(count)
+        plan = _plan(count, experiment.data.no_tool_share)
         specs = [gen.single(t) for t in _cycle(catalog.names(), plan["single"], rng)]
         specs += [
             gen.chain(r) for r in _cycle_recipes(gen.templates.chain_recipes, plan["chain"], rng)

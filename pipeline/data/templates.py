@@ -110,6 +110,10 @@ class Templates:
     """(concept, answer) pairs."""
     thanks: tuple[str, ...]
     thanks_replies: tuple[str, ...]
+    questions: tuple[tuple[str, ...], ...] = ()
+    """(text, answer) pairs: free-standing questions and remarks no frame fits (why, how many,
+    opinions, greetings, closings). Empty in the templates file, so that experiments without a
+    phrasings file that adds some draw the data they always drew."""
 
     @property
     def pools(self) -> Mapping[str, tuple[str, ...]]:
@@ -216,7 +220,12 @@ def _load_templates(path: Path, phrasings: tuple[Path, ...] = ()) -> Templates:
     lines = r.items(responses["line"], "responses.line")
     if len(lines) != 2:
         raise r.fail("responses.line", "must be [lowest, highest]")
-    no_tool = r.table(top["no_tool"], "no_tool", ("acronyms", "differences", "concepts", "thanks"))
+    no_tool = r.table(
+        top["no_tool"],
+        "no_tool",
+        ("acronyms", "differences", "concepts", "thanks"),
+        optional=("questions",),
+    )
     thanks = r.table(no_tool["thanks"], "no_tool.thanks", ("texts", "replies"))
 
     def family(name: str, *fields: str) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
@@ -254,6 +263,14 @@ def _load_templates(path: Path, phrasings: tuple[Path, ...] = ()) -> Templates:
         concepts=concepts,
         thanks=r.strings(thanks["texts"], "no_tool.thanks.texts"),
         thanks_replies=r.strings(thanks["replies"], "no_tool.thanks.replies"),
+        questions=r.records(
+            r.table(no_tool.get("questions", {"entries": []}), "no_tool.questions", ("entries",))[
+                "entries"
+            ],
+            "no_tool.questions.entries",
+            ("text", "answer"),
+            empty=True,
+        ),
     )
 
 

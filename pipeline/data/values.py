@@ -85,10 +85,12 @@ class Reader:
     def flag(self, value: Any, key: str) -> bool:
         return self.typed(value, key, bool, "true or false")
 
-    def records(self, value: Any, key: str, fields: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    def records(
+        self, value: Any, key: str, fields: Sequence[str], empty: bool = False
+    ) -> tuple[tuple[str, ...], ...]:
         """An array of tables with exactly `fields`, all strings: their values in that order."""
         out = []
-        for i, item in enumerate(self.items(value, key)):
+        for i, item in enumerate(self.items(value, key, empty)):
             entry = self.table(item, f"{key}[{i}]", fields)
             out.append(tuple(self.string(entry[f], f"{key}[{i}].{f}") for f in fields))
         return tuple(out)

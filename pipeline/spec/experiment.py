@@ -53,6 +53,9 @@ class Models:
     reference_revision: str = ""
 
 
+DEFAULT_NO_TOOL_SHARE = 0.10
+
+
 @dataclass(frozen=True)
 class Data:
     train_min: int
@@ -67,6 +70,8 @@ class Data:
     phrasings: tuple[Path, ...] = ()
     """More phrasings for the generator: files whose [requests] and [no_tool] lists extend
     fixtures/data_templates.toml's (relative to the experiment file)."""
+    no_tool_share: float = DEFAULT_NO_TOOL_SHARE
+    """The share of examples that need no tool; the other kinds keep their proportions."""
 
 
 @dataclass(frozen=True)
@@ -348,6 +353,8 @@ class Experiment:
             del plain["train"]["launch"]
         if self.decision.default:
             del plain["decision"]  # likewise for experiments without [decision]
+        if self.data.no_tool_share == DEFAULT_NO_TOOL_SHARE:
+            del plain["data"]["no_tool_share"]  # and for those without data.no_tool_share
         text = json.dumps(plain, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -391,6 +398,10 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     experiment = _build(Experiment, raw, path, "", {"source": path})
     check_launch(experiment.train, f"{path}: [train.launch]")
     _check_decision(experiment.decision, path)
+    if not 0.0 < experiment.data.no_tool_share < 1.0:
+        raise ExperimentError(
+            f"{path}: data.no_tool_share = {experiment.data.no_tool_share} is outside (0, 1)"
+        )
     return experiment
 
 
