@@ -286,9 +286,7 @@ def _join(clauses: Sequence[str], rng: random.Random, has_lead: bool) -> str:
 def _plan(count: int, no_tool_share: float) -> dict[str, int]:
     # the tool-calling kinds keep their proportions to each other (scale 1.0 at the default)
     scale = (1.0 - no_tool_share) / (1.0 - KIND_SHARES["no_tool"])
-    plan = {
-        kind: round(count * KIND_SHARES[kind] * scale) for kind in KINDS if kind != "no_tool"
-    }
+    plan = {kind: round(count * KIND_SHARES[kind] * scale) for kind in KINDS if kind != "no_tool"}
     plan["no_tool"] = count - sum(plan.values())
     if plan["no_tool"] < 0:  # pragma: no cover - the shares sum to 1
         raise DataError(f"cannot split {count} examples into kinds")

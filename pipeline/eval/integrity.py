@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -47,7 +47,9 @@ from pipeline.core.workspace import RunFolder
 from pipeline.eval.run import EvalResult, run_eval
 from pipeline.eval.serve import ServerError
 from pipeline.models.expanded import SERVED_AS_BUILT, float32_expansion, served_weights
+from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import Experiment, load_experiment
+from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 STEPS = ("reference", "fused", "quantized", "served")
 
@@ -78,6 +80,10 @@ class StepIntegrity:
     unlike_quantized: tuple[str, ...] = ()
     """(served only) Prompt ids whose calls differ from the quantized folder's as built."""
     failure: str | None = None
+    asked: tuple[str, ...] = ()
+    """The prompt ids this step asked when it asked a sample (`[integrity] as_built_prompts`),
+    its routing and agreement measured on them against the reference's on the same; empty
+    when it asked every prompt."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +98,8 @@ class IntegrityRecord(Record):
     quantized_digest: str = ""
     """The quantized weights' digest when checked: a later build of the same weights reuses
     a passing record instead of fusing and asking again."""
+    as_built_prompts: int = 0
+    """`[integrity] as_built_prompts` when checked (0: every prompt)."""
 
     @property
     def failure(self) -> str | None:
@@ -184,8 +192,33 @@ def _calls(result: EvalResult) -> dict[str, str]:
     }
 
 
-def _routing(result: EvalResult) -> float:
-    return result.decision().categories["overall"].mean
+def _routing(result: EvalResult, ids: Collection[str] = ()) -> float:
+    """The overall mean; over the prompt ids in `ids` only, when given."""
+    if not ids:
+        return result.decision().categories["overall"].mean
+    t = result.settings.decision_temperature
+    values = [
+        s.score.value
+        for s in result.scored
+        if s.prompt.id in ids and s.record.temperature == t and s.record.sample == 0
+    ]
+    return sum(values) / len(values) if values else 0.0
+
+
+def as_built_sample(prompts: Sequence[EvalPrompt], count: int) -> tuple[str, ...]:
+    """`count` prompt ids, one per category in turn (in the prompt file's order within each,
+    categories in the order they first appear); every id when `count` is 0 or covers them."""
+    if count <= 0 or count >= len(prompts):
+        return tuple(p.id for p in prompts)
+    queues: dict[str, list[str]] = {}
+    for p in prompts:
+        queues.setdefault(p.category, []).append(p.id)
+    picked: list[str] = []
+    while len(picked) < count:
+        for queue in queues.values():
+            if queue and len(picked) < count:
+                picked.append(queue.pop(0))
+    return tuple(picked)
 
 
 def _step_folder(run_dir: Path, step: str, model: Path, adapters: Path | None) -> Path:
@@ -213,6 +246,7 @@ def _ask(
     adapters: Path | None = None,
     as_built: bool = False,
     gates: bool = False,
+    only: Collection[str] | None = None,
     log: Callable[[str], None],
 ) -> EvalResult:
     """`gates`: this step serves what the gate's eval serves, so when they ask alike its
@@ -222,7 +256,8 @@ def _ask(
     else:
         folder = _step_folder(run_dir, step, model, adapters)
     how = " as built" if as_built else ""
-    log(f"[integrity] {step}: asking {model.name}{how} every prompt, greedily")
+    which = "every prompt" if only is None else f"{len(only)} prompts, one per category in turn"
+    log(f"[integrity] {step}: asking {model.name}{how} {which}, greedily")
     try:
         return run_eval(
             experiment,
@@ -232,6 +267,7 @@ def _ask(
             samples=1,
             temperatures="0",
             as_built=as_built,
+            only=only,
             log=log,
         )
     except ServerError as err:
@@ -265,10 +301,17 @@ def check_integrity(
     }
     # Where the gate serves the folder as built, its answers are the quantized step's.
     expands = served_weights(quantized, cache_root=run_dir).weights != SERVED_AS_BUILT
+    sample: tuple[str, ...] = ()
+    if expands and settings.as_built_prompts:
+        prompts = load_prompts(experiment.eval.prompts, load_catalog())
+        sample = as_built_sample(prompts, settings.as_built_prompts)
+        if len(sample) == len(prompts):
+            sample = ()
     results: dict[str, EvalResult] = {}
     steps: list[StepIntegrity] = []
     for step in STEPS if expands else STEPS[:-1]:
         model, with_adapters = models[step]
+        asked = sample if step == "quantized" else ()
         results[step] = result = _ask(
             experiment,
             step,
@@ -277,9 +320,10 @@ def check_integrity(
             adapters=with_adapters,
             as_built=step == "quantized" and expands,
             gates=step == ("served" if expands else "quantized"),
+            only=asked or None,
             log=log,
         )
-        routing = _routing(result)
+        routing = _routing(result, asked)
         if step == "reference":
             steps.append(
                 StepIntegrity(
@@ -288,13 +332,15 @@ def check_integrity(
             )
             continue
         ref_calls, calls = _calls(results["reference"]), _calls(result)
+        if asked:  # a sample is measured against the reference's answers to the same prompts
+            ref_calls = {p: c for p, c in ref_calls.items() if p in asked}
         differ = tuple(sorted(p for p in ref_calls if calls.get(p) != ref_calls[p]))
         unlike: tuple[str, ...] = ()
         if step == "served":
             built = _calls(results["quantized"])
             unlike = tuple(sorted(p for p in built if calls.get(p) != built[p]))
         agreement = 1 - len(differ) / len(ref_calls) if ref_calls else 1.0
-        reference = steps[0].routing
+        reference = _routing(results["reference"], asked)
         failure = None
         if routing < reference - settings.max_drop:
             failure = (
@@ -316,10 +362,12 @@ def check_integrity(
                 disagreeing=differ,
                 unlike_quantized=unlike,
                 failure=failure,
+                asked=asked,
             )
         )
+        of = f" (on {len(asked)} prompts)" if asked else ""
         log(
-            f"[integrity] {step}: routing {routing:.0%}, agreement {agreement:.0%}"
+            f"[integrity] {step}: routing {routing:.0%}, agreement {agreement:.0%}{of}"
             + (f"; unlike the quantized folder on {', '.join(unlike)}" if unlike else "")
             + (f"  FAIL: {failure}" if failure else "")
         )
@@ -329,6 +377,7 @@ def check_integrity(
         min_agreement=settings.min_agreement,
         steps=tuple(steps),
         quantized_digest=model_digest(quantized)["sha256"],
+        as_built_prompts=settings.as_built_prompts,
     )
     out.write(record_path(run_dir))
     again = RunFolder(run_dir).integrity / "fused"
@@ -352,7 +401,8 @@ def after_build(
     if (
         held is not None
         and held.passed
-        and (held.max_drop, held.min_agreement) == (settings.max_drop, settings.min_agreement)
+        and (held.max_drop, held.min_agreement, held.as_built_prompts)
+        == (settings.max_drop, settings.min_agreement, settings.as_built_prompts)
         and held.quantized_digest == model_digest(RunFolder(Path(run_dir)).quantized)["sha256"]
     ):
         log(f"[integrity] held for these weights before: {record_path(run_dir)}")
@@ -369,8 +419,9 @@ def summary_lines(record: IntegrityRecord) -> list[str]:
     for s in record.steps:
         agreement = "" if s.agreement is None else f", agreement {s.agreement:.0%}"
         unlike = f", unlike the quantized folder on {', '.join(s.unlike_quantized)}"
+        of = f" on {len(s.asked)} prompts" if s.asked else ""
         lines.append(
-            f"{s.step:<10} routing {s.routing:.0%}{agreement}"
+            f"{s.step:<10} routing {s.routing:.0%}{agreement}{of}"
             + (unlike if s.unlike_quantized else "")
             + ("  FAIL" if s.failure else "")
         )

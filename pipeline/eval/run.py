@@ -15,7 +15,7 @@ import json
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -349,13 +349,15 @@ def run_eval(
     preflight: PreflightOutcome | None = None,
     baseline_run: Path | None = None,
     as_built: bool = False,
+    only: Collection[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> EvalResult:
     """Serve `model_dir` (with `adapters` applied, if given) or connect to `server_url` (one
-    URL, or several servers of one model that share the requests), ask every prompt, score,
-    and write <run_dir>/eval/. A quantized `model_dir` is served through its float32
-    expansion on mlx's CPU backend (pipeline.models.expanded.served_weights), unless
-    `as_built`; the server batches as many requests as the eval keeps in flight."""
+    URL, or several servers of one model that share the requests), ask every prompt (or the
+    prompt ids in `only`), score, and write <run_dir>/eval/. A quantized `model_dir` is served
+    through its float32 expansion on mlx's CPU backend (pipeline.models.expanded.
+    served_weights), unless `as_built`; the server batches as many requests as the eval keeps
+    in flight."""
     if (model_dir is None) == (not server_url):
         raise ValueError("run_eval needs exactly one of model_dir or server_url")
     if baseline_run is None and experiment.eval.baseline_run:
@@ -365,6 +367,8 @@ def run_eval(
     check_decision(experiment, baseline_run)
     catalog = load_catalog()
     prompts = load_prompts(experiment.eval.prompts, catalog)
+    if only is not None:
+        prompts = [p for p in prompts if p.id in only]
     settings = settings_for(experiment, samples, temperatures)
     requests = build_requests(experiment, prompts, settings, catalog)
     files = eval_files(run_dir)

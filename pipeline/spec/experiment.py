@@ -292,6 +292,12 @@ class Integrity:
     """Run after every build (the gate's and `python -m pipeline build`'s); off: --no-integrity."""
     max_drop: float = 0.15
     """Largest allowed fall of a step's routing below the reference's (a share, 0..1)."""
+    as_built_prompts: int = 0
+    """Where the gate serves the quantized folder's float32 expansion (mlx's CPU backend), how
+    many prompts the `quantized` step asks of the folder as built, one per category in turn
+    (0: all). Its quantized matmul runs at ~7 tokens/s there, so asking all of them is most of
+    a CPU gate's minutes; the expansion computes the same function, and the sample checks that
+    it answers as the folder does."""
     min_agreement: float = 0.5
     """Smallest allowed share of prompts whose calls equal the reference's.
 
@@ -353,10 +359,20 @@ class Experiment:
             del plain["train"]["launch"]
         if self.decision.default:
             del plain["decision"]  # likewise for experiments without [decision]
-        if self.data.no_tool_share == DEFAULT_NO_TOOL_SHARE:
-            del plain["data"]["no_tool_share"]  # and for those without data.no_tool_share
+        for table, key in _ADDED_LATER:  # and for those that leave a later key at its default
+            if getattr(getattr(self, table), key) == _default(type(getattr(self, table)), key):
+                del plain[table][key]
         text = json.dumps(plain, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_ADDED_LATER = (("data", "no_tool_share"), ("integrity", "as_built_prompts"))
+"""Keys added after runs were recorded: left at their default, they stay out of the
+fingerprint, so those runs keep their keys."""
+
+
+def _default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
 def _plain(value: Any) -> Any:
@@ -398,6 +414,11 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     experiment = _build(Experiment, raw, path, "", {"source": path})
     check_launch(experiment.train, f"{path}: [train.launch]")
     _check_decision(experiment.decision, path)
+    if experiment.integrity.as_built_prompts < 0:
+        raise ExperimentError(
+            f"{path}: integrity.as_built_prompts = {experiment.integrity.as_built_prompts} "
+            "is negative (0 asks every prompt)"
+        )
     if not 0.0 < experiment.data.no_tool_share < 1.0:
         raise ExperimentError(
             f"{path}: data.no_tool_share = {experiment.data.no_tool_share} is outside (0, 1)"

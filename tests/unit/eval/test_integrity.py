@@ -7,18 +7,21 @@ mlx_lm servers (base + adapters, fused, quantized) for the 30 seed prompts: ~25 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from pipeline.build import build
-from pipeline.eval.integrity import check_integrity, read_integrity
+from pipeline.eval.integrity import as_built_sample, check_integrity, read_integrity
 from pipeline.models.refs import resolve
 from pipeline.spec.experiment import load_experiment
+from pipeline.spec.prompts import load_prompts
 
 pytestmark = pytest.mark.slow
 CHECKOUT = Path(__file__).resolve().parents[3]
@@ -101,3 +104,42 @@ def test_a_model_that_cannot_be_served_is_one_error(tiny_build: Path, tmp_path: 
     assert done.returncode in (2, 3), done.stdout + done.stderr  # bad input or a fault, not FAIL
     assert str(run / "quantized") in done.stderr and "Traceback" not in done.stderr
     assert json.loads((run / "build.json").read_text())["complete"]
+
+
+def test_a_sample_asks_the_folder_as_built_one_prompt_per_category(
+    tiny_build: Path, tmp_path: Path
+) -> None:
+    experiment = load_experiment("tiny")
+    sampled = dataclasses.replace(
+        experiment, integrity=dataclasses.replace(experiment.integrity, as_built_prompts=8)
+    )
+    run = _copy(tiny_build, tmp_path)
+    record = check_integrity(run, experiment=sampled, log=_quiet)
+    reference, fused, quantized, served = record.steps
+    prompts = {p.id: p for p in load_prompts(experiment.eval.prompts)}
+    assert len(quantized.asked) == 8
+    assert sorted(prompts[i].category for i in quantized.asked) == sorted(
+        {p.category for p in prompts.values()}
+    )
+    assert set(quantized.disagreeing) <= set(quantized.asked)
+    assert (reference.asked, fused.asked, served.asked) == ((), (), ())
+    assert set(served.unlike_quantized) <= set(quantized.asked)
+    assert record.as_built_prompts == 8 and read_integrity(run) == record
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [
+        (0, ("a1", "a2", "b1", "c1", "c2")),
+        (5, ("a1", "a2", "b1", "c1", "c2")),
+        (9, ("a1", "a2", "b1", "c1", "c2")),
+        (1, ("a1",)),
+        (3, ("a1", "b1", "c1")),
+        (4, ("a1", "b1", "c1", "a2")),
+    ],
+)
+def test_the_as_built_sample_takes_one_prompt_per_category_in_turn(
+    count: int, expected: tuple[str, ...]
+) -> None:
+    prompts = [SimpleNamespace(id=i, category=i[0]) for i in ("a1", "a2", "b1", "c1", "c2")]
+    assert as_built_sample(prompts, count) == expected  # type: ignore[arg-type]
