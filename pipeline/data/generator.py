@@ -32,8 +32,8 @@ from pipeline.data.templates import CHAIN_SOURCE, Template, Templates, load_temp
 from pipeline.data.values import Draw, Slot, Slots, draw_slots
 from pipeline.spec.calls import Call, wrap_code
 from pipeline.spec.catalog import Catalog, load_catalog
-from pipeline.spec.experiment import CallMode, CallSyntax, Experiment
-from pipeline.spec.prompts import load_prompts, system_prompt
+from pipeline.spec.experiment import PROMPTS_DIR, CallMode, CallSyntax, Experiment
+from pipeline.spec.prompts import EvalPrompt, load_prompts, system_prompt
 
 KIND_SHARES = {"single": 0.60, "chain": 0.15, "multi_turn": 0.15, "no_tool": 0.10}
 """The kinds' shares when [data] no_tool_share is left at its default (0.10)."""
@@ -64,6 +64,17 @@ def _text(template: Template) -> str:
     return template if isinstance(template, str) else template[0]
 
 
+def held_out_prompts(experiment: Experiment, catalog: Catalog) -> tuple[EvalPrompt, ...]:
+    """The prompts training data must not hold: the experiment's eval set and every set the
+    project ships (fixtures/prompts/), so that evaluating a built model on another shipped set
+    (`--prompts extended`) neither changes its data nor rebuilds it."""
+    return tuple(p for path in _held_out_files(experiment) for p in load_prompts(path, catalog))
+
+
+def _held_out_files(experiment: Experiment) -> list[Path]:
+    return sorted({experiment.eval.prompts.resolve(), *PROMPTS_DIR.glob("*.toml")})
+
+
 class _Generator:
     def __init__(
         self, experiment: Experiment, catalog: Catalog, templates: Templates | None = None
@@ -88,7 +99,7 @@ class _Generator:
                     f"the generator has no templates for tool {tool!r} of the catalog (add "
                     f"{' and '.join(missing)} for it to the templates file)"
                 )
-        prompts = load_prompts(experiment.eval.prompts, catalog)
+        prompts = held_out_prompts(experiment, catalog)
         self.eval_texts = [_norm(p.text) for p in prompts]
         avoid: list[str] = []
         for prompt in prompts:
@@ -381,7 +392,8 @@ def _stamp(
     )
     digest.update(system_prompt(experiment, catalog).encode())
     digest.update(json.dumps(catalog.openai_tools(), sort_keys=True).encode())
-    digest.update(experiment.eval.prompts.read_bytes())
+    for path in _held_out_files(experiment):
+        digest.update(path.read_bytes())
     return {
         "seed": experiment.data.seed,
         "train_count": experiment.data.train_count,
@@ -420,15 +432,15 @@ def generate(
     return {split: len(records) for split, records in splits.items()}
 
 
-def data_dir(experiment: Experiment, workspace: Workspace | None = None) -> Path:
+def data_dir(experiment: Experiment, workspace: Workspace) -> Path:
     """Where the experiment's train.jsonl / valid.jsonl live: data.path, else the workspace's
     data folder for the experiment (generated there)."""
     if experiment.data.path:
         return Path(experiment.data.path)
-    return (workspace or Workspace.at()).data(experiment.name)
+    return workspace.data(experiment.name)
 
 
-def ensure_data(experiment: Experiment, *, workspace: Workspace | None = None) -> Path:
+def ensure_data(experiment: Experiment, *, workspace: Workspace) -> Path:
     """The experiment's data folder, generated first when it is the default one and not current.
 
     A folder the user named (data.path) is never written to: missing files there raise.

@@ -36,7 +36,7 @@ from pipeline.data import (
     read_split,
 )
 from pipeline.data.generator import _Generator as Generator
-from pipeline.data.generator import _stamp
+from pipeline.data.generator import _stamp, generate_records
 from pipeline.spec.calls import Call
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import (
@@ -783,3 +783,46 @@ def test_a_phrasings_file_that_cannot_extend_is_named(tmp_path: Path, text: str,
     with pytest.raises(DataError, match=re.escape(said)) as caught:
         load_templates(phrasings=[extra])
     assert str(extra) in str(caught.value)
+
+
+def test_evaluating_on_another_shipped_set_leaves_the_data_unchanged(
+    tiny: Experiment, tmp_path: Path
+) -> None:
+    """Every shipped prompt set is held out, whichever the experiment evaluates: `--prompts
+    extended` on a built model neither regenerates other data nor rebuilds it."""
+    small = _sized(tiny, 150, 30)
+    generate(small, tmp_path / "seed")
+    other = dataclasses.replace(
+        small, eval=dataclasses.replace(small.eval, prompts=PROMPTS_DIR / "extended.toml")
+    )
+    generate(other, tmp_path / "extended")
+    for split in ("train", "valid"):
+        seed = (tmp_path / "seed" / f"{split}.jsonl").read_bytes()
+        assert seed == (tmp_path / "extended" / f"{split}.jsonl").read_bytes()
+
+
+def test_no_tool_share_and_questions_shape_the_no_tool_examples(
+    tiny: Experiment, tmp_path: Path
+) -> None:
+    extra = tmp_path / "questions.toml"
+    entries = "".join(
+        f'[[no_tool.questions.entries]]\ntext = "Question number {i}, no tool?"\n'
+        f'answer = "Answer {i}."\n'
+        for i in range(40)
+    )
+    extra.write_text(entries)
+    plain = generate_records(_sized(tiny, 200, 20))
+    more = generate_records(_sized(tiny, 200, 20, no_tool_share=0.3, phrasings=(extra,)))
+
+    def no_tool(records: list[dict[str, Any]]) -> list[str]:
+        return [
+            _user_text(r)
+            for r in records
+            if not any(m.get("tool_calls") for m in r["messages"]) and len(r["messages"]) == 3
+        ]
+
+    assert len(no_tool(plain["train"])) == 20  # the default share, 0.10
+    asked = no_tool(more["train"])
+    assert abs(len(asked) - 60) <= 1  # 30% of 200, give or take the rounding of the others
+    questions = [t for t in asked if t.startswith("Question number")]
+    assert 0 < len(questions) < len(asked)  # drawn beside the frames' families

@@ -109,6 +109,8 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
             r"unknown key 'decision\.margins\.lps'",
         ),
         ("[tiny]", '[decision]\nrule = "vibes"\n\n[tiny]', r"decision\.rule = 'vibes' is not one"),
+        ("[data]", "[data]\nno_tool_share = 1.5", r"data\.no_tool_share = 1\.5 is outside"),
+        ("[tiny]", "[integrity]\nas_built_prompts = -1\n\n[tiny]", r"as_built_prompts = -1"),
     ],
 )
 def test_bad_input_names_file_and_key(tmp_path: Path, old: str, new: str, message: str) -> None:
