@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.build.runner import strip_ansi
 from pipeline.build.train_progress import TrainProgress
 from pipeline.core import blas
+from pipeline.core.workspace import Workspace
 from pipeline.data import generate
-from pipeline.models.refs import resolve
+from pipeline.preflight import resolve_model
 from pipeline.spec.experiment import load_experiment
 
 _MATMUL = """
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ROUTEGATE_CACHE"] = str(root / "cache")
         tiny = load_experiment("tiny")
         generate(tiny, root / "data")
-        model = resolve("tiny:json", tiny)
+        model = resolve_model("tiny:json", tiny, workspace=Workspace.at())
         t = tiny.train
         print(f"{'choice':<8} {'matmul ms':>10} {'s/iter':>8} {'tok/s':>8}  library")
         for choice in ("none", "pip", "system"):

@@ -24,9 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.core.workspace import Workspace
 from pipeline.eval.run import run_eval
 from pipeline.models.expanded import float32_expansion
-from pipeline.models.refs import resolve
+from pipeline.preflight import resolve_model
 from pipeline.report import report_run
 from pipeline.spec.experiment import load_experiment, with_overrides
 
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     adapters.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.adapter, adapters / "adapters.safetensors")
     shutil.copyfile(args.adapter.parent / "adapter_config.json", adapters / "adapter_config.json")
-    base = float32_expansion(resolve(experiment.models.base, experiment))
+    workspace = Workspace.at()  # the checkout's (or $ROUTEGATE_WORKDIR's) data and preflight
+    base = float32_expansion(resolve_model(experiment.models.base, experiment, workspace=workspace))
     result = run_eval(
         experiment, out, model_dir=base, adapters=adapters, as_built=True,
         concurrency=args.concurrency, baseline_run=args.baseline_run, log=lambda _: None,
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             f"non-inferiority {name}: {row.difference:+.3f} (one-sided 95% bounds "
             f"{row.lower:+.3f} / {row.upper:+.3f}, margin -{row.margin}) {row.decision}"
         )
-    written = report_run(out, experiment, out_dir=out / "report")
+    written = report_run(out, experiment, workspace, out_dir=out / "report")
     print(f"{result.summary.seconds:.0f} s; report {written.markdown}")
     return 0
 

@@ -29,9 +29,8 @@ from pipeline.core.workspace import Workspace
 from pipeline.data import generate
 from pipeline.eval.records import CategoryRow
 from pipeline.gate import Invocation, ModelUnderTest, evaluate, model_under_test
-from pipeline.models.refs import resolve
 from pipeline.models.smollm2 import GGUF_NAME, SOURCE_ENV, gguf_cache_folder
-from pipeline.preflight import run_preflight
+from pipeline.preflight import resolve_model, run_preflight
 from pipeline.spec.experiment import load_experiment, with_overrides
 
 
@@ -52,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
         root = Path(tmp)
+        workspace = Workspace(root)
         cached_gguf = gguf_cache_folder() / GGUF_NAME
         if cached_gguf.is_file() and not os.environ.get(SOURCE_ENV):
             os.environ[SOURCE_ENV] = str(cached_gguf)  # converted afresh, not downloaded again
@@ -67,19 +67,20 @@ def main(argv: list[str] | None = None) -> int:
         seconds["data"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        base = resolve(experiment.models.base, experiment)
-        resolve(experiment.models.reference, experiment, tokenizer_only=True)
+        base = resolve_model(experiment.models.base, experiment, workspace=workspace)
+        reference = experiment.models.reference
+        resolve_model(reference, experiment, workspace=workspace, tokenizer_only=True)
         seconds["base models"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        findings = run_preflight(experiment)
+        findings = run_preflight(experiment, workspace=workspace)
         seconds["preflight"] = time.perf_counter() - t0
         failed = [f.message() for f in findings if f.failed]
 
         # The gate's own line (pipeline.gate), its integrity check left out of the timings.
         invocation = Invocation(
             experiment,
-            Workspace(root),
+            workspace,
             samples=args.samples,
             temperatures=args.temperature,
             force=bool(failed),

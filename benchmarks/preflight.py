@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.core.workspace import Workspace
 from pipeline.preflight import run_preflight
 from pipeline.spec.experiment import ROOT, SHARED, load_experiment, with_overrides
 
@@ -41,9 +42,11 @@ def main() -> None:
         base_model=OPTIONS[3],
         reference_model=OPTIONS[5],
     )
-    run_preflight(experiment)  # the data is generated on first use; time the steady state
+    workspace = Workspace.at()
+    # the data is generated on first use; time the steady state
+    run_preflight(experiment, workspace=workspace)
     started = time.perf_counter()
-    findings = run_preflight(experiment)
+    findings = run_preflight(experiment, workspace=workspace)
     library = time.perf_counter() - started
     failed = sum(f.failed for f in findings)
     print(

@@ -21,8 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.core import blas
+from pipeline.core.workspace import Workspace
 from pipeline.eval.run import run_eval
-from pipeline.models.refs import resolve
+from pipeline.preflight import resolve_model
 from pipeline.spec.experiment import load_experiment
 
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="append one JSON line here")
     args = parser.parse_args(argv)
     experiment = load_experiment(args.experiment)
-    base = resolve(experiment.models.base, experiment)
+    base = resolve_model(experiment.models.base, experiment, workspace=Workspace.at())
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="untrained-") as tmp:
         result = run_eval(experiment, Path(tmp) / "eval", model_dir=base, log=lambda _: None)

@@ -47,9 +47,10 @@ def one_seed(name: str, seed: int, root: Path, also: tuple[str, ...] = ()) -> di
     generate(experiment, root / "data")
     # the recipe trained afresh: an experiment that ships an adapter would otherwise reuse it
     experiment = with_overrides(experiment, data=str(root / "data"), retrain=True)
-    findings = run_preflight(experiment)
+    workspace = Workspace(root)
+    findings = run_preflight(experiment, workspace=workspace)
     started = time.perf_counter()
-    built = build(experiment, workspace=Workspace(root), log=_quiet, preflight=lambda _: findings)
+    built = build(experiment, workspace=workspace, log=_quiet, preflight=lambda _: findings)
     result = run_eval(experiment, built.run_dir, model_dir=built.quantized, log=_quiet)
     sets = {"": result}
     for prompts in also:  # the same model on other prompt sets (its data stays the experiment's)

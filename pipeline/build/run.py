@@ -55,7 +55,7 @@ from pipeline.core.workspace import RunFolder, StageOutput, Workspace
 from pipeline.data import DataError, ensure_data
 from pipeline.models.expanded import float32_expansion
 from pipeline.models.refs import ModelError, resolve
-from pipeline.preflight import Finding, run_preflight, write_report
+from pipeline.preflight import Finding, resolve_model, run_preflight, write_report
 from pipeline.spec.experiment import Experiment
 
 LOCK = ".lock"
@@ -162,22 +162,21 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 OUTPUTS = {s.name: s.output for s in STAGES}
 
 
-def plan(experiment: Experiment, *, workspace: Workspace | None = None) -> BuildPlan:
+def plan(experiment: Experiment, *, workspace: Workspace) -> BuildPlan:
     """Make sure the data exists, find the base model, and compute the build's key.
 
     A local base folder (or the tiny model, built here in about a second) must exist: a
     missing one raises BuildError naming it. A hub id is not fetched here.
     """
-    ws = workspace or Workspace.at()
     try:
-        data = ensure_data(experiment, workspace=ws)
+        data = ensure_data(experiment, workspace=workspace)
     except DataError as err:
         raise BuildError(f"cannot prepare the training data: {err}") from err
     ref, revision = experiment.models.base, experiment.models.base_revision
     base: Path | None = None
     if is_local(ref):
         try:
-            base = resolve(ref, experiment, revision=revision, workspace=ws)
+            base = resolve_model(ref, experiment, workspace=workspace, revision=revision)
         except ModelError as err:
             raise BuildError(
                 f"base model {ref!r} cannot be used: {err}. Pass an existing model folder "
@@ -187,7 +186,7 @@ def plan(experiment: Experiment, *, workspace: Workspace | None = None) -> Build
             raise BuildError(f"base model folder {base} has no config.json: not a model folder")
     inputs = build_inputs(experiment, data, base)
     key = inputs.key()
-    run_dir = ws.runs(experiment.name) / key
+    run_dir = workspace.runs(experiment.name) / key
     return BuildPlan(
         run_dir=run_dir, experiment=experiment, key=key, inputs=inputs, data=data, base=base
     )
@@ -341,33 +340,34 @@ def build(
     *,
     force: bool = False,
     keep_fused: bool = False,
-    workspace: Workspace | None = None,
+    workspace: Workspace,
     log: Log = print,
     free_bytes: Callable[[Path], int] = free_disk_bytes,
     preflight: Preflight | None = None,
 ) -> BuildResult:
     """Build (or reuse) the experiment's quantized model; see the module docstring.
 
-    `workspace` is where everything goes (None: `Workspace.at()`). `preflight` lets a caller
-    that has just run the preflight pass its findings instead of paying for it twice;
-    `free_bytes` is the free-space reading (stubbed by tests). `log` gets every progress line.
+    `workspace` is where everything goes. `preflight` lets a caller that has just run the
+    preflight pass its findings instead of paying for it twice; `free_bytes` is the
+    free-space reading (stubbed by tests). `log` gets every progress line.
     Raises BuildRefused when the preflight fails and not `force`, BuildError for bad input
     (missing base model, full disk) and StageError when mlx_lm fails or a checkpoint is
     corrupt.
     """
     started = time.perf_counter()
-    ws = workspace or Workspace.at()
-    p = plan(experiment, workspace=ws)
+    p = plan(experiment, workspace=workspace)
     record = read_record(p.record_path, log)
     if record is not None and trusted(p, record, "quantize"):
-        return _cache_hit(p, record, ws, force=force, log=log, started=started, preflight=preflight)
+        return _cache_hit(
+            p, record, workspace, force=force, log=log, started=started, preflight=preflight
+        )
 
-    findings, failures, report = _run_preflight(experiment, preflight, ws)
+    findings, failures, report = _run_preflight(experiment, preflight, workspace)
     if failures and not force:
         raise BuildRefused(refusal_message(failures, report), findings)
     if failures:
         log(f"[build] preflight failed ({len(failures)} checks); building anyway (--force)")
-    check_disk(ws.runs_root, experiment.resources.disk_gb, free_bytes)
+    check_disk(workspace.runs_root, experiment.resources.disk_gb, free_bytes)
     verdict = BuildPreflight(
         fingerprint=experiment.fingerprint(),
         passed=not failures,
@@ -390,7 +390,7 @@ def build(
         record = read_record(p.record_path)  # another build may have finished meanwhile
         if record is not None and trusted(p, record, "quantize"):
             return _cache_hit(
-                p, record, ws, force=force, log=log, started=started, preflight=preflight
+                p, record, workspace, force=force, log=log, started=started, preflight=preflight
             )
         log_file.write(f"\n# build {_now()} key {p.key}\n")
         say(f"[build] {experiment.name} -> {p.run_dir}")

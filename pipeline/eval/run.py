@@ -538,19 +538,15 @@ def eval_run_dir(
     return model_dir.parent if built else model_run_dir(experiment, model_dir, workspace)
 
 
-def model_run_dir(
-    experiment: Experiment, model_dir: Path, workspace: Workspace | None = None
-) -> Path:
+def model_run_dir(experiment: Experiment, model_dir: Path, workspace: Workspace) -> Path:
     """Where the eval of a model folder routegate did not build goes: keyed by its content,
     so answers on disk are reused only for the same weights."""
     what = json.dumps([str(model_dir.resolve()), model_digest(model_dir)], sort_keys=True)
     digest = hashlib.sha256(what.encode()).hexdigest()[:12]
-    return (workspace or Workspace.at()).runs(experiment.name) / f"model-{digest}"
+    return workspace.runs(experiment.name) / f"model-{digest}"
 
 
-def server_run_dir(
-    experiment: Experiment, url: str | Sequence[str], workspace: Workspace | None = None
-) -> Path:
+def server_run_dir(experiment: Experiment, url: str | Sequence[str], workspace: Workspace) -> Path:
     """Where the eval of a server someone else runs goes: keyed by its root URL and the model
     id it lists, so asking the same server the same requests again reuses its answers, as for
     a model folder. Its weights are not visible from here: the id stands for them (a server
@@ -569,4 +565,4 @@ def server_run_dir(
         model_id = ""  # as for one server that does not answer: run_eval stops on it
     key: list[Any] = [roots[0], model_id] if len(roots) == 1 else [sorted(roots), model_id]
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
-    return (workspace or Workspace.at()).runs(experiment.name) / f"server-{digest}"
+    return workspace.runs(experiment.name) / f"server-{digest}"

@@ -8,10 +8,10 @@ needs the weights too. Every failure says which reference failed and what to pas
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core.workspace import Workspace
 from pipeline.models import ModelError
 from pipeline.spec.experiment import Experiment
 
@@ -34,6 +34,8 @@ vocab.json beside merges.txt."""
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 TINY_PREFIX = "tiny:"
 SMOLLM2_PREFIX = "smollm2:"
+Corpus = Callable[[], Sequence[str]]
+"""The text a tokenizer routegate trains learns from, computed only when it is needed."""
 
 
 def tiny_syntax(ref: str) -> Literal["json", "xml"] | None:
@@ -62,19 +64,20 @@ def resolve(
     *,
     revision: str = "",
     tokenizer_only: bool = False,
-    workspace: Workspace | None = None,
+    corpus: Corpus | None = None,
 ) -> Path:
     """The local folder behind a model reference, fetching or building it when needed.
 
-    `workspace` is where the tiny model's tokenizer finds (or generates) the experiment's data
-    (None: `Workspace.at()`); no other reference reads it.
+    `corpus` returns the text the tiny model's tokenizer learns from (called only for a
+    `tiny:*` reference, which needs it: pipeline.data.corpus.tiny_corpus draws it from the
+    experiment's data); the caller hands it in, so resolving a model never generates data.
 
     `smollm2:*` always builds the whole folder, also for `tokenizer_only` (tokenizer and
     weights: ~3 s to fetch, ~0.5 s to convert, once): one cache entry serves preflight and build.
     """
     syntax = tiny_syntax(ref)
     if syntax is not None:
-        return _tiny(experiment, syntax, workspace)
+        return _tiny(ref, experiment, syntax, corpus)
     syntax = smollm2_syntax(ref)
     if syntax is not None:
         from pipeline.models import smollm2
@@ -158,37 +161,18 @@ def _bounded(request: Any) -> None:
 
 
 def _tiny(
-    experiment: Experiment, syntax: Literal["json", "xml"], workspace: Workspace | None
+    ref: str, experiment: Experiment, syntax: Literal["json", "xml"], corpus: Corpus | None
 ) -> Path:
     from pipeline.models import tiny
     from pipeline.spec.experiment import TinyModel
 
-    return tiny.tiny_model(
-        experiment.tiny or TinyModel(), syntax, tiny_corpus(experiment, workspace)
-    )
-
-
-def tiny_corpus(experiment: Experiment, workspace: Workspace | None = None) -> list[str]:
-    """The text the tiny tokenizer learns from: the project's own catalog, prompts and the
-    experiment's data (in `workspace`, as every step reads it)."""
-    from pipeline import data
-    from pipeline.spec.calls import Call, render, structured_calls
-    from pipeline.spec.catalog import load_catalog
-    from pipeline.spec.prompts import load_prompts, system_prompt
-
-    catalog = load_catalog()
-    texts = [system_prompt(experiment, catalog), catalog.python_stubs(), catalog.tool_list()]
-    for tool in catalog.tools:
-        example = Call(tool.name, {k: "x" for k in tool.parameters.get("properties", {})})
-        texts += [render(example, "json"), render(example, "xml")]
-    texts += [p.text for p in load_prompts(experiment.eval.prompts, catalog)]
-    folder = data.ensure_data(experiment, workspace=workspace)
-    for example in data.read_split(folder, "train"):
-        for message in example.messages:
-            texts.append(message.get("content") or "")
-            for call in structured_calls(message):
-                texts += [render(call, "json"), render(call, "xml")]
-    return texts
+    if corpus is None:
+        raise ValueError(
+            f"resolve({ref!r}) needs `corpus`: the tiny model's tokenizer learns from the "
+            "experiment's texts (pipeline.data.corpus.tiny_corpus; "
+            "pipeline.preflight.inputs.resolve_model hands it in)"
+        )
+    return tiny.tiny_model(experiment.tiny or TinyModel(), syntax, list(corpus()))
 
 
 def load_tokenizer(folder: Path) -> Any:

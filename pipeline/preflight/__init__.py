@@ -6,8 +6,9 @@ template put an empty `<think>` block into every target, and mask-prompt hid man
 the loss. Each check renders the data exactly as `mlx_lm`'s ChatDataset does and judges what
 the model would actually be trained on.
 
-- `inputs`: tokenizer sides, data splits, renders; `context`: one experiment's inputs, each
-  loaded lazily, once.
+- `inputs`: tokenizer sides (`resolve_model`: a model reference with the tiny model's corpus
+  handed in), data splits, renders; `context`: one experiment's inputs, each loaded lazily,
+  once.
 - `checks_tokens`, `checks_templates`, `checks_calls`, `checks_data`: the checks, plain
   functions of explicit values.
 - `registry`: each check declared once (name, needs, subjects, how it reads the context).
@@ -19,7 +20,15 @@ all run the registry, so they record the same findings.
 
 from pipeline.preflight.context import NEEDS, Context, Need, Unavailable
 from pipeline.preflight.findings import Finding, Verdict
-from pipeline.preflight.inputs import SIDES, Rendered, Side, SideName, load_side, render_examples
+from pipeline.preflight.inputs import (
+    SIDES,
+    Rendered,
+    Side,
+    SideName,
+    load_side,
+    render_examples,
+    resolve_model,
+)
 from pipeline.preflight.registry import CHECKS, REGISTRY, Check
 from pipeline.preflight.runner import (
     PreflightReport,
@@ -53,6 +62,7 @@ __all__ = [
     "load_side",
     "read_report",
     "render_examples",
+    "resolve_model",
     "run_checks",
     "run_preflight",
     "summary",

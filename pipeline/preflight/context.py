@@ -49,9 +49,9 @@ class Unavailable(Exception):
 class Context:
     """The preflight's inputs for one experiment, loaded lazily and kept."""
 
-    def __init__(self, experiment: Experiment, workspace: Workspace | None = None) -> None:
+    def __init__(self, experiment: Experiment, workspace: Workspace) -> None:
         self.experiment = experiment
-        self.workspace = workspace if workspace is not None else Workspace.at()
+        self.workspace = workspace
         self._loaded: dict[Need, tuple[Any, str]] = {}
         self._memo: dict[Hashable, Any] = {}
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pipeline.core.workspace import Workspace
 from pipeline.data import SPLITS, Example, ensure_data, read_split
+from pipeline.data.corpus import tiny_corpus
 from pipeline.models.refs import ModelError, load_tokenizer, resolve, tool_parser_name
 from pipeline.spec.experiment import Experiment
 
@@ -50,21 +51,41 @@ class Rendered:
         return self.text[len(self.prompt) :]
 
 
-def load_side(experiment: Experiment, name: SideName, workspace: Workspace | None = None) -> Side:
+def resolve_model(
+    ref: str,
+    experiment: Experiment,
+    *,
+    workspace: Workspace,
+    revision: str = "",
+    tokenizer_only: bool = False,
+) -> Path:
+    """`pipeline.models.refs.resolve`, handing a `tiny:*` model the corpus its tokenizer learns
+    from: the experiment's texts and its data in `workspace` (generated there when not
+    current; only a tiny reference asks for it)."""
+    return resolve(
+        ref,
+        experiment,
+        revision=revision,
+        tokenizer_only=tokenizer_only,
+        corpus=lambda: tiny_corpus(experiment, workspace=workspace),
+    )
+
+
+def load_side(experiment: Experiment, name: SideName, workspace: Workspace) -> Side:
     ref = experiment.models.base if name == "base" else experiment.models.reference
     revision = (
         experiment.models.base_revision if name == "base" else experiment.models.reference_revision
     )
-    folder = resolve(ref, experiment, revision=revision, tokenizer_only=True, workspace=workspace)
+    folder = resolve_model(
+        ref, experiment, workspace=workspace, revision=revision, tokenizer_only=True
+    )
     tokenizer = load_tokenizer(folder)
     if not isinstance(getattr(tokenizer, "chat_template", None), str):
         raise ModelError(f"{name} tokenizer at {folder} has no chat template")
     return Side(name, ref, folder, tokenizer, tool_parser_name(tokenizer))
 
 
-def load_splits(
-    experiment: Experiment, workspace: Workspace | None = None
-) -> dict[str, list[Example]]:
+def load_splits(experiment: Experiment, workspace: Workspace) -> dict[str, list[Example]]:
     """The experiment's splits: data.path's, else the workspace's (generated when not current)."""
     folder = ensure_data(experiment, workspace=workspace)
     return {split: read_split(folder, split) for split in SPLITS}

@@ -57,7 +57,7 @@ def run_checks(ctx: Context, checks: Sequence[Check] = REGISTRY) -> list[Finding
     return [f for check in checks for f in run_check(check, ctx)]
 
 
-def run_preflight(experiment: Experiment, *, workspace: Workspace | None = None) -> list[Finding]:
+def run_preflight(experiment: Experiment, *, workspace: Workspace) -> list[Finding]:
     """Every check, in order; a loader that fails is a failing finding (and skips), not a crash."""
     return run_checks(Context(experiment, workspace))
 
@@ -142,11 +142,8 @@ class PreflightReport(Record):
         return tuple(f for f in self.findings if f.failed)
 
 
-def write_report(
-    experiment: Experiment, findings: Sequence[Finding], workspace: Workspace | None = None
-) -> Path:
+def write_report(experiment: Experiment, findings: Sequence[Finding], workspace: Workspace) -> Path:
     """reports/<experiment>/preflight.json in the workspace, written atomically."""
-    workspace = workspace if workspace is not None else Workspace.at()
     return PreflightReport.of(experiment, findings).write(
         workspace.preflight_report(experiment.name)
     )

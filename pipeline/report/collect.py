@@ -60,9 +60,11 @@ def collect(
     experiment: Experiment | None = None,
     *,
     preflight_path: Path | None = None,
-    workspace: Workspace | None = None,
+    workspace: Workspace,
 ) -> RunData:
-    """Read a run folder (`runs/<experiment>/<key>/`, the folder that holds `eval/`)."""
+    """Read a run folder (`runs/<experiment>/<key>/`, the folder that holds `eval/`); the
+    preflight report is `preflight_path`, else the workspace's (else the one the build
+    recorded)."""
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     scores = read_scores(run_dir)
@@ -123,9 +125,9 @@ def read_build(path: Path) -> BuildRecord | None:
     return record
 
 
-def _preflight_path(name: str, build: BuildRecord | None, workspace: Workspace | None) -> Path:
+def _preflight_path(name: str, build: BuildRecord | None, workspace: Workspace) -> Path:
     """The workspace's preflight.json of the experiment, else the one the build recorded."""
-    path = (workspace or Workspace.at()).preflight_report(name)
+    path = workspace.preflight_report(name)
     recorded = build.preflight.report if build is not None else None
     if not path.is_file() and recorded is not None and recorded.is_file():
         return recorded

@@ -42,21 +42,15 @@ class Written:
         return Verdict(self.report["verdict"], tuple(self.report["verdict_reasons"]))
 
 
-def report_dir(experiment_name: str, workspace: Workspace | None = None) -> Path:
+def report_dir(experiment_name: str, workspace: Workspace) -> Path:
     """Where an experiment's results go: the workspace's reports/<experiment>/."""
-    return (workspace or Workspace.at()).reports(experiment_name)
+    return workspace.reports(experiment_name)
 
 
-def write_report(
-    report: Mapping[str, Any],
-    out_dir: Path | None = None,
-    *,
-    chart: bool = True,
-    workspace: Workspace | None = None,
-) -> Written:
+def write_report(report: Mapping[str, Any], out_dir: Path, *, chart: bool = True) -> Written:
     """Write results.md, results.json and (unless `chart` is off) results.png into `out_dir`
-    (default: the workspace's `reports/<experiment>/`)."""
-    out = Path(out_dir) if out_dir is not None else report_dir(report["experiment"], workspace)
+    (the workspace's `reports/<experiment>/` is `report_dir`)."""
+    out = Path(out_dir)
     png: bytes | None = None
     skipped = ""
     if chart:
@@ -82,15 +76,18 @@ def write_report(
 
 def report_run(
     run_dir: Path,
-    experiment: Experiment | None = None,
-    workspace: Workspace | None = None,
+    experiment: Experiment | None,
+    workspace: Workspace,
     *,
     out_dir: Path | None = None,
     chart: bool = True,
 ) -> Written:
-    """collect -> build_report -> write_report: the report of one run folder."""
-    run = collect(run_dir, experiment, workspace=workspace)
-    return write_report(build_report(run), out_dir, chart=chart, workspace=workspace)
+    """collect -> build_report -> write_report: the report of one run folder, into `out_dir`
+    (default: the workspace's `reports/<experiment>/`). `experiment` None: the one the run's
+    summary names."""
+    report = build_report(collect(run_dir, experiment, workspace=workspace))
+    out = out_dir if out_dir is not None else report_dir(report["experiment"], workspace)
+    return write_report(report, out, chart=chart)
 
 
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
@@ -117,7 +114,7 @@ def _stale(name: str) -> str:
     return name.replace("results.", "results.stale.", 1)
 
 
-def mark_stale(experiment_name: str, why: str, workspace: Workspace | None = None) -> Path | None:
+def mark_stale(experiment_name: str, why: str, workspace: Workspace) -> Path | None:
     """After a run of the experiment failed before writing its report: move the last report
     to results.stale.{md,json,png} and write a results.md saying the run failed and why, so no
     earlier PASS looks current (and tools reading results.json find none). Returns that

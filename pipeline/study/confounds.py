@@ -41,10 +41,11 @@ from pipeline.eval.records import EvalSummary, eval_files
 from pipeline.eval.run import OVERALL, settings_for
 from pipeline.eval.verdict import PreflightOutcome
 from pipeline.gate import Invocation, ModelUnderTest, evaluate, model_under_test
-from pipeline.models.refs import resolve, tiny_syntax
+from pipeline.models.refs import tiny_syntax
 from pipeline.preflight import (
     Context,
     Finding,
+    resolve_model,
     run_checks,
     run_preflight,
     unloaded_input,
@@ -147,7 +148,7 @@ def row_workspace(experiment: Experiment, workspace: Workspace, row: str) -> Wor
 def run_study(
     experiment: Experiment,
     *,
-    workspace: Workspace | None = None,
+    workspace: Workspace,
     only: Sequence[str] | None = None,
     log: Log = print,
 ) -> list[ConfoundRow]:
@@ -156,8 +157,7 @@ def run_study(
     confound (before anything runs) or inputs the preflight cannot load, BuildError /
     StageError when a build fails, Fault when an eval leaves requests unanswered."""
     confounds = chosen(only)
-    ws = workspace or Workspace.at()
-    json_path, md_path = study_paths(experiment, ws)
+    json_path, md_path = study_paths(experiment, workspace)
     rows: list[ConfoundRow] = []
 
     def done(row: ConfoundRow) -> None:
@@ -166,29 +166,29 @@ def run_study(
         io.write_text(md_path, markdown(experiment.name, rows))
         log(f"[study] {row.confound}: {_said(row)}")
 
-    clean_experiment = pinned(experiment, ws)
-    context = Context(clean_experiment, ws)
+    clean_experiment = pinned(experiment, workspace)
+    context = Context(clean_experiment, workspace)
     findings = run_checks(context)
     unloaded = unloaded_input(findings)
     if unloaded is not None:
         raise unloaded
     clean = Clean(
         clean_experiment,
-        ensure_data(clean_experiment, workspace=ws),
+        ensure_data(clean_experiment, workspace=workspace),
         # named as the experiment names it (the pinned folder is a cache path)
         dataclasses.replace(BaseTemplate.of(context.side("base")), ref=experiment.models.base),
     )
     log(f"[study] {experiment.name}: clean, then {', '.join(c.name for c in confounds)}")
     # the clean model is the gate's own build (same key: a shared cache); its eval is the row's
-    clean_built = _built(clean_experiment, findings, ws, log)
-    clean_ws = row_workspace(experiment, ws, CLEAN)
+    clean_built = _built(clean_experiment, findings, workspace, log)
+    clean_ws = row_workspace(experiment, workspace, CLEAN)
     write_report(clean_experiment, findings, clean_ws)
     row = _judged(
         CLEAN, "", clean_experiment, findings, clean_built, clean_ws, trained=True, log=log
     )
     done(row)
     for confound in confounds:
-        row_ws = row_workspace(experiment, ws, confound.name)
+        row_ws = row_workspace(experiment, workspace, confound.name)
         injected = confound.inject(clean, row_ws.root / "data")
         if isinstance(injected, Skipped):
             skipped = injected.reason
@@ -212,7 +212,7 @@ def run_study(
     return rows
 
 
-def pinned(experiment: Experiment, workspace: Workspace | None = None) -> Experiment:
+def pinned(experiment: Experiment, workspace: Workspace) -> Experiment:
     """The experiment with a base or reference that routegate builds from the experiment's own
     data (the tiny model: its tokenizer learns from the data) replaced by the clean build's
     folder, so every row trains and is judged on the same base, not one retokenized per
@@ -222,7 +222,7 @@ def pinned(experiment: Experiment, workspace: Workspace | None = None) -> Experi
     for side in ("base", "reference"):
         ref = getattr(models, side)
         if tiny_syntax(ref) is not None:
-            replaced[side] = str(resolve(ref, experiment, workspace=workspace))
+            replaced[side] = str(resolve_model(ref, experiment, workspace=workspace))
     if not replaced:
         return experiment
     return dataclasses.replace(experiment, models=dataclasses.replace(models, **replaced))

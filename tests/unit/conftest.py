@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.models.refs import resolve
+from pipeline.core.workspace import Workspace
+from pipeline.preflight import resolve_model
 from pipeline.spec.experiment import Experiment, load_experiment
 
 
@@ -18,5 +19,6 @@ def tiny() -> Experiment:
 
 @pytest.fixture(scope="module")
 def model_dir(tiny: Experiment) -> Path:
-    """The embedded tiny base (tiny:json), built once into the model cache."""
-    return resolve("tiny:json", tiny)
+    """The embedded tiny base (tiny:json), built once into the model cache (its tokenizer
+    learns from the tiny data in the checkout, or $ROUTEGATE_WORKDIR)."""
+    return resolve_model("tiny:json", tiny, workspace=Workspace.at())

@@ -62,7 +62,7 @@ SHORT_TRAIN: dict[str, Any] = {
 def short_tiny(name: str, **train: Any) -> Experiment:
     """The tiny experiment, renamed and shortened, reading the tiny data folder."""
     tiny = load_experiment("tiny")
-    data = ensure_data(tiny)
+    data = ensure_data(tiny, workspace=Workspace.at())
     settings = dataclasses.replace(tiny.train, **{**SHORT_TRAIN, **train})
     return with_overrides(dataclasses.replace(tiny, name=name, train=settings), data=str(data))
 
@@ -232,7 +232,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path) -> Non
            for k, v in raw.items()}  # fmt: skip
     raw["name"] = "tiny-buildtest-resume"
     raw["train"].update(SHORT_TRAIN, iters=12, save_every=4)
-    raw["data"]["path"] = str(ensure_data(load_experiment("tiny")))
+    raw["data"]["path"] = str(ensure_data(load_experiment("tiny"), workspace=Workspace.at()))
     toml = write_experiment_toml(tmp_path / "resume.toml", raw)
     workspace = Workspace(tmp_path / "workdir")
     runs = workspace.runs_root

@@ -24,8 +24,9 @@ from pipeline.build.records import TrainRecord
 from pipeline.build.runner import Runner, mlx_lm_argv
 from pipeline.build.train import TRAINER, command, train
 from pipeline.build.train_progress import TrainProgress
+from pipeline.core.workspace import Workspace
 from pipeline.data import ensure_data
-from pipeline.models.refs import resolve
+from pipeline.preflight import resolve_model
 from pipeline.spec.experiment import Experiment, load_experiment
 
 SETTINGS: dict[str, Any] = {
@@ -53,14 +54,15 @@ class Inputs:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     tiny = load_experiment("tiny")
-    full = ensure_data(tiny)
+    checkout = Workspace.at()
+    full = ensure_data(tiny, workspace=checkout)
     data = tmp_path_factory.mktemp("data")
     for split, count in (("train", 10), ("valid", 6)):
         lines = (full / f"{split}.jsonl").read_text().splitlines(keepends=True)
         (data / f"{split}.jsonl").write_text("".join(lines[:count]))
     settings = dataclasses.replace(tiny.train, **SETTINGS)
     experiment = dataclasses.replace(tiny, name="tiny-resumetest", train=settings)
-    return Inputs(experiment, resolve(tiny.models.base, tiny), data)
+    return Inputs(experiment, resolve_model(tiny.models.base, tiny, workspace=checkout), data)
 
 
 def run_train(inputs: Inputs, work: Path, *, stop_at: int | None = None) -> TrainRecord:

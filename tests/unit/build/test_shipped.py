@@ -34,7 +34,7 @@ def _quiet(line: str) -> None:
 
 @pytest.fixture(scope="module")
 def trained() -> Path:
-    return build(load_experiment("tiny"), log=_quiet).run_dir
+    return build(load_experiment("tiny"), workspace=Workspace.at(), log=_quiet).run_dir
 
 
 @pytest.fixture
@@ -77,7 +77,9 @@ def test_a_build_from_the_shipped_adapter_trains_nothing_and_gives_the_same_mode
 
 
 def test_retrain_trains_with_the_recipe_instead(trained: Path, shipped: Path) -> None:
-    again = build(with_overrides(_shipping(shipped), retrain=True), log=_quiet)
+    again = build(
+        with_overrides(_shipping(shipped), retrain=True), workspace=Workspace.at(), log=_quiet
+    )
     assert again.run_dir == trained  # the recipe's own build: the adapter came from it
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.workspace import CHECKOUT, Workspace
-from pipeline.models.refs import resolve
-from pipeline.preflight import Finding, write_report
+from pipeline.preflight import Finding, resolve_model, write_report
 from pipeline.spec.experiment import load_experiment
 
 pytestmark = pytest.mark.slow
@@ -50,8 +49,8 @@ def gate(tmp_path: Path, experiment: Path, model: Path) -> subprocess.CompletedP
 def test_a_fail_verdict_fails_pytest_even_when_every_test_passed(tmp_path: Path) -> None:
     path = zero_thresholds(tmp_path)
     experiment = load_experiment(path)
-    model = resolve("tiny:json", experiment)
     workspace = Workspace(tmp_path / "work")
+    model = resolve_model("tiny:json", experiment, workspace=Workspace.at())
 
     passing = gate(tmp_path, path, model)
     assert passing.returncode == 0, passing.stdout[-3000:] + passing.stderr[-2000:]

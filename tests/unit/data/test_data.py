@@ -18,6 +18,7 @@ import pytest
 
 from pipeline.cli.data import main
 from pipeline.core.errors import BadInput
+from pipeline.core.workspace import Workspace
 from pipeline.data import (
     DEFAULT_TEMPLATES_PATH,
     KINDS,
@@ -609,27 +610,27 @@ def test_ensure_data_uses_a_given_folder_and_names_it_when_files_are_missing(
     tiny: Experiment, tiny_data: Path, tmp_path: Path
 ) -> None:
     given = dataclasses.replace(tiny, data=dataclasses.replace(tiny.data, path=str(tiny_data)))
-    assert ensure_data(given) == tiny_data
+    assert ensure_data(given, workspace=Workspace(tmp_path)) == tiny_data
     empty = tmp_path / "empty"
     empty.mkdir()
     missing = dataclasses.replace(tiny, data=dataclasses.replace(tiny.data, path=str(empty)))
     with pytest.raises(DataError, match=str(empty)):
-        ensure_data(missing)
+        ensure_data(missing, workspace=Workspace(tmp_path))
     assert list(empty.iterdir()) == []
 
 
 def test_ensure_data_generates_once_and_again_when_settings_change(
-    tiny: Experiment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: Experiment, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "runs" / "tiny" / "data"
-    monkeypatch.setattr("pipeline.data.generator.data_dir", lambda experiment, workspace: folder)
+    workspace = Workspace(tmp_path)
+    folder = workspace.data(tiny.name)
     small = _sized(tiny, 60, 12)
-    assert ensure_data(small) == folder
+    assert ensure_data(small, workspace=workspace) == folder
     assert (folder / STAMP).is_file() and len(_records(folder, "train")) == 60
     first = (folder / "train.jsonl").stat().st_mtime_ns
-    ensure_data(small)
+    ensure_data(small, workspace=workspace)
     assert (folder / "train.jsonl").stat().st_mtime_ns == first
-    ensure_data(_sized(tiny, 70, 12))
+    ensure_data(_sized(tiny, 70, 12), workspace=workspace)
     assert len(_records(folder, "train")) == 70
 
 

@@ -18,8 +18,9 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline.build import build
+from pipeline.core.workspace import Workspace
 from pipeline.eval.integrity import as_built_sample, check_integrity, read_integrity
-from pipeline.models.refs import resolve
+from pipeline.preflight import resolve_model
 from pipeline.spec.experiment import load_experiment
 from pipeline.spec.prompts import load_prompts
 
@@ -33,7 +34,7 @@ def _quiet(_: str) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_build() -> Path:
-    return build(load_experiment("tiny"), log=_quiet).run_dir
+    return build(load_experiment("tiny"), workspace=Workspace.at(), log=_quiet).run_dir
 
 
 def _copy(run_dir: Path, to: Path, *, without: tuple[str, ...] = ()) -> Path:
@@ -73,7 +74,7 @@ def test_an_untrained_quantized_model_fails_naming_the_step(
     from mlx_lm.convert import convert
 
     run = _copy(tiny_build, tmp_path, without=("quantized",))
-    base = resolve("tiny:json", load_experiment("tiny"))
+    base = resolve_model("tiny:json", load_experiment("tiny"), workspace=Workspace.at())
     convert(hf_path=str(base), mlx_path=str(run / "quantized"), quantize=True, q_bits=5)
     done = _integrity(run)
     assert done.returncode == 1, done.stdout + done.stderr

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.workspace import Workspace
 from pipeline.models import ModelError
 from pipeline.models.expanded import float32_expansion, is_quantized
-from pipeline.models.refs import resolve
+from pipeline.preflight import resolve_model
 from pipeline.spec.experiment import load_experiment
 
 
@@ -17,7 +18,7 @@ from pipeline.spec.experiment import load_experiment
 def quantized_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mlx_lm.convert import convert
 
-    base = resolve("tiny:json", load_experiment("tiny"))
+    base = resolve_model("tiny:json", load_experiment("tiny"), workspace=Workspace.at())
     out = tmp_path_factory.mktemp("q") / "tiny-4bit"
     convert(hf_path=str(base), mlx_path=str(out), quantize=True, q_bits=4, q_group_size=32)
     return out
@@ -43,7 +44,7 @@ def test_expansion_computes_what_the_quantized_model_computes(
 
 
 def test_an_unquantized_base_is_its_own_expansion(tmp_path: Path) -> None:
-    base = resolve("tiny:json", load_experiment("tiny"))
+    base = resolve_model("tiny:json", load_experiment("tiny"), workspace=Workspace.at())
     assert float32_expansion(base, cache_root=tmp_path) == base
     assert list(tmp_path.iterdir()) == []
 

@@ -304,14 +304,14 @@ def test_the_tiny_reference_reads_its_data_in_the_given_workspace(
     there, never in the checkout's runs/ (or $ROUTEGATE_WORKDIR's)."""
     from pipeline.core.workspace import WORKDIR_ENV, Workspace
     from pipeline.data import data_dir
-    from pipeline.models.refs import resolve
+    from pipeline.preflight import resolve_model
     from pipeline.spec.experiment import load_experiment
 
     monkeypatch.setenv("ROUTEGATE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(WORKDIR_ENV, str(tmp_path / "elsewhere"))
     tiny = load_experiment("tiny")
     workspace = Workspace(tmp_path / "work")
-    folder = resolve(tiny.models.base, tiny, tokenizer_only=True, workspace=workspace)
+    folder = resolve_model(tiny.models.base, tiny, workspace=workspace, tokenizer_only=True)
     assert (folder / "tokenizer.json").is_file()
     assert (data_dir(tiny, workspace) / "train.jsonl").is_file()
     assert not (tmp_path / "elsewhere").exists()

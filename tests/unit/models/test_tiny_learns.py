@@ -20,8 +20,7 @@ from pipeline.core.workspace import Workspace
 from pipeline.data import ensure_data
 from pipeline.eval.records import EvalSummary
 from pipeline.eval.run import OVERALL, run_eval
-from pipeline.models.refs import resolve
-from pipeline.preflight import load_side
+from pipeline.preflight import load_side, resolve_model
 from pipeline.spec.catalog import load_catalog
 from pipeline.spec.experiment import Experiment, load_experiment, with_overrides
 from pipeline.study.inject import BaseTemplate, Clean, calls_in_masked_turns
@@ -41,7 +40,8 @@ def _failed_everywhere(summary: EvalSummary, experiment: Experiment) -> list[str
 def test_the_untrained_tiny_base_fails_every_threshold(tmp_path: Path) -> None:
     tiny = load_experiment("tiny")
     assert not tiny.thresholds.pending, "tiny's thresholds are pre-registered"
-    result = run_eval(tiny, tmp_path, model_dir=resolve("tiny:json", tiny), log=_quiet)
+    model = resolve_model("tiny:json", tiny, workspace=Workspace.at())
+    result = run_eval(tiny, tmp_path, model_dir=model, log=_quiet)
     assert result.summary.verdict == "FAIL"
     assert _failed_everywhere(result.summary, tiny) == []
     assert result.decision().categories[OVERALL].mean == tiny.baseline.get(OVERALL)
@@ -52,7 +52,9 @@ def test_a_model_trained_with_its_calls_masked_fails_too(tmp_path: Path) -> None
     """Same base, data, settings and iterations as the tiny experiment; calls never trained."""
     tiny = load_experiment("tiny")
     # the confound study's own `masked` injection (pipeline/study/inject.py)
-    clean = Clean(tiny, ensure_data(tiny), BaseTemplate.of(load_side(tiny, "base")))
+    checkout = Workspace.at()
+    base = BaseTemplate.of(load_side(tiny, "base", checkout))
+    clean = Clean(tiny, ensure_data(tiny, workspace=checkout), base)
     masked = calls_in_masked_turns(clean, tmp_path / "data")
     masked = dataclasses.replace(masked, name="tiny-masked")
 
@@ -92,8 +94,9 @@ def test_lora_steps_on_the_tiny_base_change_exactly_the_adapted_weights(tmp_path
         steps_per_eval=1000,
         val_batches=1,
     )
+    data = ensure_data(tiny, workspace=Workspace.at())
     experiment = with_overrides(
-        dataclasses.replace(tiny, name="tiny-lora", train=lora), data=str(ensure_data(tiny))
+        dataclasses.replace(tiny, name="tiny-lora", train=lora), data=str(data)
     )
     built = build(experiment, keep_fused=True, workspace=Workspace(tmp_path), log=_quiet)
     assert built.fused is not None
@@ -108,7 +111,7 @@ def test_lora_steps_on_the_tiny_base_change_exactly_the_adapted_weights(tmp_path
             out.update(loaded)
         return out
 
-    base = weights(resolve("tiny:json", tiny))
+    base = weights(resolve_model("tiny:json", tiny, workspace=Workspace.at()))
     fused = weights(built.fused)
     assert fused.keys() == base.keys()
     last = tiny.tiny.num_layers - 1  # num_layers=1 adapts the last block's linear layers

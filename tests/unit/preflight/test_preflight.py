@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pipeline import preflight
+from pipeline.core.workspace import Workspace
 from pipeline.data import DataError, Example, read_jsonl
 from pipeline.models.refs import ModelError
 from pipeline.preflight.checks_calls import check_call_syntax, check_masking, check_tool_trained
@@ -48,12 +49,12 @@ def phase40() -> Experiment:
 
 @pytest.fixture(scope="module")
 def base(phase40: Experiment) -> preflight.Side:
-    return preflight.load_side(phase40, "base")
+    return preflight.load_side(phase40, "base", Workspace.at())
 
 
 @pytest.fixture(scope="module")
 def reference(phase40: Experiment) -> preflight.Side:
-    return preflight.load_side(phase40, "reference")
+    return preflight.load_side(phase40, "reference", Workspace.at())
 
 
 def _examples(records: list[dict[str, Any]]) -> list[Example]:
@@ -265,10 +266,10 @@ def test_tools_in_the_prompt_frame_the_models_differently(phase40: Experiment, b
 def test_missing_model_folder_is_named(tmp_path: Path) -> None:
     experiment = with_overrides(load_experiment("phase40"), base_model=str(tmp_path / "nope"))
     with pytest.raises(ModelError, match=r"model folder .*nope does not exist"):
-        preflight.load_side(experiment, "base")
+        preflight.load_side(experiment, "base", Workspace(tmp_path))
 
 
-def test_unreachable_hub_id_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_hub_id_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     experiment = with_overrides(load_experiment("phase40"), base_model="nobody/no-such-model")
     with pytest.raises(
@@ -276,7 +277,7 @@ def test_unreachable_hub_id_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         match=r"cannot fetch tokenizer files for hub id "
         r"'nobody/no-such-model'.*--base-model",
     ):
-        preflight.load_side(experiment, "base")
+        preflight.load_side(experiment, "base", Workspace(tmp_path))
 
 
 def test_malformed_jsonl_line_is_named(tmp_path: Path) -> None:
@@ -296,7 +297,7 @@ def test_disk_need_above_free_space_fails(tmp_path: Path) -> None:
 def test_piecewise_encoding_equals_direct_encoding(phase40: Experiment, base, reference) -> None:
     from pipeline.data import ensure_data, read_split
 
-    examples = read_split(ensure_data(phase40), "valid")
+    examples = read_split(ensure_data(phase40, workspace=Workspace.at()), "valid")
     texts = [r.text for r in preflight.render_examples(base, examples)]
     for side in (base, reference):
         assert encode(side.tokenizer, texts) == encode_direct(side.tokenizer, texts)
@@ -304,7 +305,7 @@ def test_piecewise_encoding_equals_direct_encoding(phase40: Experiment, base, re
 
 @needs_shared
 def test_generated_phase40_data_passes_the_whole_preflight(phase40: Experiment) -> None:
-    findings = preflight.run_preflight(phase40)
+    findings = preflight.run_preflight(phase40, workspace=Workspace.at())
     failed = [f.message() for f in findings if f.failed]
     assert not failed, "\n\n".join(failed)
     checks = {f.check for f in findings}
@@ -333,7 +334,8 @@ def test_generated_phase40_data_passes_the_whole_preflight(phase40: Experiment) 
 def rendered_valid(phase40: Experiment, base) -> list[preflight.Rendered]:
     from pipeline.data import ensure_data, read_split
 
-    return preflight.render_examples(base, read_split(ensure_data(phase40), "valid"))
+    valid = read_split(ensure_data(phase40, workspace=Workspace.at()), "valid")
+    return preflight.render_examples(base, valid)
 
 
 @needs_shared
@@ -366,7 +368,7 @@ def test_special_positions_fail_for_a_tokenizer_that_pins_elsewhere(
     phase40: Experiment, base, rendered_valid
 ) -> None:
     """tiny's tokenizer (learnt from its data) gives ChatML's tokens ids 1 and 2, not Qwen's."""
-    tiny_side = preflight.load_side(load_experiment("tiny"), "base")
+    tiny_side = preflight.load_side(load_experiment("tiny"), "base", Workspace.at())
     found = check_special_positions(base, tiny_side, rendered_valid, phase40.tokens)
     assert found.verdict == "fail"
     assert found.figure.startswith(f"0/{len(rendered_valid)} examples agree")

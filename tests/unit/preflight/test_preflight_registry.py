@@ -38,7 +38,7 @@ from pipeline.spec.experiment import Experiment, load_experiment, with_overrides
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
     tiny = load_experiment("tiny")
-    source = ensure_data(tiny)
+    source = ensure_data(tiny, workspace=Workspace.at())
     folder = tmp_path_factory.mktemp("data")
     for split in SPLITS:
         lines = (source / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:12]
@@ -72,11 +72,11 @@ def test_each_input_loads_once_and_only_when_asked(
     calls: list[str] = []
     real_side, real_splits = context_module.load_side, context_module.load_splits
 
-    def load_side(experiment, name, workspace=None):
+    def load_side(experiment, name, workspace):
         calls.append(name)
         return real_side(experiment, name, workspace)
 
-    def load_splits(experiment, workspace=None):
+    def load_splits(experiment, workspace):
         calls.append("data")
         return real_splits(experiment, workspace)
 
@@ -106,12 +106,12 @@ def test_an_input_that_does_not_load_fails_once_and_skips_what_needs_it(
     """Every check declares all it needs: with any input missing, none raises."""
     real_side = context_module.load_side
 
-    def load_side(experiment, name, workspace=None):
+    def load_side(experiment, name, workspace):
         if name == need:
             raise ModelError(f"model folder /nowhere/{name} does not exist")
         return real_side(experiment, name, workspace)
 
-    def load_splits(experiment, workspace=None):
+    def load_splits(experiment, workspace):
         raise DataError("data folder /nowhere does not exist")
 
     monkeypatch.setattr(context_module, "load_side", load_side)

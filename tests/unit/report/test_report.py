@@ -261,8 +261,15 @@ def run(tmp_path: Path, workspace: Workspace, experiment, prompts) -> tuple[Path
     return run_dir, pf
 
 
+def collected(run_dir: Path, experiment: Experiment, pf: Path) -> report.RunData:
+    """The run read back with the preflight report at `pf` (the run folder sits in its
+    workspace's runs/<experiment>/)."""
+    workspace = Workspace(run_dir.parents[2])
+    return report.collect(run_dir, experiment, preflight_path=pf, workspace=workspace)
+
+
 def made(run_dir: Path, experiment: Experiment, pf: Path) -> dict[str, Any]:
-    return report.build_report(report.collect(run_dir, experiment, preflight_path=pf))
+    return report.build_report(collected(run_dir, experiment, pf))
 
 
 def raw_lines(run_dir: Path) -> list[dict[str, Any]]:
@@ -487,7 +494,7 @@ def test_written_files(run, experiment, tmp_path: Path) -> None:
 
 def test_build_report_is_a_pure_function_of_the_run(run, experiment) -> None:
     run_dir, pf = run
-    data = report.collect(run_dir, experiment, preflight_path=pf)
+    data = collected(run_dir, experiment, pf)
     assert report.build_report(data) == report.build_report(data)
     assert report.render_markdown(report.build_report(data)) == report.render_markdown(
         report.build_report(data)
@@ -727,7 +734,7 @@ def test_non_inferiority_without_a_baseline_run_is_bad_input(experiment, prompts
 
 def test_pass_k_counts_the_prompts_whose_every_sample_was_right(run, experiment) -> None:
     run_dir, pf = run
-    summary = report.collect(run_dir, experiment, preflight_path=pf).summary
+    summary = collected(run_dir, experiment, pf).summary
     raw = raw_lines(run_dir)
     for key, row in summary.temperatures.items():
         lines = [x for x in raw if f"{x['temperature']:g}" == key]

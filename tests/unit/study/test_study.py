@@ -46,8 +46,10 @@ def _failed(findings: list[Finding]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> Clean:
-    tiny = pinned(load_experiment("tiny"))
-    return Clean(tiny, ensure_data(tiny), BaseTemplate.of(load_side(tiny, "base")))
+    checkout = Workspace.at()
+    tiny = pinned(load_experiment("tiny"), checkout)
+    base = BaseTemplate.of(load_side(tiny, "base", checkout))
+    return Clean(tiny, ensure_data(tiny, workspace=checkout), base)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +149,7 @@ def test_thinking_on_qwen3_fails_the_thinking_check_that_phase40_passes(tmp_path
     for split in SPLITS:
         write_jsonl(small / f"{split}.jsonl", [e.record for e in read_split(full, split)[:40]])
     phase40 = with_overrides(phase40, data=str(small))
-    base = BaseTemplate.of(load_side(phase40, "base"))
+    base = BaseTemplate.of(load_side(phase40, "base", Workspace(tmp_path)))
     assert base.thinks
     injected = BY_NAME["thinking"].inject(Clean(phase40, small, base), tmp_path / "unused")
     assert isinstance(injected, Experiment)
@@ -291,7 +293,7 @@ def test_the_study_writes_clean_and_syntax_rows_and_a_rerun_is_a_cache_hit(
         train=dataclasses.replace(tiny.train, **SHORT_TRAIN),
         eval=dataclasses.replace(tiny.eval, max_tokens=32),
     )
-    experiment = with_overrides(short, data=str(ensure_data(tiny)))
+    experiment = with_overrides(short, data=str(ensure_data(tiny, workspace=Workspace.at())))
     workspace = Workspace(tmp_path)
 
     started = time.perf_counter()
