@@ -15,10 +15,12 @@ from pipeline.core.workspace import CHECKOUT
 
 PACKAGE = CHECKOUT / "pipeline"
 LAYERS = (
-    "core", "spec", "data", "models", "preflight", "build", "eval", "report", "gate", "study",
+    "core", "spec", "models", "data", "preflight", "build", "eval", "report", "gate", "study",
     "cli",
 )  # fmt: skip
-"""Bottom to top: a module may import its own layer and the layers below it."""
+"""Bottom to top: a module may import its own layer and the layers below it. `models` sits
+below `data`, as in the design's line (spec -> models -> data): resolving a model never
+generates data; the tiny model's tokenizer gets its corpus from its caller."""
 
 
 def module_name(path: Path, root: Path = CHECKOUT) -> str:

@@ -315,3 +315,13 @@ def test_the_tiny_reference_reads_its_data_in_the_given_workspace(
     assert (folder / "tokenizer.json").is_file()
     assert (data_dir(tiny, workspace) / "train.jsonl").is_file()
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_tiny_reference_needs_its_corpus_handed_in() -> None:
+    """Resolving a model never generates data: the caller hands the tiny tokenizer its corpus
+    (pipeline.preflight.resolve_model draws it from the experiment's data)."""
+    from pipeline.models.refs import resolve
+    from pipeline.spec.experiment import load_experiment
+
+    with pytest.raises(ValueError, match=r"resolve\('tiny:json'\) needs `corpus`"):
+        resolve("tiny:json", load_experiment("tiny"))
