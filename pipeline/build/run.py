@@ -126,7 +126,9 @@ def _train(p: BuildPlan, base: Path | None, out: Path, runner: Runner) -> StageR
     shipped = p.experiment.train.adapter
     if shipped is not None:
         digest = str((p.inputs.base.get("local") or {}).get("sha256", ""))
-        record = use_shipped(shipped, base_digest=digest, work=out)
+        record = use_shipped(
+            shipped, base_digest=digest, data_sha256=p.inputs.data_sha256, work=out
+        )
         runner.log(f"[train] not trained: using the shipped adapter {record.shipped}")
         return record
     return train(p.experiment, base=base, data=p.data, work=out, runner=runner)

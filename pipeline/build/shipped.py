@@ -103,14 +103,21 @@ def files_digest(folder: Path) -> str:
     return hashlib.sha256(repr(sorted(shipped.files.items())).encode()).hexdigest()
 
 
-def use_shipped(folder: Path, *, base_digest: str, work: Path) -> TrainRecord:
+def use_shipped(folder: Path, *, base_digest: str, data_sha256: str, work: Path) -> TrainRecord:
     """Copy the shipped adapter into `work` (the train stage's output) and return the stage's
-    record; bad input when it was trained on another base than `base_digest`."""
+    record; bad input when it was trained on another base than `base_digest` or on other data
+    than `data_sha256` (the recipe's data changed since: the adapter is not this recipe's)."""
     shipped = read_shipped(folder)
     if shipped.base_digest != base_digest:
         raise ShippedAdapterError(
             f"{folder} was trained on a base with digest {shipped.base_digest[:16]}, and this "
             f"build's base has {base_digest[:16]}: train with --retrain"
+        )
+    if shipped.data_sha256 != data_sha256:
+        raise ShippedAdapterError(
+            f"{folder} was trained on data with digest {shipped.data_sha256[:16]}, and this "
+            f"build's data has {data_sha256[:16]} (the generator, its templates or the "
+            "[data] table changed since): train with --retrain, and ship the new adapter"
         )
     work.mkdir(parents=True, exist_ok=True)
     for name in FILES:

@@ -237,6 +237,10 @@ class Scores:
 class Thresholds(Scores):
     pending: bool = False
     """True while the thresholds are not yet pre-registered from measurements: gates skip."""
+    sets: dict[str, Scores] = dataclasses.field(default_factory=dict)
+    """[thresholds.sets.NAME]: thresholds pre-registered for another shipped prompt set
+    (fixtures/prompts/NAME.toml), in force when the eval asks it (`--prompts NAME`); the table's
+    own scores are for the experiment's [eval] prompts."""
 
 
 @dataclass(frozen=True)
@@ -366,13 +370,18 @@ class Experiment:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-_ADDED_LATER = (("data", "no_tool_share"), ("integrity", "as_built_prompts"))
+_ADDED_LATER = (
+    ("data", "no_tool_share"),
+    ("integrity", "as_built_prompts"),
+    ("thresholds", "sets"),
+)
 """Keys added after runs were recorded: left at their default, they stay out of the
 fingerprint, so those runs keep their keys."""
 
 
 def _default(cls: type, name: str) -> Any:
-    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _plain(value: Any) -> Any:
@@ -414,6 +423,13 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     experiment = _build(Experiment, raw, path, "", {"source": path})
     check_launch(experiment.train, f"{path}: [train.launch]")
     _check_decision(experiment.decision, path)
+    for name in experiment.thresholds.sets:
+        if not (PROMPTS_DIR / f"{name}.toml").is_file():
+            known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.toml")))
+            raise ExperimentError(
+                f"{path}: thresholds.sets.{name}: no prompt set fixtures/prompts/{name}.toml "
+                f"(known sets: {known})"
+            )
     if experiment.integrity.as_built_prompts < 0:
         raise ExperimentError(
             f"{path}: integrity.as_built_prompts = {experiment.integrity.as_built_prompts} "
@@ -455,8 +471,12 @@ def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
     if overrides.get("data"):
         data = dataclasses.replace(data, path=str(Path(str(overrides["data"])).resolve()))
     ev = experiment.eval
+    thresholds = experiment.thresholds
     if overrides.get("prompts"):
         ev = dataclasses.replace(ev, prompts=prompts_path(str(overrides["prompts"])))
+        other = thresholds.sets.get(ev.prompts.stem) if ev.prompts.parent == PROMPTS_DIR else None
+        if other is not None:
+            thresholds = dataclasses.replace(thresholds, values=dict(other.values))
     if overrides.get("baseline_run"):
         ev = dataclasses.replace(
             ev, baseline_run=str(Path(str(overrides["baseline_run"])).resolve())
@@ -475,7 +495,13 @@ def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
             raise ExperimentError(f"--decide {rule}: one of {', '.join(DECISION_RULES)}")
         decision = dataclasses.replace(decision, rule=rule)  # type: ignore[arg-type]
     return dataclasses.replace(
-        experiment, models=models, data=data, eval=ev, train=train, decision=decision
+        experiment,
+        models=models,
+        data=data,
+        eval=ev,
+        train=train,
+        decision=decision,
+        thresholds=thresholds,
     )
 
 

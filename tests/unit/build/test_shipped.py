@@ -98,6 +98,14 @@ def test_an_adapter_trained_on_another_base_is_refused(shipped: Path, tmp_path: 
         build(_shipping(shipped), workspace=Workspace.at(tmp_path), log=_quiet)
 
 
+def test_an_adapter_trained_on_other_data_is_refused(shipped: Path, tmp_path: Path) -> None:
+    record = read_shipped(shipped)
+    other = dataclasses.replace(record, data_sha256="0" * 64)
+    other.write(shipped / ADAPTER_RECORD)
+    with pytest.raises(ShippedAdapterError, match="trained on data with digest 0000"):
+        build(_shipping(shipped), workspace=Workspace.at(tmp_path), log=_quiet)
+
+
 def test_a_folder_without_a_record_is_named(tmp_path: Path) -> None:
     folder = tmp_path / "not-shipped"
     folder.mkdir()

@@ -129,3 +129,31 @@ def test_invalid_toml_names_file(tmp_path: Path) -> None:
     path = _write(tmp_path / "bad.toml", "name = \n")
     with pytest.raises(ExperimentError, match=r"bad\.toml: not valid TOML"):
         load_experiment(path)
+
+
+def test_a_prompt_set_s_own_thresholds_are_in_force_when_it_is_asked(tmp_path: Path) -> None:
+    path = _broken(tmp_path, "[tiny]", "[thresholds.sets.extended]\noverall = 0.5\n\n[tiny]")
+    experiment = load_experiment(path)
+    assert experiment.thresholds.sets["extended"].values == {"overall": 0.5}
+    own = experiment.thresholds.values
+    extended = with_overrides(experiment, prompts="extended").thresholds
+    assert extended.values == {"overall": 0.5} and extended.pending == experiment.thresholds.pending
+    assert with_overrides(experiment, prompts="seed").thresholds.values == own
+    assert (
+        load_experiment("tiny").fingerprint()
+        == with_overrides(load_experiment("tiny")).fingerprint()
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("[thresholds.sets.extnded]\noverall = 0.5", r"thresholds\.sets\.extnded: no prompt set"),
+        ("[thresholds.sets.extended]\nlps = 0.5", r"unknown key 'thresholds\.sets\.extended\.lps'"),
+        ("[thresholds.sets.extended]\noverall = 2", r"thresholds\.sets\.extended\.overall = 2"),
+    ],
+)
+def test_a_bad_prompt_set_threshold_names_the_key(tmp_path: Path, table: str, message: str) -> None:
+    path = _broken(tmp_path, "[tiny]", f"{table}\n\n[tiny]")
+    with pytest.raises(ExperimentError, match=message):
+        load_experiment(path)
