@@ -5,15 +5,17 @@ Four steps, only the first and the last touch the disk:
 1. `collect(run_dir)` (collect.py) reads what the run left: the eval's summary and scores,
    build.json when routegate built the model, the experiment's preflight.json and the
    experiment itself.
-2. `build_report(run)` (content.py) turns that into one plain dict, the content of
-   results.json: the verdict (pipeline.eval.verdict.judge), the pre-registered criteria, every
-   prompt, the score distribution, the temperature sweep (scores.py), training figures, the
-   preflight, the settings and versions that repeat the run.
-3. `render_markdown(report)` (markdown.py), `render_chart(report)` (chart.py, matplotlib) and
-   `render_compare(compare(a, b))` (compare.py) turn dicts into text or PNG bytes.
+2. `build_report(run)` (content.py) turns that into a `ReportRecord` (record.py), results.json:
+   the verdict (pipeline.eval.verdict.judge), the pre-registered criteria, every prompt, the
+   score distribution, the temperature sweep (scores.py), training figures, the preflight, the
+   settings and versions that repeat the run.
+3. `render_markdown(report)` (markdown.py), `render_html` (html.py), `render_chart(report)`
+   (chart.py, matplotlib) and `render_compare(compare(a, b))` (compare.py) turn records into
+   text or PNG bytes.
 4. `write_report(report, out_dir)` (write.py) is the one writer: the workspace's
-   `reports/<experiment>/results.{md,json,png}`; `mark_stale` replaces them with a note when
-   a run failed before its report.
+   `reports/<experiment>/results.{md,json,html,png}`; `mark_stale` replaces them with a note
+   when a run failed before its report. results.json is written by `write_results` and read
+   back by `read_results` (record.py), which checks its kind and version.
 
 The command line is pipeline.cli.report (`python -m pipeline report`).
 """
@@ -25,6 +27,7 @@ from pipeline.report.collect import ReportError, RunData, collect, read_build
 from pipeline.report.compare import compare, render_compare
 from pipeline.report.content import FORMAT, build_report, verdict_of
 from pipeline.report.markdown import render_markdown
+from pipeline.report.record import ReportRecord, read_results, write_results
 from pipeline.report.scores import calls_text, format_call
 from pipeline.report.write import (
     CHART,
@@ -47,6 +50,7 @@ __all__ = [
     "MARKDOWN",
     "ChartUnavailable",
     "ReportError",
+    "ReportRecord",
     "RunData",
     "Written",
     "append_step_summary",
@@ -57,6 +61,7 @@ __all__ = [
     "format_call",
     "mark_stale",
     "read_build",
+    "read_results",
     "render_chart",
     "render_compare",
     "render_markdown",
@@ -64,4 +69,5 @@ __all__ = [
     "report_run",
     "verdict_of",
     "write_report",
+    "write_results",
 ]

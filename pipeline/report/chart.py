@@ -7,10 +7,9 @@ drawn; where it is missing the report is written without its chart (`ChartUnavai
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
-from typing import Any
 
 from pipeline.eval.records import temperature_key
+from pipeline.report.record import ReportRecord
 
 INSTALL = "pip install matplotlib, or reinstall routegate: it is a default dependency"
 
@@ -19,7 +18,7 @@ class ChartUnavailable(RuntimeError):
     """matplotlib is not installed: the report is written without its chart."""
 
 
-def render_chart(report: Mapping[str, Any]) -> bytes:
+def render_chart(report: ReportRecord) -> bytes:
     """The chart of a report, as PNG bytes.
 
     One bar per gated category and overall at each temperature of the sweep (the decision
@@ -33,13 +32,13 @@ def render_chart(report: Mapping[str, Any]) -> bytes:
     except ImportError as err:
         raise ChartUnavailable(f"matplotlib is not installed ({INSTALL})") from err
 
-    sweep = report["sweep"]
+    sweep = report.sweep
     temps = list(sweep["temperatures"])
-    decision = temperature_key(report["decision_temperature"])
+    decision = temperature_key(report.decision_temperature)
     temps.sort(key=lambda t: t != decision)  # decision first
     cats = list(sweep["categories"])
-    thresholds = {c["category"]: c.get("threshold") for c in report["criteria"]}
-    baselines = {c["category"]: c.get("baseline") for c in report["criteria"]}
+    thresholds = {c["category"]: c.get("threshold") for c in report.criteria}
+    baselines = {c["category"]: c.get("baseline") for c in report.criteria}
     n = len(cats)
     width = 0.8 / len(temps)
     fig = Figure(figsize=(max(8.0, 1.15 * n + 2), 5.2), dpi=110, layout="constrained")
@@ -51,7 +50,7 @@ def render_chart(report: Mapping[str, Any]) -> bytes:
             if not cell:
                 continue
             x = i - 0.4 + width * (j + 0.5)
-            passed = None if report["thresholds_pending"] else cell["passed"]
+            passed = None if report.thresholds_pending else cell["passed"]
             ax.bar(
                 x,
                 cell["mean"],
@@ -90,12 +89,12 @@ def render_chart(report: Mapping[str, Any]) -> bytes:
         ax.set_xlabel(f"category, then mean at T={' / '.join(temps)}", fontsize=9)
     ax.set_ylim(0, 1.12)
     ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0], ["0%", "20%", "40%", "60%", "80%", "100%"])
-    ax.set_ylabel(f"score ({report['score']}), mean and 95% interval")
+    ax.set_ylabel(f"score ({report.score}), mean and 95% interval")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     if n:
         ax.axvline(n - 1.5, color="grey", linewidth=0.8, linestyle=":")
-    base = report.get("baseline_name") or "baseline"
+    base = report.baseline_name or "baseline"
     handles = [
         Patch(facecolor=colours[True], edgecolor="black", label="meets threshold"),
         Patch(facecolor=colours[False], edgecolor="black", label="below threshold"),
@@ -114,18 +113,16 @@ def render_chart(report: Mapping[str, Any]) -> bytes:
             )
         )
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    o = report.get("overall") or {}
-    title = f"{report['experiment']}: {report['verdict']}"
+    o = report.overall or {}
+    title = f"{report.experiment}: {report.verdict}"
     if o:
-        pending = " (pending)" if report["thresholds_pending"] else ""
+        pending = " (pending)" if report.thresholds_pending else ""
         title += (
             f" - overall {100 * o['mean']:.1f}% vs threshold "
             f"{100 * (o['threshold'] or 0):.0f}%{pending}"
         )
     which = f"T={', '.join(temps)} (T={decision} decides)" if len(temps) > 1 else f"T={decision}"
-    ax.set_title(
-        f"{title}\n{which}, {report['samples']} sample(s) per prompt, score {report['score']}"
-    )
+    ax.set_title(f"{title}\n{which}, {report.samples} sample(s) per prompt, score {report.score}")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()

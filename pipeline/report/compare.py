@@ -6,22 +6,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline.report.record import ReportRecord
 
-def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+
+def compare(a: ReportRecord, b: ReportRecord) -> dict[str, Any]:
     """Per-category and per-prompt differences of two reports, at their decision temperatures."""
     notes = []
     for key, what in (("experiment", "experiments"), ("score", "primary scores")):
-        if a.get(key) != b.get(key):
-            notes.append(f"different {what}: {a.get(key)} vs {b.get(key)}")
-    if a["decision_temperature"] != b["decision_temperature"]:
+        if getattr(a, key) != getattr(b, key):
+            notes.append(f"different {what}: {getattr(a, key)} vs {getattr(b, key)}")
+    if a.decision_temperature != b.decision_temperature:
         notes.append(
-            f"different decision temperatures: {a['decision_temperature']:g} vs "
-            f"{b['decision_temperature']:g}"
+            f"different decision temperatures: {a.decision_temperature:g} vs "
+            f"{b.decision_temperature:g}"
         )
-    if a["settings"].get("samples") != b["settings"].get("samples"):
-        notes.append(f"different samples: {a['samples']} vs {b['samples']}")
-    ca = {c["category"]: c for c in a["criteria"]}
-    cb = {c["category"]: c for c in b["criteria"]}
+    if a.settings.get("samples") != b.settings.get("samples"):
+        notes.append(f"different samples: {a.samples} vs {b.samples}")
+    ca = {c["category"]: c for c in a.criteria}
+    cb = {c["category"]: c for c in b.criteria}
     categories = []
     for name in [*ca, *(n for n in cb if n not in ca)]:
         ma = ca[name]["mean"] if name in ca else None
@@ -36,8 +38,8 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
                 "passed_b": cb.get(name, {}).get("passed"),
             }
         )
-    pa = {p["id"]: p for p in a["prompts"]}
-    pb = {p["id"]: p for p in b["prompts"]}
+    pa = {p["id"]: p for p in a.prompts}
+    pb = {p["id"]: p for p in b.prompts}
     prompts = []
     for pid in [*pa, *(i for i in pb if i not in pa)]:
         x, y = pa.get(pid), pb.get(pid)
@@ -64,11 +66,11 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run_head(r: Mapping[str, Any]) -> dict[str, Any]:
+def _run_head(r: ReportRecord) -> dict[str, Any]:
     return {
-        k: r.get(k)
+        k: getattr(r, k)
         for k in ("run_dir", "experiment", "score", "verdict", "decision_temperature", "samples")
-    } | {"fingerprint": r["settings"].get("fingerprint")}
+    } | {"fingerprint": r.settings.get("fingerprint")}
 
 
 def render_compare(cmp: Mapping[str, Any]) -> str:

@@ -1,5 +1,5 @@
-"""The report as data: `build_report(run)` is the content of results.json, a pure function of
-what `collect` read.
+"""The report as data: `build_report(run)` is results.json's record (pipeline.report.record), a
+pure function of what `collect` read.
 
 The verdict is the gate's, from `pipeline.eval.verdict.judge`: the thresholds the run was
 judged against, its scores at the decision temperature, its unanswered requests, and the
@@ -22,6 +22,7 @@ from pipeline.eval.records import eval_files, temperature_key
 from pipeline.eval.scoring import ANOMALIES
 from pipeline.eval.verdict import PreflightOutcome, Verdict, judge_run, preflight_outcome
 from pipeline.report.collect import RunData
+from pipeline.report.record import ReportRecord
 from pipeline.report.scores import (
     changes,
     distribution,
@@ -33,8 +34,8 @@ from pipeline.report.scores import (
 from pipeline.report.show import show_path
 from pipeline.spec.experiment import EXPERIMENTS_DIR, OVERALL, Thresholds
 
-FORMAT = 1
-"""Bump when results.json changes shape."""
+FORMAT = ReportRecord.VERSION
+"""results.json's `format` key: its record's version (bump `ReportRecord.VERSION`)."""
 
 _STAGES = ("train", "fuse", "quantize")
 _BUILD_PREFLIGHT = ("passed", "forced", "failed", "checks", "fingerprint")
@@ -54,8 +55,8 @@ _TRAIN = (
 _QUANTIZE = ("bits", "group_size", "bits_per_weight")
 
 
-def build_report(run: RunData) -> dict[str, Any]:
-    """The whole report as plain data (results.json); a pure function of `run`."""
+def build_report(run: RunData) -> ReportRecord:
+    """The whole report (results.json); a pure function of `run`."""
     summary = run.summary
     exp = run.experiment
     decision = summary.decision()
@@ -84,46 +85,49 @@ def build_report(run: RunData) -> dict[str, Any]:
     if exp is not None and exp.docs is not None:
         docs = {"path": show_path(exp.docs), "files": list(run.docs)}
     t = summary.decision_temperature
-    return {
-        "format": FORMAT,
-        "experiment": summary.experiment,
-        "description": exp.description if exp else "",
-        "run_dir": show_path(run.run_dir),
-        "verdict": verdict.outcome,
-        "verdict_reasons": list(verdict.reasons),
-        "thresholds_verdict": summary.verdict,
-        "thresholds_pending": summary.thresholds_pending,
-        "score": summary.score,
-        "samples": summary.samples,
-        "decision_temperature": t,
-        "baseline_name": exp.baseline.name if exp else "",
-        "overall": asdict(overall) if overall is not None else None,
-        "criteria": [{"category": n, **asdict(row)} for n, row in decision.categories.items()],
-        "require_decidable": summary.require_decidable,
-        "baseline_run": summary.baseline_run,
-        "max_drop": summary.max_drop,
-        "paired": {name: asdict(row) for name, row in summary.paired.items()},
-        "decide": summary.decide,
-        "non_inferiority": {n: asdict(row) for n, row in summary.non_inferiority.items()},
-        "prompts": prompt_rows(run.scores, t),
-        "distribution": distribution(run.scores, t, run.categories),
-        "robustness": robustness(run.scores, t),
-        "changes": changes(run.scores, t, run.baseline_scores, run.baseline_temperature),
-        "failures": failures(
+    return ReportRecord(
+        experiment=summary.experiment,
+        description=exp.description if exp else "",
+        run_dir=show_path(run.run_dir),
+        verdict=verdict.outcome,
+        verdict_reasons=tuple(verdict.reasons),
+        thresholds_verdict=summary.verdict,
+        thresholds_pending=summary.thresholds_pending,
+        score=summary.score,
+        samples=summary.samples,
+        decision_temperature=t,
+        baseline_name=exp.baseline.name if exp else "",
+        overall=asdict(overall) if overall is not None else None,
+        criteria=tuple({"category": n, **asdict(row)} for n, row in decision.categories.items()),
+        require_decidable=summary.require_decidable,
+        baseline_run=summary.baseline_run,
+        max_drop=summary.max_drop,
+        paired={name: asdict(row) for name, row in summary.paired.items()},
+        decide=summary.decide,
+        non_inferiority={n: asdict(row) for n, row in summary.non_inferiority.items()},
+        prompts=tuple(prompt_rows(run.scores, t)),
+        distribution=distribution(run.scores, t, run.categories),
+        robustness=robustness(run.scores, t),
+        changes=_rows(changes(run.scores, t, run.baseline_scores, run.baseline_temperature)),
+        failures=failures(
             run.scores, t, run.categories, run.baseline_scores, run.baseline_temperature
         ),
-        "sweep": sweep(summary, run.scores),
-        "training": training,
-        "integrity": integrity,
-        "model_bytes": (training or {}).get("model_bytes") or run.model_bytes,
-        "preflight": preflight,
-        "servers": [asdict(row) for row in summary.servers],
-        "settings": _settings(run),
-        "repeat": _repeat_command(run),
-        "docs": docs,
-        "files": _files(run),
-        "warnings": warnings,
-    }
+        sweep=sweep(summary, run.scores),
+        training=training,
+        integrity=integrity,
+        model_bytes=(training or {}).get("model_bytes") or run.model_bytes,
+        preflight=preflight,
+        servers=tuple(asdict(row) for row in summary.servers),
+        settings=_settings(run),
+        repeat=_repeat_command(run),
+        docs=docs,
+        files=_files(run),
+        warnings=tuple(warnings),
+    )
+
+
+def _rows(rows: list[dict[str, Any]] | None) -> tuple[dict[str, Any], ...] | None:
+    return tuple(rows) if rows is not None else None
 
 
 def verdict_of(run: RunData) -> Verdict:

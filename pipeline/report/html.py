@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from pipeline.report.record import ReportRecord
 from pipeline.report.show import pct
 from pipeline.spec.experiment import OVERALL
 
@@ -97,25 +98,25 @@ def _reply(reply: Any, finish: Any) -> str:
     )
 
 
-def _verdict(r: Mapping[str, Any]) -> str:
-    reasons = "".join(f"<li>{_e(x)}</li>" for x in r.get("verdict_reasons") or [])
-    warnings = "".join(f"<li>warning: {_e(w)}</li>" for w in r.get("warnings") or [])
-    overall = r.get("overall")
+def _verdict(r: ReportRecord) -> str:
+    reasons = "".join(f"<li>{_e(x)}</li>" for x in r.verdict_reasons)
+    warnings = "".join(f"<li>warning: {_e(w)}</li>" for w in r.warnings)
+    overall = r.overall
     line = ""
-    if overall and r["verdict"] != "ERROR":
+    if overall and r.verdict != "ERROR":
         line = (
             f" overall {pct(overall['mean'])} (95% interval {pct(overall['lo'])} - "
             f"{pct(overall['hi'])}, {overall['n']} prompts)"
         )
     return (
-        f'<p><span id="verdict" class="verdict {_e(r["verdict"])}">{_e(r["verdict"])}</span>'
+        f'<p><span id="verdict" class="verdict {_e(r.verdict)}">{_e(r.verdict)}</span>'
         f"{_e(line)}</p><ul>{reasons}{warnings}</ul>"
     )
 
 
-def _criteria(r: Mapping[str, Any]) -> str:
+def _criteria(r: ReportRecord) -> str:
     rows = []
-    for c in r["criteria"]:
+    for c in r.criteria:
         gated = c.get("threshold") is not None
         name = f"<b>{_e(c['category'])}</b>" if c["category"] == OVERALL else _e(c["category"])
         rows.append(
@@ -134,8 +135,8 @@ def _criteria(r: Mapping[str, Any]) -> str:
     return _table([*headers, "decidable", "prompts needed"], rows)
 
 
-def _non_inferiority(r: Mapping[str, Any]) -> str:
-    rows = r.get("non_inferiority") or {}
+def _non_inferiority(r: ReportRecord) -> str:
+    rows = r.non_inferiority or {}
     if not rows:
         return ""
     body = [
@@ -155,8 +156,8 @@ def _non_inferiority(r: Mapping[str, Any]) -> str:
     return "<h2>Can it replace the baseline run?</h2>" + _table([*headers, "decision"], body)
 
 
-def _changes(r: Mapping[str, Any]) -> str:
-    changes = r.get("changes")
+def _changes(r: ReportRecord) -> str:
+    changes = r.changes
     if changes is None:
         return ""
     if not changes:
@@ -183,8 +184,8 @@ def _changes(r: Mapping[str, Any]) -> str:
     )
 
 
-def _failures(r: Mapping[str, Any]) -> str:
-    f = r.get("failures")
+def _failures(r: ReportRecord) -> str:
+    f = r.failures
     if not f or not f["types"]:
         return ""
     rows = [
@@ -199,8 +200,8 @@ def _failures(r: Mapping[str, Any]) -> str:
     )
 
 
-def _robustness(r: Mapping[str, Any]) -> str:
-    rob = r.get("robustness")
+def _robustness(r: ReportRecord) -> str:
+    rob = r.robustness
     if not rob:
         return ""
     c = rob["counts"]
@@ -231,8 +232,8 @@ def _options(name: str, values: Sequence[str]) -> str:
     )
 
 
-def _prompts(r: Mapping[str, Any]) -> str:
-    prompts = r["prompts"]
+def _prompts(r: ReportRecord) -> str:
+    prompts = r.prompts
     cats = list(dict.fromkeys(p["category"] for p in prompts))
     failures = [f for f in dict.fromkeys(p.get("failure") or "" for p in prompts) if f]
     filters = (
@@ -267,28 +268,28 @@ def _prompts(r: Mapping[str, Any]) -> str:
                "parsed calls", "expected calls", "reason"]  # fmt: skip
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     return (
-        f"<h2>Prompts (T={_e(r['decision_temperature'])})</h2>{filters}"
+        f"<h2>Prompts (T={_e(r.decision_temperature)})</h2>{filters}"
         f'<table id="prompts"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     )
 
 
-def render_html(report: Mapping[str, Any], chart_png: bytes | None = None) -> str:
+def render_html(report: ReportRecord, chart_png: bytes | None = None) -> str:
     """The whole page; `chart_png` is embedded inline when given."""
     r = report
     chart = (
         f'<img alt="per-category score, 95% interval, threshold and baseline" '
         f'src="data:image/png;base64,{base64.b64encode(chart_png).decode()}">'
         if chart_png
-        else f'<p class="muted">Chart skipped: {_e((r.get("chart") or {}).get("skipped"))}</p>'
+        else f'<p class="muted">Chart skipped: {_e((r.chart or {}).get("skipped"))}</p>'
     )
-    repeat = f"<p>Repeat: <code>{_e(r.get('repeat'))}</code></p>" if r.get("repeat") else ""
+    repeat = f"<p>Repeat: <code>{_e(r.repeat)}</code></p>" if r.repeat else ""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{_e(r['experiment'])}: {_e(r['verdict'])}</title>"
+        f"<title>{_e(r.experiment)}: {_e(r.verdict)}</title>"
         f"<style>{_STYLE}</style></head><body>"
-        f"<h1>{_e(r['experiment'])}</h1><p class=muted>{_e(r.get('description'))}</p>"
+        f"<h1>{_e(r.experiment)}</h1><p class=muted>{_e(r.description)}</p>"
         + _verdict(r)
-        + f"<h2>Pre-registered criteria (T={_e(r['decision_temperature'])})</h2>"
+        + f"<h2>Pre-registered criteria (T={_e(r.decision_temperature)})</h2>"
         + _criteria(r)
         + chart
         + _non_inferiority(r)

@@ -1,4 +1,5 @@
-"""results.md: the report's data (`build_report`, or results.json read back) as markdown.
+"""results.md: the report (`build_report`, or results.json read back by `read_results`) as
+markdown.
 
 Every number comes from the report; nothing here reads a run folder. Long table cells are cut
 (results.json keeps them whole); links are relative to the folder results.md is written to.
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.eval.records import temperature_key
+from pipeline.report.record import ReportRecord
 from pipeline.report.show import pct, shown_target
 from pipeline.spec.experiment import OVERALL
 
@@ -19,34 +21,34 @@ _CELL = 110
 """Markdown table cells longer than this are cut (results.json keeps everything)."""
 
 
-def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> str:
+def render_markdown(report: ReportRecord, out_dir: Path | None = None) -> str:
     """results.md; `out_dir` (where it will be written) makes its links relative."""
     r = report
-    t = temperature_key(r["decision_temperature"])
-    lines = [f"# {r['experiment']}: {r['verdict']}", ""]
-    if r.get("description"):
-        lines += [r["description"], ""]
+    t = temperature_key(r.decision_temperature)
+    lines = [f"# {r.experiment}: {r.verdict}", ""]
+    if r.description:
+        lines += [r.description, ""]
     lines += [
-        f"Run `{r['run_dir']}`; score `{r['score']}` at decision temperature {t}, "
-        f"{r['samples']} sample(s) per prompt.",
+        f"Run `{r.run_dir}`; score `{r.score}` at decision temperature {t}, "
+        f"{r.samples} sample(s) per prompt.",
         "",
     ]
-    if r.get("docs"):
-        link = _link(r["docs"]["path"], out_dir)
-        files = ", ".join(f"[{f}]({link}/{f})" for f in r["docs"]["files"])
+    if r.docs:
+        link = _link(r.docs["path"], out_dir)
+        files = ", ".join(f"[{f}]({link}/{f})" for f in r.docs["files"])
         lines += [
-            f"Experiment record: [{r['docs']['path']}]({link})" + (f": {files}" if files else ""),
+            f"Experiment record: [{r.docs['path']}]({link})" + (f": {files}" if files else ""),
             "",
         ]
     lines += ["## Verdict", "", _verdict_line(r), ""]
-    lines += [f"- {reason}" for reason in r["verdict_reasons"]]
-    fragile = [c["category"] for c in r["criteria"] if c.get("fragile")]
+    lines += [f"- {reason}" for reason in r.verdict_reasons]
+    fragile = [c["category"] for c in r.criteria if c.get("fragile")]
     if fragile:
         lines.append(
             f"- fragile (the 95% interval straddles the threshold, the verdict could flip on a "
             f"rerun): {', '.join(fragile)}"
         )
-    lines += [f"- warning: {w}" for w in r["warnings"]]
+    lines += [f"- warning: {w}" for w in r.warnings]
     if lines[-1] != "":
         lines.append("")
 
@@ -57,23 +59,23 @@ def render_markdown(report: Mapping[str, Any], out_dir: Path | None = None) -> s
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_step_summary(report: Mapping[str, Any]) -> str:
+def render_step_summary(report: ReportRecord) -> str:
     """The verdict, its reasons and the criteria table, for a CI job's summary page
     ($GITHUB_STEP_SUMMARY)."""
     r = report
-    lines = [f"## routegate: {r['experiment']}: {r['verdict']}", "", _verdict_line(r), ""]
-    lines += [f"- {reason}" for reason in r["verdict_reasons"]]
+    lines = [f"## routegate: {r.experiment}: {r.verdict}", "", _verdict_line(r), ""]
+    lines += [f"- {reason}" for reason in r.verdict_reasons]
     lines += ["", *_criteria_lines(r), *_non_inferiority_lines(r), ""]
     return "\n".join(lines)
 
 
-def _criteria_lines(r: Mapping[str, Any]) -> list[str]:
-    t = temperature_key(r["decision_temperature"])
+def _criteria_lines(r: ReportRecord) -> list[str]:
+    t = temperature_key(r.decision_temperature)
     lines = [f"## Pre-registered criteria (T={t})", ""]
-    base = f"baseline ({r['baseline_name']})" if r.get("baseline_name") else "baseline"
-    repeats = any(c.get("pass_all") is not None for c in r["criteria"])
+    base = f"baseline ({r.baseline_name})" if r.baseline_name else "baseline"
+    repeats = any(c.get("pass_all") is not None for c in r.criteria)
     rows = []
-    for c in r["criteria"]:
+    for c in r.criteria:
         gated = c.get("threshold") is not None
         name = f"**{c['category']}**" if c["category"] == OVERALL else c["category"]
         rows.append(
@@ -84,7 +86,7 @@ def _criteria_lines(r: Mapping[str, Any]) -> list[str]:
                 pct(c["mean"]),
                 f"{pct(c['lo'])} - {pct(c['hi'])}",
                 str(c["n"]),
-                _pass_cell(c["passed"], r["thresholds_pending"]) if gated else "-",
+                _pass_cell(c["passed"], r.thresholds_pending) if gated else "-",
                 "fragile" if c.get("fragile") else "",
                 ("yes" if c.get("decidable") else "no") if gated else "-",
                 _needed(c) if gated else "-",
@@ -92,7 +94,7 @@ def _criteria_lines(r: Mapping[str, Any]) -> list[str]:
             ]
         )
     header = ["category", base, "threshold", "this run", "95% interval", "n", "pass?"]
-    every = [f"pass^{r['samples']} (all samples right)"] if repeats else []
+    every = [f"pass^{r.samples} (all samples right)"] if repeats else []
     lines += _table([*header, "fragile", "decidable", "prompts needed", *every], rows)
     lines += [
         "",
@@ -101,17 +103,17 @@ def _criteria_lines(r: Mapping[str, Any]) -> list[str]:
         "category, at the observed rate, would make it so."
         + (
             " A pass that is not decidable fails (require_decidable)."
-            if r.get("require_decidable")
+            if r.require_decidable
             else ""
         ),
     ]
     return lines
 
 
-def _after_criteria(r: Mapping[str, Any], out_dir: Path | None) -> list[str]:
-    t = temperature_key(r["decision_temperature"])
+def _after_criteria(r: ReportRecord, out_dir: Path | None) -> list[str]:
+    t = temperature_key(r.decision_temperature)
     lines = ["", "## Chart", ""]
-    chart = r.get("chart") or {}
+    chart = r.chart or {}
     if chart.get("file"):
         lines.append(
             f"![per-category score, 95% interval, threshold and baseline]({chart['file']})"
@@ -129,7 +131,7 @@ def _after_criteria(r: Mapping[str, Any], out_dir: Path | None) -> list[str]:
             p["reason"],
             p["calls_text"],
         ]
-        for p in r["prompts"]
+        for p in r.prompts
     ]
     lines += _table(
         [
@@ -143,10 +145,10 @@ def _after_criteria(r: Mapping[str, Any], out_dir: Path | None) -> list[str]:
         ],
         prows,
     )
-    dist = r["distribution"]
+    dist = r.distribution
     lines += ["", f"## Score distribution (T={t})", ""]
-    lines += [f"How many answers got each {r['score']} score value (every sample counts once)."]
-    if r["score"] == "seed":
+    lines += [f"How many answers got each {r.score} score value (every sample counts once)."]
+    if r.score == "seed":
         lines[-1] += (
             " The seed's partial credit: 1 the right tool inside execute_code, 0.5 the right "
             "tool called directly, 0.1 a wrapped call to the wrong tool, 0 no call (all_of: the "
@@ -158,16 +160,16 @@ def _after_criteria(r: Mapping[str, Any], out_dir: Path | None) -> list[str]:
         for cat, counts in dist["categories"].items()
     ]
     lines += _table(["category", *dist["values"], "n"], drows)
-    lines += ["", *_failure_lines(r.get("failures")), ""]
-    lines += ["", *_robustness_lines(r.get("robustness")), ""]
-    lines += ["", *_sweep_lines(r["sweep"], r["thresholds_pending"]), ""]
+    lines += ["", *_failure_lines(r.failures), ""]
+    lines += ["", *_robustness_lines(r.robustness), ""]
+    lines += ["", *_sweep_lines(r.sweep, r.thresholds_pending), ""]
     lines += _training_lines(r)
-    lines += ["", *_integrity_lines(r.get("integrity")), ""]
-    lines += ["", *_preflight_lines(r.get("preflight")), ""]
-    lines += _servers_lines(r.get("servers") or [])
+    lines += ["", *_integrity_lines(r.integrity), ""]
+    lines += ["", *_preflight_lines(r.preflight), ""]
+    lines += _servers_lines(r.servers)
     lines += _settings_lines(r)
     lines += ["", "## Files", ""]
-    lines += [f"- {k}: `{v}`" for k, v in r["files"].items() if v]
+    lines += [f"- {k}: `{v}`" for k, v in r.files.items() if v]
     return lines
 
 
@@ -250,16 +252,16 @@ def _needed(c: Mapping[str, Any]) -> str:
     return str(needed)
 
 
-def _paired_lines(r: Mapping[str, Any]) -> list[str]:
+def _paired_lines(r: ReportRecord) -> list[str]:
     """This run against the baseline run, prompt by prompt."""
-    rows = r.get("paired") or {}
+    rows = r.paired
     if not rows:
         return []
-    drop = r.get("max_drop")
+    drop = r.max_drop
     rule = f" Pre-registered: no drop of more than {pct(drop)} (the interval must rule it out)."
     lines = [
         "",
-        f"## Against the baseline run `{r.get('baseline_run', '')}`",
+        f"## Against the baseline run `{r.baseline_run}`",
         "",
         "This run minus the baseline run on the prompts both scored; paired bootstrap 95% "
         "interval (prompts resampled, each prompt's samples together) and the exact sign test "
@@ -282,14 +284,14 @@ def _paired_lines(r: Mapping[str, Any]) -> list[str]:
     )
 
 
-def _non_inferiority_lines(r: Mapping[str, Any]) -> list[str]:
+def _non_inferiority_lines(r: ReportRecord) -> list[str]:
     """Can this run replace the baseline run, category by category, within the margins."""
-    rows = r.get("non_inferiority") or {}
+    rows = r.non_inferiority
     if not rows:
         return []
     rests = (
         "The verdict rests on it (`--decide non-inferiority`)."
-        if r.get("decide") == "non-inferiority"
+        if r.decide == "non-inferiority"
         else "Shown beside the thresholds, which decide (`--decide non-inferiority` would rest "
         "the verdict on this table)."
     )
@@ -339,15 +341,15 @@ def _pass_cell(passed: bool | None, pending: bool) -> str:
     return f"pending ({'met' if passed else 'below'})" if pending else text
 
 
-def _verdict_line(r: Mapping[str, Any]) -> str:
-    o = r.get("overall")
-    if r["verdict"] == "ERROR" and r.get("verdict_reasons"):  # the scores are not the model's
-        return f"**ERROR**: {r['verdict_reasons'][0]}"
+def _verdict_line(r: ReportRecord) -> str:
+    o = r.overall
+    if r.verdict == "ERROR" and r.verdict_reasons:  # the scores are not the model's
+        return f"**ERROR**: {r.verdict_reasons[0]}"
     if not o:
-        return f"**{r['verdict']}**: no overall score."
-    base = r.get("baseline_name") or "baseline"
+        return f"**{r.verdict}**: no overall score."
+    base = r.baseline_name or "baseline"
     return (
-        f"**{r['verdict']}**: overall {pct(o['mean'])} (95% interval {pct(o['lo'])} - "
+        f"**{r.verdict}**: overall {pct(o['mean'])} (95% interval {pct(o['lo'])} - "
         f"{pct(o['hi'])}, n={o['n']}) against the threshold {pct(o['threshold'])} "
         f"({base}: {pct(o['baseline'])})."
     )
@@ -393,11 +395,11 @@ def _sweep_lines(sweep: Mapping[str, Any], pending: bool) -> list[str]:
     return out
 
 
-def _training_lines(r: Mapping[str, Any]) -> list[str]:
-    tr = r.get("training")
+def _training_lines(r: ReportRecord) -> list[str]:
+    tr = r.training
     out = ["## Training", ""]
     if not tr:
-        size = f" Model folder: {_bytes(r['model_bytes'])}." if r.get("model_bytes") else ""
+        size = f" Model folder: {_bytes(r.model_bytes)}." if r.model_bytes else ""
         out.append(
             "Not built by routegate (a `--model` or `--server-url` run): no build.json, no "
             f"training figures.{size}"
@@ -541,8 +543,8 @@ def _servers_lines(servers: Sequence[Mapping[str, Any]]) -> list[str]:
     return [*out, ""]
 
 
-def _settings_lines(r: Mapping[str, Any]) -> list[str]:
-    s = r["settings"]
+def _settings_lines(r: ReportRecord) -> list[str]:
+    s = r.settings
     out = ["## Settings and versions", ""]
     keys = [
         ("fingerprint", "experiment fingerprint (the run's)"),
@@ -588,11 +590,11 @@ def _settings_lines(r: Mapping[str, Any]) -> list[str]:
         rows.append(["enable_thinking", "template default"])
     for name, version in (s.get("versions") or {}).items():
         rows.append([f"{name} (eval)", version])
-    built = (r.get("training") or {}).get("versions") or {}
+    built = (r.training or {}).get("versions") or {}
     for name, version in built.items():
         rows.append([f"{name} (build)", version])
     out += _table(["setting", "value"], rows)
-    out += ["", "Repeat the eval:", "", "```sh", r["repeat"], "```"]
+    out += ["", "Repeat the eval:", "", "```sh", r.repeat, "```"]
     return out
 
 

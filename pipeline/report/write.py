@@ -4,12 +4,11 @@ for a run that failed before writing them."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
 
 from pipeline.core import io
 from pipeline.core.errors import BadInput, RoutegateError
@@ -20,6 +19,7 @@ from pipeline.report.collect import collect
 from pipeline.report.content import build_report
 from pipeline.report.html import render_html
 from pipeline.report.markdown import render_markdown, render_step_summary
+from pipeline.report.record import ReportRecord, write_results
 from pipeline.spec.experiment import Experiment
 
 MARKDOWN, JSON, CHART, HTML = "results.md", "results.json", "results.png", "results.html"
@@ -35,11 +35,11 @@ class Written:
     chart: Path | None
     """None when the chart was skipped (`chart_skipped` says why)."""
     chart_skipped: str
-    report: dict[str, Any]
+    report: ReportRecord
 
     @property
     def verdict(self) -> Verdict:
-        return Verdict(self.report["verdict"], tuple(self.report["verdict_reasons"]))
+        return self.report.gate_verdict
 
 
 def report_dir(experiment_name: str, workspace: Workspace) -> Path:
@@ -47,9 +47,9 @@ def report_dir(experiment_name: str, workspace: Workspace) -> Path:
     return workspace.reports(experiment_name)
 
 
-def write_report(report: Mapping[str, Any], out_dir: Path, *, chart: bool = True) -> Written:
-    """Write results.md, results.json and (unless `chart` is off) results.png into `out_dir`
-    (the workspace's `reports/<experiment>/` is `report_dir`)."""
+def write_report(report: ReportRecord, out_dir: Path, *, chart: bool = True) -> Written:
+    """Write results.md, results.json (`write_results`) and (unless `chart` is off)
+    results.png into `out_dir` (the workspace's `reports/<experiment>/` is `report_dir`)."""
     out = Path(out_dir)
     png: bytes | None = None
     skipped = ""
@@ -60,13 +60,13 @@ def write_report(report: Mapping[str, Any], out_dir: Path, *, chart: bool = True
             skipped = str(err)
     else:
         skipped = "turned off (--no-chart)"
-    full = {**report, "chart": {"file": CHART} if png else {"skipped": skipped}}
+    full = dataclasses.replace(report, chart={"file": CHART} if png else {"skipped": skipped})
     chart_path = out / CHART
     if png:
         io.write_bytes(chart_path, png)
     elif chart_path.exists():
         chart_path.unlink()  # a chart from an earlier run would contradict this report
-    io.write_json(out / JSON, full)
+    write_results(full, out / JSON)
     io.write_text(out / MARKDOWN, render_markdown(full, out))
     io.write_text(out / HTML, render_html(full, png))
     return Written(
@@ -86,7 +86,7 @@ def report_run(
     (default: the workspace's `reports/<experiment>/`). `experiment` None: the one the run's
     summary names."""
     report = build_report(collect(run_dir, experiment, workspace=workspace))
-    out = out_dir if out_dir is not None else report_dir(report["experiment"], workspace)
+    out = out_dir if out_dir is not None else report_dir(report.experiment, workspace)
     return write_report(report, out, chart=chart)
 
 

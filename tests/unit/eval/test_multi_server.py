@@ -90,7 +90,7 @@ def test_the_eval_is_spread_across_two_servers_into_one_report(
     assert written.markdown == workspace.reports(tiny.name) / "results.md"  # one report
     servers = dict(table_rows(markdown, "| server |"))
     assert servers == {a.url: str(chats(a)), b.url: str(chats(b))}
-    assert f"--server-url {a.url} --server-url {b.url}" in written.report["repeat"]
+    assert f"--server-url {a.url} --server-url {b.url}" in written.report.repeat
 
     # The same servers, in the other order: the same run folder, every answer reused.
     again = eval_run_dir(tiny, workspace, server_url=[b.url, a.url])

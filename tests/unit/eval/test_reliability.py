@@ -249,7 +249,7 @@ def test_each_contradiction_is_counted_in_the_summary_and_the_report(
     for kind, n in counts.items():
         said = ANOMALIES.get(kind)
         assert f"- warning: T=0: {n} repl{'y' if n == 1 else 'ies'}: {said}" in markdown
-    assert written.report["sweep"]["anomalies"]["0"] == counts
+    assert written.report.sweep["anomalies"]["0"] == counts
     lines = [json.loads(line) for line in eval_files(answered.run_dir)["scores"].open()]
     assert sum(len(line["anomalies"]) for line in lines) == sum(counts.values())
 

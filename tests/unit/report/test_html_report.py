@@ -9,7 +9,6 @@ fragment (`results.html#outcome=wrong`). Skips with a reason where no Chromium i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -138,11 +137,11 @@ def canned_gate(tmp_path_factory: pytest.TempPathFactory) -> Generator[tuple[Pat
 def test_a_gate_run_writes_a_page_the_browser_shows_with_every_prompt(canned_gate) -> None:
     work, _ = canned_gate
     page = Workspace(work).reports("tiny") / HTML
-    results = json.loads(page.with_name("results.json").read_text())
+    results = report.read_results(page.with_name("results.json"))
     dom = rendered(page)
     shown = rows(dom)
-    assert len(shown.rows) == len(results["prompts"]) == 30
-    assert shown.verdict == results["verdict"]
+    assert len(shown.rows) == len(results.prompts) == 30
+    assert shown.verdict == results.verdict
     assert not any("hidden" in r for r in shown.rows)
     assert re.search(r"30 of 30 prompts shown", dom)
     # self-contained: nothing it loads lives elsewhere
@@ -152,14 +151,14 @@ def test_a_gate_run_writes_a_page_the_browser_shows_with_every_prompt(canned_gat
 def test_a_filter_in_the_address_leaves_only_the_failures(canned_gate) -> None:
     work, _ = canned_gate
     page = Workspace(work).reports("tiny") / HTML
-    results = json.loads(page.with_name("results.json").read_text())
-    wrong = {p["id"] for p in results["prompts"] if p["outcome"] == "wrong"}
+    results = report.read_results(page.with_name("results.json"))
+    wrong = {p["id"] for p in results.prompts if p["outcome"] == "wrong"}
     assert 0 < len(wrong) < 30  # read_file is right for some prompts only
     shown = rows(rendered(page, "outcome=wrong"))
     visible = [r for r in shown.rows if "hidden" not in r]
     assert {r["data-outcome"] for r in visible} == {"wrong"}
     assert len(visible) == len(wrong)
-    kinds = {p["failure"] for p in results["prompts"] if p["outcome"] == "wrong"}
+    kinds = {p["failure"] for p in results.prompts if p["outcome"] == "wrong"}
     kind = sorted(kinds)[0]
     both = rows(rendered(page, f"outcome=wrong&failure={kind}"))
     assert {r["data-failure"] for r in both.rows if "hidden" not in r} == {kind}
@@ -167,8 +166,8 @@ def test_a_filter_in_the_address_leaves_only_the_failures(canned_gate) -> None:
 
 def test_the_ci_summary_gets_the_verdict_and_the_criteria_table(canned_gate) -> None:
     work, text = canned_gate
-    results = json.loads((Workspace(work).reports("tiny") / "results.json").read_text())
-    assert text.startswith(f"## routegate: tiny: {results['verdict']}")
+    results = report.read_results(Workspace(work).reports("tiny") / "results.json")
+    assert text.startswith(f"## routegate: tiny: {results.verdict}")
     assert "| category |" in text and "| **overall** |" in text
     assert text.count("## routegate:") == 1  # appended once per session
 

@@ -53,6 +53,15 @@ FAILURE_OF: dict[float, Failure] = {
 }
 """The failure type a synthetic answer of each score value carries."""
 CATEGORIES = tuple(load_catalog().categories)
+RESULTS_KEYS = (
+    "format", "experiment", "description", "run_dir", "verdict", "verdict_reasons",
+    "thresholds_verdict", "thresholds_pending", "score", "samples", "decision_temperature",
+    "baseline_name", "overall", "criteria", "require_decidable", "baseline_run", "max_drop",
+    "paired", "decide", "non_inferiority", "prompts", "distribution", "robustness", "changes",
+    "failures", "sweep", "training", "integrity", "model_bytes", "preflight", "servers",
+    "settings", "repeat", "docs", "files", "warnings", "chart",
+)  # fmt: skip
+"""results.json's keys, in order, as written before it was a record (which adds kind, version)."""
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +277,7 @@ def collected(run_dir: Path, experiment: Experiment, pf: Path) -> report.RunData
     return report.collect(run_dir, experiment, preflight_path=pf, workspace=workspace)
 
 
-def made(run_dir: Path, experiment: Experiment, pf: Path) -> dict[str, Any]:
+def made(run_dir: Path, experiment: Experiment, pf: Path) -> report.ReportRecord:
     return report.build_report(collected(run_dir, experiment, pf))
 
 
@@ -331,10 +340,10 @@ def test_criteria_table_matches_the_raw_scores(run, experiment) -> None:
     # lsp (0.8 = threshold) passes only just, its interval straddles the threshold
     assert rows["lsp"][6] == "PASS" and rows["lsp"][7] == "fragile"
     assert rows["domain"][6] == "FAIL"
-    assert r["verdict"] == "FAIL"
-    assert any("domain" in reason for reason in r["verdict_reasons"])
+    assert r.verdict == "FAIL"
+    assert any("domain" in reason for reason in r.verdict_reasons)
     assert md.startswith("# phase40: FAIL\n")
-    assert f"overall {pct(r['overall']['mean'])}" in md
+    assert r.overall is not None and f"overall {pct(r.overall['mean'])}" in md
 
 
 def test_prompt_table_matches_the_raw_scores(run, experiment, prompts) -> None:
@@ -394,7 +403,7 @@ def test_failure_types_count_every_raw_answer_that_is_not_right(run, experiment)
     md = report.render_markdown(r)
     raw = [x for x in raw_lines(run_dir) if x["temperature"] == 0]
     wanted = Counter((x["category"], x["failure"]) for x in raw if x["failure"])
-    types = r["failures"]["types"]
+    types = r.failures["types"]
     assert types == [k for k in FAILURES if any(t == k for _, t in wanted)]
     rows = table(md, "category | " + " | ".join(types))
     assert [row[0] for row in rows] == [*(c for c in (*CATEGORIES, "no_tool") if any(
@@ -407,7 +416,7 @@ def test_failure_types_count_every_raw_answer_that_is_not_right(run, experiment)
         sum(n for (_, k), n in wanted.items() if k == t) for t in types
     ]
     assert f"- wrong_tool: {FAILURES['wrong_tool']}" in md
-    assert r["failures"]["shift"] is None  # no baseline run
+    assert r.failures["shift"] is None  # no baseline run
 
 
 def test_failure_types_against_a_baseline_run_say_which_grew(
@@ -423,7 +432,7 @@ def test_failure_types_against_a_baseline_run_say_which_grew(
     pf = write_run(run_dir, experiment, scored_run(prompts, value=worse), workspace=workspace,
                    baseline_run=base_dir)  # fmt: skip
     r = made(run_dir, experiment, pf)
-    shift = {row["type"]: row for row in r["failures"]["shift"]["rows"]}
+    shift = {row["type"]: row for row in r.failures["shift"]["rows"]}
     text_answers = sum(2 for p in prompts if p.category == "text_tools")  # two samples each
     assert shift["wrong_tool"]["change"] == text_answers
     assert shift["prose"]["change"] == 0 and shift["format"]["change"] == 0
@@ -443,7 +452,7 @@ def test_sweep_shows_each_temperature_and_the_flips(run, experiment) -> None:
             values = [x["value"] for x in lines if x["category"] == cat and x["temperature"] == t]
             assert rows[cat][col].startswith(pct(sum(values) / len(values)))
     # text_tools: 100% at T=0, 50% at T=0.7; multi_tool 60% -> 30%, below its 35%
-    assert "text_tools" in r["sweep"]["flips"] and "multi_tool" in r["sweep"]["flips"]
+    assert "text_tools" in r.sweep["flips"] and "multi_tool" in r.sweep["flips"]
     assert rows["text_tools"][3] == "flips" and rows["git"][3] == "flips"
     assert "Verdict flips between temperatures: " in md
 
@@ -458,7 +467,8 @@ def test_training_preflight_settings_and_docs(run, experiment) -> None:
     assert "train loss 0.412, validation loss 0.538 (at iteration 800)" in md
     assert "trainable parameters: 7,667,712 (0.094% (7.668M/8190.735M)" in md
     assert "model size: 5.70 GB, 5 bits / group size 64 (5.500 bits per weight)" in md
-    assert r["preflight"]["passed"] and not r["preflight"]["failed_for_this_run"]
+    assert r.preflight is not None
+    assert r.preflight["passed"] and not r.preflight["failed_for_this_run"]
     assert "passed (2 pass, 1 info)" in md
     settings = dict(table(md, "setting |"))
     assert settings["experiment fingerprint (the run's)"] == experiment.fingerprint()
@@ -472,7 +482,7 @@ def test_training_preflight_settings_and_docs(run, experiment) -> None:
     assert "mlx-lm (eval)" in settings
     assert "python -m pipeline eval --experiment phase40 --samples 2 --temperature 0,0.7" in md
     if experiment.docs is not None:
-        assert r["docs"]["path"] == "experiments/phase40"
+        assert r.docs is not None and r.docs["path"] == "experiments/phase40"
         assert "[experiments/phase40](../../experiments/phase40)" in md
         for name in ("plan.md", "shape.md", "standards.md", "references.md"):
             assert f"[{name}](../../experiments/phase40/{name})" in md
@@ -483,8 +493,14 @@ def test_written_files(run, experiment, tmp_path: Path) -> None:
     r = made(run_dir, experiment, pf)
     written = report.write_report(r, tmp_path / "out")
     data = json.loads(written.json.read_text())
-    assert {k: v for k, v in data.items() if k != "chart"} == json.loads(json.dumps(r))
-    assert written.markdown.read_text() == report.render_markdown(data, tmp_path / "out")
+    assert written.report == dataclasses.replace(r, chart={"file": "results.png"})
+    assert data == json.loads(json.dumps(written.report.to_json()))
+    # results.json keeps the keys it had before it was a record, `kind` and `version` in front
+    assert list(data) == ["kind", "version", *RESULTS_KEYS]
+    assert data["kind"] == "report" and data["version"] == data["format"] == 1
+    read_back = report.read_results(written.json)
+    assert read_back.to_json() == data
+    assert written.markdown.read_text() == report.render_markdown(read_back, tmp_path / "out")
     # matplotlib is a default dependency: the chart is drawn by default
     assert written.chart is not None
     assert written.chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -508,10 +524,10 @@ def test_a_model_run_without_build_json(tmp_path, workspace, experiment, prompts
     run_dir = tmp_path / "runs" / "phase40" / "model-abc"
     pf = write_run(run_dir, experiment, scored_run(prompts), built=False, workspace=workspace)
     r = made(run_dir, experiment, pf)
-    assert r["training"] is None
+    assert r.training is None
     md = report.render_markdown(r)
     assert "Not built by routegate (a `--model` or `--server-url` run)" in md
-    assert "--model /models/qwen3-8b-phase40" in r["repeat"]
+    assert "--model /models/qwen3-8b-phase40" in r.repeat
     assert dict(table(md, "setting |"))["model folder"] == "/models/qwen3-8b-phase40"
     assert len(table(md, "id |")) == len(prompts)
 
@@ -549,9 +565,9 @@ def test_a_build_forced_past_a_failed_preflight_fails(
         forced=True,
     )
     r = made(run_dir, experiment, pf)
-    assert r["thresholds_verdict"] == "PASS"
-    assert r["verdict"] == "FAIL"
-    assert any("--force" in reason for reason in r["verdict_reasons"])
+    assert r.thresholds_verdict == "PASS"
+    assert r.verdict == "FAIL"
+    assert any("--force" in reason for reason in r.verdict_reasons)
     md = report.render_markdown(r)
     assert "thinking (eval settings): 1159 targets start with <think>" in md
     assert "At build time: FAILED, built anyway (--force)" in md
@@ -571,15 +587,16 @@ def test_a_stale_preflight_is_shown_not_counted(tmp_path, workspace, experiment,
         experiment, [Finding("disk", "runs", "fail", "0.1 GB free", "free space")], workspace
     )
     r = made(run_dir, other, pf)
-    assert r["verdict"] == "PASS"
-    assert not r["preflight"]["current"] and not r["preflight"]["failed_for_this_run"]
-    assert any("not counted" in w for w in r["warnings"])
+    assert r.verdict == "PASS"
+    assert r.preflight is not None
+    assert not r.preflight["current"] and not r.preflight["failed_for_this_run"]
+    assert any("not counted" in w for w in r.warnings)
     current = made(
         run_dir,
         other,
         preflight.write_report(other, [Finding("disk", "runs", "fail", "x")], workspace),
     )
-    assert current["verdict"] == "FAIL"
+    assert current.verdict == "FAIL"
 
 
 def test_pending_thresholds(tmp_path, workspace, prompts) -> None:
@@ -596,7 +613,7 @@ def test_pending_thresholds(tmp_path, workspace, prompts) -> None:
         workspace=workspace,
     )
     r = made(run_dir, tiny, pf)
-    assert r["verdict"] == "PENDING"
+    assert r.verdict == "PENDING"
     md = report.render_markdown(r)
     assert "pending (met)" in md
     assert "One temperature only (T=0)" in md
@@ -649,7 +666,14 @@ def test_compare_shows_category_and_prompt_differences(
     # the command line prints the same
     args = ["--compare", str(a_dir), str(b_dir), "--experiment", "phase40"]
     assert report_cli.main(args) == 0
-    assert f"prompts: 1 of {len(prompts)} differ" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"prompts: 1 of {len(prompts)} differ" in printed
+
+    # and the same from the two runs' results.json, read back (run folders not needed)
+    a_json = report.write_report(a, tmp_path / "report-a", chart=False).json
+    b_json = report.write_report(b, tmp_path / "report-b", chart=False).json
+    assert report_cli.main(["--compare", str(a_json), str(b_json)]) == 0
+    assert capsys.readouterr().out == printed
 
 
 def test_the_command_line_writes_the_report(run, tmp_path: Path, capsys) -> None:
@@ -674,12 +698,13 @@ def test_report_run_writes_into_the_workspace_with_its_chart(run, experiment, wo
     assert report.report_dir("phase40", workspace) == folder
     assert written.markdown == folder / "results.md" and written.json == folder / "results.json"
     # the preflight.json of that workspace is the one read
-    assert written.report["preflight"]["path"] == str(workspace.preflight_report("phase40"))
+    assert written.report.preflight is not None
+    assert written.report.preflight["path"] == str(workspace.preflight_report("phase40"))
     assert written.chart == folder / "results.png"
     assert (folder / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = written.markdown.read_text()
     assert "![per-category score, 95% interval, threshold and baseline](results.png)" in md
-    assert written.verdict.outcome == written.report["verdict"] == "FAIL"
+    assert written.verdict.outcome == written.report.verdict == "FAIL"
     assert written.verdict.exit_code == 1
 
 
@@ -692,11 +717,11 @@ def test_unanswered_requests_make_an_error(tmp_path, workspace, experiment, prom
     run_dir = tmp_path / "runs" / "phase40" / "error"
     pf = write_run(run_dir, experiment, scored, built=False, workspace=workspace)
     r = made(run_dir, experiment, pf)
-    assert r["verdict"] == r["thresholds_verdict"] == "ERROR"
-    assert r["verdict_reasons"] == [
+    assert r.verdict == r.thresholds_verdict == "ERROR"
+    assert list(r.verdict_reasons) == [
         f"1 of {len(scored)} request(s) got no usable answer: connection refused"
     ]
-    assert any("T=0: 1 request(s) got no answer" in w for w in r["warnings"])
+    assert any("T=0: 1 request(s) got no answer" in w for w in r.warnings)
     args = [str(run_dir), "--out", str(tmp_path / "cli"), "--no-chart", "--workdir", str(tmp_path)]
     assert report_cli.main(args) == 3
 
@@ -713,12 +738,12 @@ def test_the_verdict_can_rest_on_non_inferiority_against_the_baseline_run(
     pf = write_run(run_dir, deciding, scored_run(prompts), workspace=workspace,
                    baseline_run=base_dir)  # fmt: skip
     r = made(run_dir, deciding, pf)
-    row = r["non_inferiority"]["overall"]
+    row = r.non_inferiority["overall"]
     # the same answers on the seed set's 27 scored prompts: a 5-point drop is not ruled out
     assert (row["decision"], row["difference"], row["n"]) == ("UNDECIDED", 0.0, 27)
-    assert r["verdict"] == "FAIL" and r["decide"] == "non-inferiority"
-    assert r["verdict_reasons"][0].startswith("not shown non-inferior to the baseline run: overall")
-    assert f"{row['prompts_needed']} prompts would decide" in r["verdict_reasons"][0]
+    assert r.verdict == "FAIL" and r.decide == "non-inferiority"
+    assert r.verdict_reasons[0].startswith("not shown non-inferior to the baseline run: overall")
+    assert f"{row['prompts_needed']} prompts would decide" in r.verdict_reasons[0]
     md = report.render_markdown(r)
     assert "## Can it replace the baseline run? (non-inferiority)" in md
     assert table(md, "category | difference | 95% lower bound")[0][-1].startswith("UNDECIDED (")
