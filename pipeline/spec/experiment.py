@@ -379,7 +379,7 @@ _ADDED_LATER = (
 fingerprint, so those runs keep their keys."""
 
 
-def _default(cls: type, name: str) -> Any:
+def _default(cls: Any, name: str) -> Any:
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -22,7 +23,7 @@ from pipeline.core.workspace import Workspace
 from pipeline.eval.integrity import as_built_sample, check_integrity, read_integrity
 from pipeline.preflight import resolve_model
 from pipeline.spec.experiment import load_experiment
-from pipeline.spec.prompts import load_prompts
+from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 pytestmark = pytest.mark.slow
 CHECKOUT = Path(__file__).resolve().parents[3]
@@ -143,4 +144,4 @@ def test_the_as_built_sample_takes_one_prompt_per_category_in_turn(
     count: int, expected: tuple[str, ...]
 ) -> None:
     prompts = [SimpleNamespace(id=i, category=i[0]) for i in ("a1", "a2", "b1", "c1", "c2")]
-    assert as_built_sample(prompts, count) == expected  # type: ignore[arg-type]
+    assert as_built_sample(cast("list[EvalPrompt]", prompts), count) == expected
