@@ -12,9 +12,9 @@ import pytest
 from pipeline.cli.pytest_plugin import gate_session
 from pipeline.core.errors import BadInput, RoutegateError
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import Experiment
 from pipeline.gate import Invocation, ModelUnderTest, model_under_test
 from pipeline.preflight import Context
-from pipeline.spec.experiment import Experiment
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,7 @@ def model(
 
     The build's preflight runs on the session's shared context; a preflight refusal, a failed
     stage or a lost behaviour fails the requesting test with the step's own message."""
-    from pipeline.build import BuildRefused
+    from pipeline.builder import BuildRefused
     from pipeline.eval.integrity import IntegrityFailed
     from pipeline.preflight import run_checks, summary
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.build.runner import strip_ansi
-from pipeline.build.train_progress import TrainProgress
+from pipeline.builder.runner import strip_ansi
+from pipeline.builder.train_progress import TrainProgress
 from pipeline.core import blas
 from pipeline.core.workspace import Workspace
 from pipeline.data import generate
+from pipeline.definitions.experiment import load_experiment
 from pipeline.preflight import resolve_model
-from pipeline.spec.experiment import load_experiment
 
 _MATMUL = """
 import sys, time

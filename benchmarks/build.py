@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.build import OUTPUTS, STAGE_NAMES, BuildRecord, BuildRefused, StageRecord, build
+from pipeline.builder import OUTPUTS, STAGE_NAMES, BuildRecord, BuildRefused, StageRecord, build
 from pipeline.core.workspace import Workspace
-from pipeline.spec.experiment import load_experiment
+from pipeline.definitions.experiment import load_experiment
 
 
 def _stage(record: BuildRecord, name: str) -> StageRecord:

@@ -25,11 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import load_experiment, with_overrides
 from pipeline.eval.run import run_eval
 from pipeline.models.expanded import float32_expansion
 from pipeline.preflight import resolve_model
 from pipeline.report import report_run
-from pipeline.spec.experiment import load_experiment, with_overrides
 
 
 def main(argv: list[str] | None = None) -> int:

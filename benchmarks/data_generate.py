@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.data import generate
-from pipeline.spec.experiment import load_experiment
+from pipeline.definitions.experiment import load_experiment
 
 EXPERIMENTS = ("phase40", "tiny")
 

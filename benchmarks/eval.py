@@ -30,16 +30,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.build import read_record
+from pipeline.builder import read_record
 from pipeline.core.blas import child_env, describe
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import Experiment, load_experiment
+from pipeline.definitions.prompts import load_prompts
 from pipeline.eval.client import read_records
 from pipeline.eval.records import eval_files
 from pipeline.eval.run import build_requests, run_eval, settings_for
 from pipeline.eval.serve import start_server
 from pipeline.models.expanded import served_weights
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment, load_experiment
-from pipeline.spec.prompts import load_prompts
 
 PROMPT_SETS = Path(__file__).resolve().parent.parent / "fixtures" / "prompts"
 

@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.build import STAGE_NAMES
+from pipeline.builder import STAGE_NAMES
 from pipeline.core.workspace import Workspace
 from pipeline.data import generate
+from pipeline.definitions.experiment import load_experiment, with_overrides
 from pipeline.eval.records import CategoryRow
 from pipeline.gate import Invocation, ModelUnderTest, evaluate, model_under_test
 from pipeline.models.smollm2 import GGUF_NAME, SOURCE_ENV, gguf_cache_folder
 from pipeline.preflight import resolve_model, run_preflight
-from pipeline.spec.experiment import load_experiment, with_overrides
 
 
 def _quiet(_: str) -> None:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import OVERALL, load_experiment, prompts_path
+from pipeline.definitions.prompts import load_prompts
 from pipeline.eval.metrics import detectable_drop, prompts_needed
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import OVERALL, load_experiment, prompts_path
-from pipeline.spec.prompts import load_prompts
 
 
 def main(argv: list[str] | None = None) -> int:

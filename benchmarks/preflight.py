@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import ROOT, SHARED, load_experiment, with_overrides
 from pipeline.preflight import run_preflight
-from pipeline.spec.experiment import ROOT, SHARED, load_experiment, with_overrides
 
 MODELS = SHARED / "models"
 OPTIONS = [

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.core import blas
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import load_experiment
 from pipeline.eval.run import run_eval
 from pipeline.preflight import resolve_model
-from pipeline.spec.experiment import load_experiment
 
 
 def main(argv: list[str] | None = None) -> int:

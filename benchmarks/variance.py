@@ -27,14 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.build import build
-from pipeline.build.shipped import read_shipped
+from pipeline.builder import build
+from pipeline.builder.shipped import read_shipped
 from pipeline.core import blas
 from pipeline.core.workspace import Workspace
 from pipeline.data import generate
+from pipeline.definitions.experiment import load_experiment, with_overrides
 from pipeline.eval.run import EvalResult, run_eval
 from pipeline.preflight import run_preflight
-from pipeline.spec.experiment import load_experiment, with_overrides
 
 
 def _quiet(_: str) -> None:

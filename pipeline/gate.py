@@ -27,17 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.build import BuildResult, build
-from pipeline.build.run import Preflight
+from pipeline.builder import BuildResult, build
+from pipeline.builder.run import Preflight
 from pipeline.core.errors import BadInput, RoutegateError
 from pipeline.core.workspace import RunFolder, Workspace
+from pipeline.definitions.experiment import Experiment, from_options
 from pipeline.eval.integrity import after_build
 from pipeline.eval.run import EvalResult, eval_run_dir, run_eval
 from pipeline.eval.serve import check_model_folder
 from pipeline.eval.verdict import PreflightOutcome, recorded_preflight
 from pipeline.report import Written, append_step_summary, mark_stale, report_run
 from pipeline.report.sweep import sweep_table, write_sweep
-from pipeline.spec.experiment import Experiment, from_options
 
 Log = Callable[[str], None]
 Option = Callable[[str], Any]
@@ -49,7 +49,7 @@ class Invocation:
     """What one run of the gate was asked: read once from the options, handed to each step."""
 
     experiment: Experiment
-    """The experiment with every override the options make (pipeline.spec.experiment)."""
+    """The experiment with every override the options make (pipeline.definitions.experiment)."""
     workspace: Workspace
     model: Path | None = None
     """`--model DIR`: a model folder to judge; no build."""

@@ -1,6 +1,6 @@
 """`python -m pipeline build`: train, fuse and quantize the experiment's model.
 
-Cached by key and resumable (pipeline.build); every output under `--workdir`. Then the
+Cached by key and resumable (pipeline.builder); every output under `--workdir`. Then the
 build-integrity check (pipeline.eval.integrity; `--no-integrity` skips it). Exit 0 when the
 model is built or reused and held, 1 when the preflight refused the build or a step lost the
 trained behaviour, 2 for an experiment, option or model that cannot be used, 3 when a stage
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.build import BuildRefused, build
+from pipeline.builder import BuildRefused, build
 from pipeline.cli.door import parser, run, selected
 from pipeline.core.errors import EXIT_PASS
 from pipeline.core.progress import Console

@@ -26,9 +26,9 @@ from pipeline.data import (
     read_split,
     summarize,
 )
-from pipeline.spec.catalog import CatalogError
-from pipeline.spec.experiment import ExperimentError, load_experiment, with_overrides
-from pipeline.spec.prompts import PromptError
+from pipeline.definitions.catalog import CatalogError
+from pipeline.definitions.experiment import ExperimentError, load_experiment, with_overrides
+from pipeline.definitions.prompts import PromptError
 
 
 def build_parser() -> argparse.ArgumentParser:

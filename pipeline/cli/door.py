@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pipeline.core.errors import EXIT_INTERRUPTED, RoutegateError
 from pipeline.core.options import Step, add_arguments
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import Experiment
 from pipeline.gate import Invocation
-from pipeline.spec.experiment import Experiment
 
 
 def parser(step: Step, description: str) -> argparse.ArgumentParser:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pipeline.cli.door import run
 from pipeline.core.errors import EXIT_FAIL, EXIT_PASS
+from pipeline.definitions.experiment import load_experiment
 from pipeline.eval.integrity import check_integrity, record_path, summary_lines
-from pipeline.spec.experiment import load_experiment
 
 
 def _parser() -> argparse.ArgumentParser:

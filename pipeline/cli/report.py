@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.cli.door import run
 from pipeline.core.options import BY_DEST
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import load_experiment
 from pipeline.report import (
     build_report,
     collect,
@@ -22,7 +23,6 @@ from pipeline.report import (
     report_run,
 )
 from pipeline.report.show import show_path
-from pipeline.spec.experiment import load_experiment
 
 
 def _parser() -> argparse.ArgumentParser:

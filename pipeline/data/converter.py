@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pipeline.core import io
 from pipeline.data.jsonl import SPLITS, DataError, call_message, message_calls, read_text
-from pipeline.spec.calls import (
+from pipeline.definitions.calls import (
     TOOL_CALL_END,
     TOOL_CALL_START,
     Call,
@@ -24,7 +24,7 @@ from pipeline.spec.calls import (
     parse_block,
     structured_calls,
 )
-from pipeline.spec.catalog import Catalog, load_catalog
+from pipeline.definitions.catalog import Catalog, load_catalog
 
 Target = Literal["structured", "json", "xml"]
 TARGETS: tuple[Target, ...] = ("structured", "json", "xml")

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pipeline.core.workspace import Workspace
 from pipeline.data.generator import ensure_data
 from pipeline.data.jsonl import read_split
-from pipeline.spec.calls import Call, render, structured_calls
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment
-from pipeline.spec.prompts import load_prompts, system_prompt
+from pipeline.definitions.calls import Call, render, structured_calls
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import Experiment
+from pipeline.definitions.prompts import load_prompts, system_prompt
 
 
 def tiny_corpus(experiment: Experiment, *, workspace: Workspace) -> list[str]:

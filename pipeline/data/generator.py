@@ -30,10 +30,10 @@ from pipeline.data.jsonl import SPLITS, DataError, call_message, write_jsonl
 from pipeline.data.summary import KINDS
 from pipeline.data.templates import CHAIN_SOURCE, Template, Templates, load_templates
 from pipeline.data.values import Draw, Slot, Slots, draw_slots
-from pipeline.spec.calls import Call, wrap_code
-from pipeline.spec.catalog import Catalog, load_catalog
-from pipeline.spec.experiment import PROMPTS_DIR, CallMode, CallSyntax, Experiment
-from pipeline.spec.prompts import EvalPrompt, load_prompts, system_prompt
+from pipeline.definitions.calls import Call, wrap_code
+from pipeline.definitions.catalog import Catalog, load_catalog
+from pipeline.definitions.experiment import PROMPTS_DIR, CallMode, CallSyntax, Experiment
+from pipeline.definitions.prompts import EvalPrompt, load_prompts, system_prompt
 
 KIND_SHARES = {"single": 0.60, "chain": 0.15, "multi_turn": 0.15, "no_tool": 0.10}
 """The kinds' shares when [data] no_tool_share is left at its default (0.10)."""

@@ -15,10 +15,10 @@ from typing import Any
 
 from pipeline.core import io
 from pipeline.core.errors import BadInput
-from pipeline.spec.calls import Call, render
-from pipeline.spec.calls import message_calls as read_message_calls
-from pipeline.spec.catalog import Catalog, load_catalog
-from pipeline.spec.experiment import CallSyntax
+from pipeline.definitions.calls import Call, render
+from pipeline.definitions.calls import message_calls as read_message_calls
+from pipeline.definitions.catalog import Catalog, load_catalog
+from pipeline.definitions.experiment import CallSyntax
 
 ROLES = ("system", "user", "assistant", "tool")
 SPLITS = ("train", "valid")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.data.jsonl import message_calls
-from pipeline.spec.calls import CallParseError, unwrap
-from pipeline.spec.catalog import Catalog, load_catalog
+from pipeline.definitions.calls import CallParseError, unwrap
+from pipeline.definitions.catalog import Catalog, load_catalog
 
 KINDS = ("single", "chain", "multi_turn", "no_tool")
 NO_TOOL = "no_tool"

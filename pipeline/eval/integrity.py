@@ -37,19 +37,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from pipeline.build import BuildRecord, read_record
-from pipeline.build.fuse import fuse
-from pipeline.build.key import model_digest
-from pipeline.build.runner import Runner
+from pipeline.builder import BuildRecord, read_record
+from pipeline.builder.fuse import fuse
+from pipeline.builder.key import model_digest
+from pipeline.builder.runner import Runner
 from pipeline.core.errors import BadInput, Fault, Refused
 from pipeline.core.records import Record
 from pipeline.core.workspace import RunFolder
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import Experiment, load_experiment
+from pipeline.definitions.prompts import EvalPrompt, load_prompts
 from pipeline.eval.run import EvalResult, run_eval
 from pipeline.eval.serve import ServerError
 from pipeline.models.expanded import SERVED_AS_BUILT, float32_expansion, served_weights
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment, load_experiment
-from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 STEPS = ("reference", "fused", "quantized", "served")
 

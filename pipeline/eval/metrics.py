@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
 
-from pipeline.spec.experiment import OVERALL
-from pipeline.spec.prompts import NO_TOOL
+from pipeline.definitions.experiment import OVERALL
+from pipeline.definitions.prompts import NO_TOOL
 
 IntervalKind = Literal["wilson", "bootstrap"]
 PROMPTS_NEEDED_CAP = 100_000

@@ -20,11 +20,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.build import model_digest
+from pipeline.builder import model_digest
 from pipeline.core import io
 from pipeline.core.errors import BadInput
 from pipeline.core.progress import Heartbeat, clock
 from pipeline.core.workspace import RunFolder, Workspace
+from pipeline.definitions.catalog import Catalog, load_catalog
+from pipeline.definitions.experiment import Experiment, ExperimentError
+from pipeline.definitions.prompts import EvalPrompt, load_prompts, system_prompt
 from pipeline.eval import metrics, scoring
 from pipeline.eval.client import (
     NOT_ANSWERED,
@@ -58,9 +61,6 @@ from pipeline.eval.serve import (
 )
 from pipeline.eval.verdict import PreflightOutcome, judge, judge_run, meets
 from pipeline.models.expanded import served_weights
-from pipeline.spec.catalog import Catalog, load_catalog
-from pipeline.spec.experiment import Experiment, ExperimentError
-from pipeline.spec.prompts import EvalPrompt, load_prompts, system_prompt
 
 OVERALL = scoring.OVERALL
 

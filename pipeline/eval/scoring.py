@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.spec.calls import (
+from pipeline.definitions.calls import (
     CODE_WRAPPER,
     NON_LITERAL,
     Call,
@@ -36,9 +36,9 @@ from pipeline.spec.calls import (
     parse_block,
     structured_calls,
 )
-from pipeline.spec.catalog import Catalog, load_catalog
-from pipeline.spec.experiment import OVERALL, ScoreName
-from pipeline.spec.prompts import EvalPrompt, Expectation
+from pipeline.definitions.catalog import Catalog, load_catalog
+from pipeline.definitions.experiment import OVERALL, ScoreName
+from pipeline.definitions.prompts import EvalPrompt, Expectation
 
 Source = Literal["native", "raw_json", "raw_xml", "none"]
 Anomaly = Literal["no_tool_calls", "emptied", "unparsed", "unscorable"]

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.build import BuildPreflight, read_record
+from pipeline.builder import BuildPreflight, read_record
 from pipeline.core.errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
 from pipeline.core.records import Record
 from pipeline.core.workspace import RunFolder, Workspace
+from pipeline.definitions.experiment import Experiment, Thresholds
 from pipeline.eval.records import EvalSummary
 from pipeline.preflight import PreflightReport, read_report
-from pipeline.spec.experiment import Experiment, Thresholds
 
 Outcome = Literal["PASS", "FAIL", "PENDING", "ERROR"]
 EXIT_CODES: dict[str, int] = {"PASS": EXIT_PASS, "PENDING": EXIT_PASS, "FAIL": EXIT_FAIL}

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.definitions.experiment import Experiment
 from pipeline.models import ModelError
-from pipeline.spec.experiment import Experiment
 
 TOKENIZER_FILES = [
     "tokenizer.json",
@@ -163,8 +163,8 @@ def _bounded(request: Any) -> None:
 def _tiny(
     ref: str, experiment: Experiment, syntax: Literal["json", "xml"], corpus: Corpus | None
 ) -> Path:
+    from pipeline.definitions.experiment import TinyModel
     from pipeline.models import tiny
-    from pipeline.spec.experiment import TinyModel
 
     if corpus is None:
         raise ValueError(

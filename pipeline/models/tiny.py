@@ -35,9 +35,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.definitions.experiment import TinyModel
 from pipeline.models import chatml
 from pipeline.models.cache import cached_build, default_cache_root, library_versions
-from pipeline.spec.experiment import TinyModel
 
 Syntax = chatml.Syntax
 

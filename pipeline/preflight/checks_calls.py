@@ -9,9 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pipeline.data import Example
-from pipeline.preflight.findings import Finding, clip
-from pipeline.preflight.inputs import Rendered, Side, trained_messages, trained_text
-from pipeline.spec.calls import (
+from pipeline.definitions.calls import (
     CODE_WRAPPER,
     TOOL_CALL_START,
     Call,
@@ -20,7 +18,9 @@ from pipeline.spec.calls import (
     message_calls,
     unwrap,
 )
-from pipeline.spec.catalog import Catalog
+from pipeline.definitions.catalog import Catalog
+from pipeline.preflight.findings import Finding, clip
+from pipeline.preflight.inputs import Rendered, Side, trained_messages, trained_text
 
 ToolCounts = dict[str, dict[str, int]]
 """Per tool: examples that train its call ("trained"), and that hold it only in masked turns."""

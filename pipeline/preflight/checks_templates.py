@@ -7,9 +7,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.definitions.experiment import Experiment
 from pipeline.preflight.findings import Finding, diff
 from pipeline.preflight.inputs import Rendered, Side, turns
-from pipeline.spec.experiment import Experiment
 
 THINK_START, THINK_END = "<think>", "</think>"
 

@@ -19,12 +19,12 @@ from typing import Any, Literal, TypeVar
 from pipeline.core.errors import RoutegateError
 from pipeline.core.workspace import Workspace
 from pipeline.data import DataError, Example
+from pipeline.definitions.catalog import Catalog, load_catalog
+from pipeline.definitions.experiment import Experiment
+from pipeline.definitions.prompts import EvalPrompt, fill_system_prompt, load_prompts, system_prompt
 from pipeline.models.refs import ModelError
 from pipeline.preflight.inputs import Rendered, Side, SideName, load_side, load_splits
 from pipeline.preflight.inputs import render_examples as render
-from pipeline.spec.catalog import Catalog, load_catalog
-from pipeline.spec.experiment import Experiment
-from pipeline.spec.prompts import EvalPrompt, fill_system_prompt, load_prompts, system_prompt
 
 Need = Literal["base", "reference", "data"]
 NEEDS: dict[Need, str] = {

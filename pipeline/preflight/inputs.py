@@ -13,8 +13,8 @@ from typing import Any, Literal
 from pipeline.core.workspace import Workspace
 from pipeline.data import SPLITS, Example, ensure_data, read_split
 from pipeline.data.corpus import tiny_corpus
+from pipeline.definitions.experiment import Experiment
 from pipeline.models.refs import ModelError, load_tokenizer, resolve, tool_parser_name
-from pipeline.spec.experiment import Experiment
 
 SideName = Literal["base", "reference"]
 SIDES: tuple[SideName, ...] = ("base", "reference")

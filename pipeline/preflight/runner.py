@@ -16,10 +16,10 @@ from pipeline.core import io
 from pipeline.core.errors import BadInput
 from pipeline.core.records import Record, RecordError
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import Experiment
 from pipeline.preflight.context import NEEDS, Context
 from pipeline.preflight.findings import Finding
 from pipeline.preflight.registry import REGISTRY, Check
-from pipeline.spec.experiment import Experiment
 
 
 class RegistryError(RuntimeError):

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.build import BuildRecord, read_record
+from pipeline.builder import BuildRecord, read_record
 from pipeline.core.errors import BadInput
 from pipeline.core.workspace import RunFolder, Workspace
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import Experiment, ExperimentError, load_experiment
 from pipeline.eval.integrity import IntegrityRecord, read_integrity
 from pipeline.eval.records import EvalSummary, read_scores, read_summary
 from pipeline.preflight import PreflightReport, read_report
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment, ExperimentError, load_experiment
 
 
 class ReportError(BadInput):

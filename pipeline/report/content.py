@@ -15,8 +15,9 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from pipeline.build import BuildRecord, FuseRecord
+from pipeline.builder import BuildRecord, FuseRecord
 from pipeline.core.workspace import RunFolder
+from pipeline.definitions.experiment import EXPERIMENTS_DIR, OVERALL, Thresholds
 from pipeline.eval.client import first_cause
 from pipeline.eval.records import eval_files, temperature_key
 from pipeline.eval.scoring import ANOMALIES
@@ -32,7 +33,6 @@ from pipeline.report.scores import (
     sweep,
 )
 from pipeline.report.show import show_path
-from pipeline.spec.experiment import EXPERIMENTS_DIR, OVERALL, Thresholds
 
 FORMAT = ReportRecord.VERSION
 """results.json's `format` key: its record's version (bump `ReportRecord.VERSION`)."""

@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from pipeline.definitions.experiment import OVERALL
 from pipeline.report.record import ReportRecord
 from pipeline.report.show import pct
-from pipeline.spec.experiment import OVERALL
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:0 1.5em 3em;

@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.definitions.experiment import OVERALL
 from pipeline.eval.records import temperature_key
 from pipeline.report.record import ReportRecord
 from pipeline.report.show import pct, shown_target
-from pipeline.spec.experiment import OVERALL
 
 _CELL = 110
 """Markdown table cells longer than this are cut (results.json keeps everything)."""

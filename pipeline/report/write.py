@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.core import io
 from pipeline.core.errors import BadInput, RoutegateError
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import Experiment
 from pipeline.eval.verdict import Verdict
 from pipeline.report.chart import ChartUnavailable, render_chart
 from pipeline.report.collect import collect
@@ -20,7 +21,6 @@ from pipeline.report.content import build_report
 from pipeline.report.html import render_html
 from pipeline.report.markdown import render_markdown, render_step_summary
 from pipeline.report.record import ReportRecord, write_results
-from pipeline.spec.experiment import Experiment
 
 MARKDOWN, JSON, CHART, HTML = "results.md", "results.json", "results.png", "results.html"
 STALE_MARKDOWN = "results.stale.md"

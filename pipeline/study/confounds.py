@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.build import BuildResult
+from pipeline.builder import BuildResult
 from pipeline.core import io
 from pipeline.core.errors import BadInput, Fault
 from pipeline.core.workspace import Workspace
 from pipeline.data import ensure_data
+from pipeline.definitions.experiment import Experiment
 from pipeline.eval.records import EvalSummary, eval_files
 from pipeline.eval.run import OVERALL, settings_for
 from pipeline.eval.verdict import PreflightOutcome
@@ -51,7 +52,6 @@ from pipeline.preflight import (
     unloaded_input,
     write_report,
 )
-from pipeline.spec.experiment import Experiment
 from pipeline.study.inject import (
     OTHER_SYSTEM_PROMPT,
     BaseTemplate,

@@ -19,12 +19,12 @@ from pipeline.core.errors import BadInput
 from pipeline.data import SPLITS, call_message, convert_path, message_calls, read_split
 from pipeline.data import write_jsonl as write_split
 from pipeline.data.generator import _Generator
+from pipeline.definitions.calls import Call, unwrap, wrap_code
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import CallSyntax, Experiment, with_overrides
+from pipeline.definitions.prompts import EvalPrompt, load_prompts
 from pipeline.preflight import Side
 from pipeline.preflight.checks_templates import THINK_START
-from pipeline.spec.calls import Call, unwrap, wrap_code
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import CallSyntax, Experiment, with_overrides
-from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 READS_XML = frozenset({"qwen3_coder"})
 """mlx_lm server tool parsers that read Qwen3-Coder's XML calls; json_tools (Qwen3, the tiny

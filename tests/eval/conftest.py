@@ -18,6 +18,7 @@ from pipeline import report
 from pipeline.cli.eval import criterion_mark
 from pipeline.cli.pytest_plugin import gate_session
 from pipeline.core.errors import RoutegateError
+from pipeline.definitions.experiment import Experiment
 from pipeline.eval.run import EvalResult
 from pipeline.gate import (
     Invocation,
@@ -27,7 +28,6 @@ from pipeline.gate import (
     write_report,
 )
 from pipeline.report import append_step_summary
-from pipeline.spec.experiment import Experiment
 
 _WRITTEN = pytest.StashKey["report.Written | str"]()
 

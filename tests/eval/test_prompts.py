@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import model_digest
+from pipeline.builder import model_digest
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import Experiment, from_options
+from pipeline.definitions.prompts import load_prompts
 from pipeline.eval.run import EvalResult, SnapshotDrift
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment, from_options
-from pipeline.spec.prompts import load_prompts
 
 REFERENCES = Path(__file__).parent / "snapshot_references"
 """Beside `snapshots/`, not in it: syrupy deletes files there that are not snapshots."""

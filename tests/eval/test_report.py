@@ -15,13 +15,13 @@ import pytest
 
 from pipeline import report
 from pipeline.core.workspace import CHECKOUT, Workspace
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import Experiment
+from pipeline.definitions.prompts import load_prompts
 from pipeline.eval import run as evaluate
 from pipeline.eval.client import Record
 from pipeline.eval.run import EvalResult, Scored
 from pipeline.eval.scoring import Score
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment
-from pipeline.spec.prompts import load_prompts
 
 
 def rescored(experiment: Experiment, run_dir: Path) -> list[Scored]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import OVERALL, Experiment
 from pipeline.eval.run import EvalResult
 from pipeline.eval.verdict import meets
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import OVERALL, Experiment
 
 
 @pytest.mark.parametrize("category", [*load_catalog().categories, OVERALL])

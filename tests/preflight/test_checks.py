@@ -15,9 +15,9 @@ import pytest
 
 from pipeline.core.errors import RoutegateError
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import from_options
 from pipeline.preflight import REGISTRY, Check, Context, Finding
 from pipeline.preflight.runner import finding_for
-from pipeline.spec.experiment import from_options
 
 _CONTEXT = pytest.StashKey["Context | None"]()
 

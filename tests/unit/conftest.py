@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import Experiment, load_experiment
 from pipeline.preflight import resolve_model
-from pipeline.spec.experiment import Experiment, load_experiment
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from pipeline.cli.door import parser
 from pipeline.core.errors import BadInput
 from pipeline.core.options import OPTIONS, Option, Step
 from pipeline.core.workspace import CHECKOUT
+from pipeline.definitions.experiment import ExperimentError
 from pipeline.gate import Invocation, ModelUnderTest, model_under_test, sweep_system_prompts
-from pipeline.spec.experiment import ExperimentError
 from tests.unit.fake_http import FakeHandler, serving
 
 

@@ -15,12 +15,15 @@ from pipeline.core.workspace import CHECKOUT
 
 PACKAGE = CHECKOUT / "pipeline"
 LAYERS = (
-    "core", "spec", "models", "data", "preflight", "build", "eval", "report", "gate", "study",
-    "cli",
+    "core", "definitions", "models", "data", "preflight", "builder", "eval", "report", "gate",
+    "study", "cli",
 )  # fmt: skip
 """Bottom to top: a module may import its own layer and the layers below it. `models` sits
 below `data`, as in the design's line (spec -> models -> data): resolving a model never
-generates data; the tiny model's tokenizer gets its corpus from its caller."""
+generates data; the tiny model's tokenizer gets its corpus from its caller. The design's
+`spec` and `build` steps are the packages `definitions` (what an experiment, the catalog, the
+prompts and the call syntaxes declare) and `builder` (train, fuse, quantize): a source folder
+named build/ reads as build output to people and to tools, and spec/ as a test folder."""
 
 
 def module_name(path: Path, root: Path = CHECKOUT) -> str:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.workspace import CHECKOUT, Workspace
+from pipeline.definitions.experiment import load_experiment
 from pipeline.preflight import Finding, resolve_model, write_report
-from pipeline.spec.experiment import load_experiment
 
 pytestmark = pytest.mark.slow
 

@@ -38,9 +38,9 @@ from pipeline.data import (
 )
 from pipeline.data.generator import _Generator as Generator
 from pipeline.data.generator import _stamp, generate_records
-from pipeline.spec.calls import Call
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import (
+from pipeline.definitions.calls import Call
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import (
     PROMPTS_DIR,
     SHARED,
     CallMode,
@@ -48,7 +48,7 @@ from pipeline.spec.experiment import (
     Experiment,
     load_experiment,
 )
-from pipeline.spec.prompts import load_prompts, system_prompt
+from pipeline.definitions.prompts import load_prompts, system_prompt
 
 CATALOG = load_catalog()
 MODELS = SHARED / "models"

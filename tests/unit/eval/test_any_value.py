@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.prompts import EvalPrompt, PromptError, load_prompts
 from pipeline.eval.scoring import Score, extract, score
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.prompts import EvalPrompt, PromptError, load_prompts
 
 CATALOG = load_catalog()
 AGENT_CONFIG = """

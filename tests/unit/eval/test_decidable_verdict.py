@@ -14,14 +14,20 @@ import pytest
 
 from pipeline.core import io
 from pipeline.core.errors import BadInput
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import (
+    OVERALL,
+    Experiment,
+    Regression,
+    Thresholds,
+    load_experiment,
+)
+from pipeline.definitions.prompts import EvalPrompt, load_prompts
 from pipeline.eval import run as evaluate
 from pipeline.eval.client import Record
 from pipeline.eval.run import Scored, Settings
 from pipeline.eval.scoring import Score
 from pipeline.eval.verdict import judge
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import OVERALL, Experiment, Regression, Thresholds, load_experiment
-from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 CATEGORIES = tuple(load_catalog().categories)
 SETTINGS = Settings(samples=3, temperatures=(0.0,))

@@ -23,6 +23,7 @@ import pytest
 
 from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_ERROR
 from pipeline.core.workspace import CHECKOUT, Workspace
+from pipeline.definitions.experiment import Experiment, load_experiment
 from pipeline.eval.client import (
     FAILURES_IN_A_ROW,
     FLOOR_S,
@@ -38,7 +39,6 @@ from pipeline.eval.run import eval_run_dir, run_eval
 from pipeline.eval.serve import LOOPBACK, Server, free_port
 from pipeline.report import JSON, MARKDOWN, mark_stale, report_run
 from pipeline.report.write import STALE_MARKDOWN
-from pipeline.spec.experiment import Experiment, load_experiment
 from tests.unit.fake_http import RELEASE_S, FakeHandler, serving
 
 Answer = tuple[int, bytes] | None
@@ -367,7 +367,7 @@ def fetch(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str],
     """`resolve` of a hub id nobody has, in a fresh process (the hub reads its settings from
     the environment at import), with an empty hub cache; and how long it took."""
     code = (
-        "from pipeline.models.refs import resolve; from pipeline.spec.experiment import "
+        "from pipeline.models.refs import resolve; from pipeline.definitions.experiment import "
         "load_experiment; resolve('someone/model', load_experiment('tiny'), tokenizer_only=True)"
     )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}

@@ -18,12 +18,12 @@ from typing import cast
 
 import pytest
 
-from pipeline.build import build
+from pipeline.builder import build
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import load_experiment
+from pipeline.definitions.prompts import EvalPrompt, load_prompts
 from pipeline.eval.integrity import as_built_sample, check_integrity, read_integrity
 from pipeline.preflight import resolve_model
-from pipeline.spec.experiment import load_experiment
-from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 pytestmark = pytest.mark.slow
 CHECKOUT = Path(__file__).resolve().parents[3]

@@ -6,6 +6,9 @@ import math
 
 import pytest
 
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import OVERALL, PROMPTS_DIR, Thresholds, load_experiment
+from pipeline.definitions.prompts import load_prompts
 from pipeline.eval.metrics import (
     CategoryScore,
     PromptValue,
@@ -25,9 +28,6 @@ from pipeline.eval.metrics import (
 )
 from pipeline.eval.scoring import extract, score
 from pipeline.eval.verdict import judge
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import OVERALL, PROMPTS_DIR, Thresholds, load_experiment
-from pipeline.spec.prompts import load_prompts
 
 CATEGORIES = tuple(load_catalog().categories)
 PROMPTS = {p.id: p for p in load_prompts(load_experiment("phase40").eval.prompts, load_catalog())}

@@ -22,12 +22,12 @@ import pytest
 from pipeline.cli.eval import format_summary
 from pipeline.core.errors import EXIT_BAD_INPUT
 from pipeline.core.workspace import CHECKOUT, Workspace
+from pipeline.definitions.experiment import Experiment, load_experiment
 from pipeline.eval.client import read_records
 from pipeline.eval.records import eval_files
 from pipeline.eval.run import eval_run_dir, run_eval
 from pipeline.eval.serve import Server, start_server
 from pipeline.report import report_run
-from pipeline.spec.experiment import Experiment, load_experiment
 from tests.unit.eval.test_faults import GOOD, REFUSE, fake_server, pipeline_eval
 
 REQUESTS = 30

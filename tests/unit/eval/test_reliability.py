@@ -21,15 +21,15 @@ import pytest
 
 from pipeline.core.errors import EXIT_INTERRUPTED
 from pipeline.core.workspace import CHECKOUT, Workspace
+from pipeline.definitions.calls import Call, render
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import Experiment
+from pipeline.definitions.prompts import EvalPrompt, load_prompts
 from pipeline.eval.client import read_records
 from pipeline.eval.records import EvalSummary, eval_files
 from pipeline.eval.run import EvalResult, run_eval
 from pipeline.eval.scoring import ANOMALIES
 from pipeline.report import report_run
-from pipeline.spec.calls import Call, render
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment
-from pipeline.spec.prompts import EvalPrompt, load_prompts
 from tests.unit.fake_http import RELEASE_S, FakeHandler, serving
 
 Choice = Any

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from pipeline.definitions.calls import Call, render
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import ScoreName, load_experiment
+from pipeline.definitions.prompts import EvalPrompt, Expectation, load_prompts
 from pipeline.eval.scoring import FAILURES, Extraction, Score, extract, score
-from pipeline.spec.calls import Call, render
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import ScoreName, load_experiment
-from pipeline.spec.prompts import EvalPrompt, Expectation, load_prompts
 
 CATALOG = load_catalog()
 PROMPTS = {p.id: p for p in load_prompts(load_experiment("phase40").eval.prompts, CATALOG)}

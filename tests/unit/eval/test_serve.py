@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import BadInput
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import Experiment
+from pipeline.definitions.prompts import load_prompts
 from pipeline.eval.client import Record, ask, read_records
 from pipeline.eval.run import build_requests, settings_for
 from pipeline.eval.serve import (
@@ -24,9 +27,6 @@ from pipeline.eval.serve import (
     server_root,
     start_server,
 )
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment
-from pipeline.spec.prompts import load_prompts
 
 pytestmark = pytest.mark.slow
 

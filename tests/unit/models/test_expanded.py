@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.workspace import Workspace
+from pipeline.definitions.experiment import load_experiment
 from pipeline.models import ModelError
 from pipeline.models.expanded import float32_expansion, is_quantized
 from pipeline.preflight import resolve_model
-from pipeline.spec.experiment import load_experiment
 
 
 @pytest.fixture(scope="module")

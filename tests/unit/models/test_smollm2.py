@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from pipeline.definitions.catalog import load_catalog
 from pipeline.models import ModelError, smollm2
 from pipeline.models.cache import cached_build, default_cache_root
 from pipeline.models.chatml import Syntax
 from pipeline.models.refs import load_tokenizer, smollm2_syntax, tool_parser_name
-from pipeline.spec.catalog import load_catalog
 
 FAKE = b"GGUF" + bytes(range(256)) * 4
 """Stands in for the GGUF: the tests patch the pinned size and sha256 to this file's."""

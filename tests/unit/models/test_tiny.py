@@ -13,8 +13,8 @@ from typing import Any, cast
 
 import pytest
 
+from pipeline.definitions.experiment import TinyModel
 from pipeline.models.tiny import SPECIAL_TOKENS, build_tiny_model, chat_template, tiny_model
-from pipeline.spec.experiment import TinyModel
 
 TOOL_NAMES = ("read_file", "write_file", "git_status", "git_diff", "grep_search", "list_dir")
 
@@ -304,8 +304,8 @@ def test_the_tiny_reference_reads_its_data_in_the_given_workspace(
     there, never in the checkout's runs/ (or $ROUTEGATE_WORKDIR's)."""
     from pipeline.core.workspace import WORKDIR_ENV, Workspace
     from pipeline.data import data_dir
+    from pipeline.definitions.experiment import load_experiment
     from pipeline.preflight import resolve_model
-    from pipeline.spec.experiment import load_experiment
 
     monkeypatch.setenv("ROUTEGATE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(WORKDIR_ENV, str(tmp_path / "elsewhere"))
@@ -320,8 +320,8 @@ def test_the_tiny_reference_reads_its_data_in_the_given_workspace(
 def test_the_tiny_reference_needs_its_corpus_handed_in() -> None:
     """Resolving a model never generates data: the caller hands the tiny tokenizer its corpus
     (pipeline.preflight.resolve_model draws it from the experiment's data)."""
+    from pipeline.definitions.experiment import load_experiment
     from pipeline.models.refs import resolve
-    from pipeline.spec.experiment import load_experiment
 
     with pytest.raises(ValueError, match=r"resolve\('tiny:json'\) needs `corpus`"):
         resolve("tiny:json", load_experiment("tiny"))

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from pipeline.build import BuildRefused, build
+from pipeline.builder import BuildRefused, build
 from pipeline.core.workspace import Workspace
 from pipeline.data import ensure_data
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import Experiment, load_experiment, with_overrides
 from pipeline.eval.records import EvalSummary
 from pipeline.eval.run import OVERALL, run_eval
 from pipeline.preflight import load_side, resolve_model
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Experiment, load_experiment, with_overrides
 from pipeline.study.inject import BaseTemplate, Clean, calls_in_masked_turns
 
 

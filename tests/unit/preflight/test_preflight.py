@@ -16,6 +16,10 @@ import pytest
 from pipeline import preflight
 from pipeline.core.workspace import Workspace
 from pipeline.data import DataError, Example, read_jsonl
+from pipeline.definitions.calls import Call, render, wrap_code
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import SHARED, Experiment, load_experiment, with_overrides
+from pipeline.definitions.prompts import system_prompt
 from pipeline.models.refs import ModelError
 from pipeline.preflight.checks_calls import check_call_syntax, check_masking, check_tool_trained
 from pipeline.preflight.checks_data import check_disk, check_lengths
@@ -26,10 +30,6 @@ from pipeline.preflight.checks_tokens import (
     check_special_token,
 )
 from pipeline.preflight.inputs import encode, encode_direct
-from pipeline.spec.calls import Call, render, wrap_code
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import SHARED, Experiment, load_experiment, with_overrides
-from pipeline.spec.prompts import system_prompt
 
 MODELS = SHARED / "models"
 needs_shared = pytest.mark.skipif(

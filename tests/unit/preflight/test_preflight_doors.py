@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.workspace import CHECKOUT, Workspace
+from pipeline.definitions.experiment import load_experiment
 from pipeline.preflight import Context
 from pipeline.preflight.runner import expected
-from pipeline.spec.experiment import load_experiment
 
 
 def _findings(workdir: Path) -> list[tuple[str, str, str]]:

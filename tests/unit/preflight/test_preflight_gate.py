@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.workspace import Workspace
-from pipeline.spec.experiment import ROOT, SHARED
+from pipeline.definitions.experiment import ROOT, SHARED
 
 MODELS = SHARED / "models"
 pytestmark = pytest.mark.skipif(

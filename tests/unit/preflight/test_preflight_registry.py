@@ -14,6 +14,7 @@ import pytest
 from pipeline.core.records import RecordError
 from pipeline.core.workspace import Workspace
 from pipeline.data import SPLITS, DataError, ensure_data
+from pipeline.definitions.experiment import Experiment, load_experiment, with_overrides
 from pipeline.models.refs import ModelError
 from pipeline.preflight import (
     CHECKS,
@@ -32,7 +33,6 @@ from pipeline.preflight import (
 from pipeline.preflight import context as context_module
 from pipeline.preflight.context import Need
 from pipeline.preflight.runner import expected, finding_for, in_order, run_check
-from pipeline.spec.experiment import Experiment, load_experiment, with_overrides
 
 
 @pytest.fixture(scope="module")

@@ -173,9 +173,9 @@ def test_the_ci_summary_gets_the_verdict_and_the_criteria_table(canned_gate) -> 
 
 
 def test_with_a_baseline_run_the_page_shows_the_regressed_prompts_first(tmp_path: Path) -> None:
-    from pipeline.spec.catalog import load_catalog
-    from pipeline.spec.experiment import load_experiment
-    from pipeline.spec.prompts import load_prompts
+    from pipeline.definitions.catalog import load_catalog
+    from pipeline.definitions.experiment import load_experiment
+    from pipeline.definitions.prompts import load_prompts
 
     experiment = load_experiment("phase40")
     prompts = load_prompts(experiment.eval.prompts, load_catalog())

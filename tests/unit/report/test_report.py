@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pipeline import preflight, report
-from pipeline.build import (
+from pipeline.builder import (
     BUILD_FORMAT,
     BuildInputs,
     BuildPreflight,
@@ -30,19 +30,19 @@ from pipeline.build import (
     Stages,
     TrainRecord,
 )
-from pipeline.build.records import Attempt
+from pipeline.builder.records import Attempt
 from pipeline.cli import report as report_cli
 from pipeline.core import io
 from pipeline.core.workspace import CHECKOUT, Workspace
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import Decision, Experiment, ExperimentError, load_experiment
+from pipeline.definitions.prompts import EvalPrompt, load_prompts
 from pipeline.eval import run as evaluate
 from pipeline.eval.client import Record
 from pipeline.eval.run import Scored, Settings
 from pipeline.eval.scoring import FAILURES, Failure, Score
 from pipeline.preflight import Finding
 from pipeline.report.scores import phrasing_family, robustness
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import Decision, Experiment, ExperimentError, load_experiment
-from pipeline.spec.prompts import EvalPrompt, load_prompts
 
 SETTINGS = Settings(samples=2, temperatures=(0.0, 0.7))
 FAILURE_OF: dict[float, Failure] = {

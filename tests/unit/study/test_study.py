@@ -16,10 +16,10 @@ from pipeline.cli.study import main as study_main
 from pipeline.core.errors import EXIT_BAD_INPUT
 from pipeline.core.workspace import Workspace
 from pipeline.data import SPLITS, ensure_data, message_calls, read_split, write_jsonl
+from pipeline.definitions.experiment import SHARED, Experiment, load_experiment, with_overrides
 from pipeline.gate import Invocation
 from pipeline.preflight import CHECKS, Context, Finding, load_side, run_checks, run_preflight
 from pipeline.preflight.checks_calls import stored_syntax
-from pipeline.spec.experiment import SHARED, Experiment, load_experiment, with_overrides
 from pipeline.study import BY_NAME, CLEAN, CONFOUNDS, ConfoundRow, chosen, read_rows, run_study
 from pipeline.study.confounds import pinned, study_paths
 from pipeline.study.inject import OTHER_SYSTEM_PROMPT, BaseTemplate, Clean, Skipped

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build
-from pipeline.build.key import model_digest
-from pipeline.build.shipped import (
+from pipeline.builder import build
+from pipeline.builder.key import model_digest
+from pipeline.builder.shipped import (
     ADAPTER_RECORD,
     ShippedAdapter,
     ShippedAdapterError,
@@ -22,7 +22,7 @@ from pipeline.build.shipped import (
     read_shipped,
 )
 from pipeline.core.workspace import Workspace
-from pipeline.spec.experiment import Experiment, load_experiment, with_overrides
+from pipeline.definitions.experiment import Experiment, load_experiment, with_overrides
 
 pytestmark = pytest.mark.slow
 REPRODUCE = "python -m pipeline build --experiment tiny --retrain"

@@ -5,9 +5,9 @@ running it; build.json is a `BuildRecord`. Modules: run (the build), runner (the
 subprocess), train / fuse / quantize (the stages), records, key, files.
 """
 
-from pipeline.build.checkpoints import CorruptCheckpointError
-from pipeline.build.key import BUILD_FORMAT, data_digest, model_digest
-from pipeline.build.records import (
+from pipeline.builder.checkpoints import CorruptCheckpointError
+from pipeline.builder.key import BUILD_FORMAT, data_digest, model_digest
+from pipeline.builder.records import (
     BuildInputs,
     BuildPreflight,
     BuildRecord,
@@ -17,7 +17,7 @@ from pipeline.build.records import (
     Stages,
     TrainRecord,
 )
-from pipeline.build.run import (
+from pipeline.builder.run import (
     OUTPUTS,
     STAGE_NAMES,
     BuildError,
@@ -29,7 +29,7 @@ from pipeline.build.run import (
     read_record,
     trusted,
 )
-from pipeline.build.runner import StageError
+from pipeline.builder.runner import StageError
 
 __all__ = [
     "BUILD_FORMAT",

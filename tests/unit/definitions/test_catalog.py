@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.spec.catalog import DEFAULT_CATALOG_PATH, CatalogError, load_catalog
+from pipeline.definitions.catalog import DEFAULT_CATALOG_PATH, CatalogError, load_catalog
 
 REQUIRED = object()
 """Marks a parameter with no default in the expected table below."""

@@ -1,24 +1,24 @@
 """Train: mlx_lm's training loop in our own subprocess, resumable exactly, with progress.
 
-The stage runs `python -m pipeline.build.trainer` (mlx_lm lora's flags; pipeline/build/trainer.py
-drives mlx_lm's own loading, LoRA and `tuner.trainer.train`) as a subprocess so a build can
-stream its progress, be killed, and resume. Its work folder (the build's `adapters.partial/`)
-survives a killed attempt: every `save_every` iterations mlx_lm saves `NNNNNNN_adapters.safetensors`
-and the trainer saves `NNNNNNN_state.safetensors` beside it (Adam's moments and step, numpy's
-generator at the checkpoint and at the current epoch's start, mlx's random key). The next
-attempt continues from the newest checkpoint with a state file that loads, with
-`--resume-adapter-file`, `--resume-state` and only the remaining iterations: the trainer
-restores the optimizer, replays the data order and restores the random state, so the resumed
-run trains the same model an uninterrupted one does (tests/unit/build/test_resume.py: identical
-tensors). A checkpoint without a state file (written by a build before the trainer existed,
-or taken in the middle of a gradient accumulation) resumes with its weights only, as
-`mlx_lm lora --resume-adapter-file` did: Adam's moments start from zero and the data order
-from the beginning, close to but not identical with an uninterrupted run. build.json's
+The stage runs `python -m pipeline.builder.trainer` (mlx_lm lora's flags;
+pipeline/builder/trainer.py drives mlx_lm's own loading, LoRA and `tuner.trainer.train`) as a
+subprocess so a build can stream its progress, be killed, and resume. Its work folder (the
+build's `adapters.partial/`) survives a killed attempt: every `save_every` iterations mlx_lm
+saves `NNNNNNN_adapters.safetensors` and the trainer saves `NNNNNNN_state.safetensors` beside it
+(Adam's moments and step, numpy's generator at the checkpoint and at the current epoch's start,
+mlx's random key). The next attempt continues from the newest checkpoint with a state file that
+loads, with `--resume-adapter-file`, `--resume-state` and only the remaining iterations: the
+trainer restores the optimizer, replays the data order and restores the random state, so the
+resumed run trains the same model an uninterrupted one does (tests/unit/builder/test_resume.py:
+identical tensors). A checkpoint without a state file (written by a build before the trainer
+existed, or taken in the middle of a gradient accumulation) resumes with its weights only, as
+`mlx_lm lora --resume-adapter-file` did: Adam's moments start from zero and the data order from
+the beginning, close to but not identical with an uninterrupted run. build.json's
 `resumed_from.exact` says which resume a build had (exact only if every earlier resume was).
 
 With `[train.launch]` (or --launch-processes / --launch-hostfile) the same trainer runs
 data-parallel under `mlx.launch` (`mlx.launch --backend ring -n N --starting-port P -- python
--m pipeline.build.trainer ... --ranks N --rank-logs RUN_DIR`, or `--hostfile PATH` instead of
+-m pipeline.builder.trainer ... --ranks N --rank-logs RUN_DIR`, or `--hostfile PATH` instead of
 the backend, -n and port). mlx_lm splits each batch of batch_size across the ranks and averages
 their gradients: the effective batch is batch_size, each rank computing batch_size / N of it
 (build.json: `ranks`, `effective_batch`, `rank_batch`). Local ranks inherit the launcher's
@@ -26,7 +26,7 @@ environment, OpenBLAS preload included (each rank's `rank R/N started` line name
 has mapped). Progress is rank 0's output; the other ranks write theirs to
 `RUN_DIR/train.rankR.log`. mlx.launch exits 0 even when a rank fails, so the stage succeeds
 only when every rank printed `rank R/N finished`. Checkpoints and state files are rank 0's
-and every rank resumes from them, exactly as one process does (pipeline/build/trainer.py).
+and every rank resumes from them, exactly as one process does (pipeline/builder/trainer.py).
 
 mlx_lm 0.32 numbers a resumed run's iterations from 1 again, so a second attempt's checkpoint
 `0000010_adapters.safetensors` means "10 iterations after where it resumed". Before each
@@ -48,7 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.build.checkpoints import (
+from pipeline.builder.checkpoints import (
     ADAPTER_FILE,
     choose_resume,
     collect_checkpoints,
@@ -56,8 +56,8 @@ from pipeline.build.checkpoints import (
     tidy,
     write_attempts,
 )
-from pipeline.build.files import parameter_count
-from pipeline.build.launch import (
+from pipeline.builder.files import parameter_count
+from pipeline.builder.launch import (
     LAUNCHED_PEAK_MEMORY_SOURCE,
     check_ranks,
     launcher,
@@ -65,13 +65,13 @@ from pipeline.build.launch import (
     ranks_said,
     wait_for_local_ranks,
 )
-from pipeline.build.records import Attempt, Resumed, TrainRecord
-from pipeline.build.runner import PEAK_MEMORY_SOURCE, Runner, StageError
-from pipeline.build.train_progress import TrainProgress
+from pipeline.builder.records import Attempt, Resumed, TrainRecord
+from pipeline.builder.runner import PEAK_MEMORY_SOURCE, Runner, StageError
+from pipeline.builder.train_progress import TrainProgress
 from pipeline.core import io
-from pipeline.spec.experiment import Experiment
+from pipeline.definitions.experiment import Experiment
 
-TRAINER = "pipeline.build.trainer"
+TRAINER = "pipeline.builder.trainer"
 LORA_CONFIG = "lora_config.yaml"
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import mlx.optimizers as optim
 import numpy as np
 
-from pipeline.build.checkpoints import state_file_name
-from pipeline.build.train_state import (
+from pipeline.builder.checkpoints import state_file_name
+from pipeline.builder.train_state import (
     Batch,
     NumpyState,
     TrainState,

@@ -16,12 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.build.runner import CommandRun, Runner, StageError
-from pipeline.build.train_progress import TrainProgress
-from pipeline.spec.experiment import Experiment, Launch
+from pipeline.builder.runner import CommandRun, Runner, StageError
+from pipeline.builder.train_progress import TrainProgress
+from pipeline.definitions.experiment import Experiment, Launch
 
 RANK_LOG = "train.rank{rank}.log"
-"""A rank's output other than rank 0's, in the run folder (pipeline/build/trainer.py)."""
+"""A rank's output other than rank 0's, in the run folder (pipeline/builder/trainer.py)."""
 LAUNCHED_PEAK_MEMORY_SOURCE = (
     "rusage maxrss of the largest of mlx.launch and its local ranks (one rank, not their sum; "
     "remote ranks not counted)"
@@ -124,7 +124,7 @@ def wait_for_local_ranks(progress: TrainProgress, timeout: float = 20.0) -> None
     """Wait (a while) for this host's ranks of a stopped launch to exit.
 
     The runner waits for mlx.launch only; its ranks, told to stop when it dies
-    (pipeline/build/trainer.py), may still be finishing a step, and a next attempt must not
+    (pipeline/builder/trainer.py), may still be finishing a step, and a next attempt must not
     start while one could still write into the work folder.
     """
     here = socket.gethostname()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.spec.experiment import (
+from pipeline.definitions.experiment import (
     EXPERIMENTS_DIR,
     ExperimentError,
     available_experiments,

@@ -18,17 +18,17 @@ import pytest
 from pipeline.data import DEFAULT_TEMPLATES_PATH as DATA_TEMPLATES_PATH
 from pipeline.data import Example as TrainingExample
 from pipeline.data import generate, message_calls, read_split
-from pipeline.preflight.checks_data import _closest, check_eval_overlap
-from pipeline.spec.catalog import load_catalog
-from pipeline.spec.experiment import load_experiment, prompts_path
-from pipeline.spec.extended import (
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import load_experiment, prompts_path
+from pipeline.definitions.extended import (
     DEFAULT_OUT_PATH,
     DEFAULT_TEMPLATES_PATH,
     EvalTemplateError,
     main,
     render,
 )
-from pipeline.spec.prompts import NO_TOOL, EvalPrompt, load_prompts
+from pipeline.definitions.prompts import NO_TOOL, EvalPrompt, load_prompts
+from pipeline.preflight.checks_data import _closest, check_eval_overlap
 
 CATALOG = load_catalog()
 PER_TOOL = 8
@@ -53,7 +53,7 @@ def training(tmp_path_factory: pytest.TempPathFactory) -> list[TrainingExample]:
 
 def test_regenerating_gives_the_committed_bytes() -> None:
     assert render() == DEFAULT_OUT_PATH.read_text(encoding="utf-8"), (
-        "fixtures/prompts/extended.toml is stale: run python -m pipeline.spec.extended"
+        "fixtures/prompts/extended.toml is stale: run python -m pipeline.definitions.extended"
     )
 
 

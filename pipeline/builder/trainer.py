@@ -1,6 +1,6 @@
 """The training subprocess: mlx_lm's own training loop, with checkpoints a resume continues exactly.
 
-    python -m pipeline.build.trainer [the flags of `mlx_lm lora --train`]
+    python -m pipeline.builder.trainer [the flags of `mlx_lm lora --train`]
         [--offset S --total-iters T] [--resume-adapter-file F --resume-state STATE]
         [--ranks N --rank-logs DIR]     (under mlx.launch: data-parallel over N ranks)
 
@@ -9,8 +9,8 @@ does with them (mlx_lm/lora.py `run` and `train_model`, 0.32): seed numpy and ml
 load the model and data with mlx_lm, freeze the model and unfreeze the trained layers (full) or
 add LoRA layers, load --resume-adapter-file, build the optimizer and call
 `mlx_lm.tuner.trainer.train`. An uninterrupted run therefore trains the same model, printing
-the same lines, as `mlx_lm lora` (tests/unit/build/test_resume.py compares the two). What it adds is
-the `iterate_batches` it hands to train(): `DataOrder`, a wrapper around mlx_lm's own, which
+the same lines, as `mlx_lm lora` (tests/unit/builder/test_resume.py compares the two). What it
+adds is the `iterate_batches` it hands to train(): `DataOrder`, a wrapper around mlx_lm's own, which
 writes `NNNNNNN_state.safetensors` beside each `NNNNNNN_adapters.safetensors` mlx_lm saves:
 everything besides the weights that decides how training goes on from there.
 
@@ -43,7 +43,7 @@ without --resume-state (a checkpoint an older build wrote): Adam starts from zer
 order from the beginning, as `mlx_lm lora --resume-adapter-file` does. The state records whether
 its run descends from the beginning through exact resumes only (`exact`).
 
-Under mlx.launch (`--ranks N`, pipeline/build/train.py starts it) every rank runs this module:
+Under mlx.launch (`--ranks N`, pipeline/builder/train.py starts it) every rank runs this module:
 mlx_lm's train() averages the gradients over `mx.distributed` and its iterate_batches gives each
 rank batch_size / N examples of every batch. Each rank announces itself with one line, `rank
 R/N started: ...` (and `rank R/N finished` at the end), written in one write() so mlx.launch,
@@ -74,9 +74,9 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
-from pipeline.build.data_order import DataOrder, Schedule
-from pipeline.build.ranks import join_ranks, require_shared
-from pipeline.build.train_state import read_state, set_random_key
+from pipeline.builder.data_order import DataOrder, Schedule
+from pipeline.builder.ranks import join_ranks, require_shared
+from pipeline.builder.train_state import read_state, set_random_key
 
 _OPTIMIZERS: dict[str, Callable[..., optim.Optimizer]] = {
     "adam": optim.Adam,
@@ -181,7 +181,7 @@ def run(argv: list[str] | None = None) -> None:
 
     args, mine = parse(argv)
     if not args.train:
-        raise ValueError("pipeline.build.trainer only trains: pass --train")
+        raise ValueError("pipeline.builder.trainer only trains: pass --train")
     ranks = join_ranks(mine.ranks, mine.rank_logs) if mine.ranks is not None else None
     rank = ranks.rank if ranks is not None else 0
     require_shared(mine.resume_state, ranks, "the state file")

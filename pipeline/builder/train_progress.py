@@ -1,7 +1,7 @@
 """The training stage's progress: figures parsed from the trainer's output lines.
 
 mlx_lm's rows (train loss, tokens/s, validation loss, checkpoints), the trainer's own state
-rows (pipeline/build/trainer.py) and, under mlx.launch, each rank's started / finished line and
+rows (pipeline/builder/trainer.py) and, under mlx.launch, each rank's started / finished line and
 mlx.launch's warnings; `TrainProgress.message` turns a line into the progress line the build
 prints (a training step's figures as a `Transient`: the next step supersedes them).
 """
@@ -23,7 +23,7 @@ _TRAIN_ROW = re.compile(
 )
 _VAL_ROW = re.compile(r"^\s*(\d+)\s+val\s+([\d.]+|nan|inf)\s+([\d.]+)s\s*$", re.IGNORECASE)
 _SAVE_ROW = re.compile(r"^\s*save\s+(\d{7})_adapters\.safetensors\s*$")
-# pipeline.build.trainer's rows once a checkpoint is complete (its state written, or not)
+# pipeline.builder.trainer's rows once a checkpoint is complete (its state written, or not)
 #   "  state  0000010_state.safetensors"
 #   "  state  none for 0000010: mid gradient accumulation"
 _STATE_ROW = re.compile(r"^\s*state\s+(\d{7})_state\.safetensors\s*$")
@@ -33,7 +33,7 @@ _ITER_TRAIN = re.compile(
     r"Iter (\d+): Train loss ([\d.]+|nan).*?Tokens/sec ([\d.]+).*?(?:Peak mem ([\d.]+) GB)?$"
 )
 _ITER_VAL = re.compile(r"Iter (\d+): Val loss ([\d.]+|nan)")
-# pipeline.build.trainer's line per rank under mlx.launch, and mlx.launch's own warnings
+# pipeline.builder.trainer's line per rank under mlx.launch, and mlx.launch's own warnings
 #   "rank 1/2 started: pid 123 on host, BLAS /path/libopenblas.so.0, output in /run/train.rank1.log"
 #   "rank 1/2 finished"
 #   "[WARN] Node with rank 1 exited with code 1"

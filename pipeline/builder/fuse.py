@@ -19,10 +19,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from pipeline.build.files import folder_bytes, safetensors_header
-from pipeline.build.records import FuseRecord
-from pipeline.build.runner import Runner, StageError, mlx_lm_argv
-from pipeline.spec.experiment import Experiment
+from pipeline.builder.files import folder_bytes, safetensors_header
+from pipeline.builder.records import FuseRecord
+from pipeline.builder.runner import Runner, StageError, mlx_lm_argv
+from pipeline.definitions.experiment import Experiment
 
 _DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.core.errors import BadInput
-from pipeline.spec.catalog import load_catalog
+from pipeline.definitions.catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = ROOT / "experiments"
@@ -169,7 +169,7 @@ class Train:
     launch: Launch = Launch()
     """[train.launch]: data-parallel training under mlx.launch; the default, one process."""
     adapter: Path | None = None
-    """A shipped adapter folder (pipeline/build/shipped.py) the train stage uses instead of
+    """A shipped adapter folder (pipeline/builder/shipped.py) the train stage uses instead of
     training, relative to the experiment file; `--retrain` trains afresh with this recipe."""
 
 

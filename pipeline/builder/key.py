@@ -12,12 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.build.records import BuildInputs
-from pipeline.build.shipped import files_digest
+from pipeline.builder.records import BuildInputs
+from pipeline.builder.shipped import files_digest
 from pipeline.data import SPLITS
+from pipeline.definitions.experiment import Experiment
 from pipeline.models.cache import MARKER as CACHE_MARKER
 from pipeline.models.refs import tiny_syntax
-from pipeline.spec.experiment import Experiment
 
 BUILD_FORMAT = 1
 """Bump when the stages' command lines or layout change in a way that changes results."""

@@ -1,7 +1,7 @@
 """Build: data -> preflight -> disk check -> train -> fuse -> quantize, cached and resumable.
 
 Artifacts live in the workspace's `runs/<experiment>/<key>/`, where the key hashes every input
-that changes the result (pipeline.build.key): the base model (hub id + revision, or a digest of
+that changes the result (pipeline.builder.key): the base model (hub id + revision, or a digest of
 a local folder), the training data's bytes, the experiment's train/fuse/quantize settings and
 the mlx / mlx-lm versions.
 
@@ -34,29 +34,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from pipeline.build.files import folder_bytes, manifest, remove
-from pipeline.build.fuse import fuse
-from pipeline.build.key import BUILD_FORMAT, build_inputs, is_local
-from pipeline.build.quantize import quantize
-from pipeline.build.records import (
+from pipeline.builder.files import folder_bytes, manifest, remove
+from pipeline.builder.fuse import fuse
+from pipeline.builder.key import BUILD_FORMAT, build_inputs, is_local
+from pipeline.builder.quantize import quantize
+from pipeline.builder.records import (
     BuildInputs,
     BuildPreflight,
     BuildRecord,
     StageRecord,
     Stages,
 )
-from pipeline.build.runner import Log, Runner
-from pipeline.build.shipped import use_shipped
-from pipeline.build.train import train
+from pipeline.builder.runner import Log, Runner
+from pipeline.builder.shipped import use_shipped
+from pipeline.builder.train import train
 from pipeline.core import blas, io
 from pipeline.core.errors import EXIT_FAIL, BadInput, Refused
 from pipeline.core.progress import LogLines
 from pipeline.core.workspace import RunFolder, StageOutput, Workspace
 from pipeline.data import DataError, ensure_data
+from pipeline.definitions.experiment import Experiment
 from pipeline.models.expanded import float32_expansion
 from pipeline.models.refs import ModelError, resolve
 from pipeline.preflight import Finding, resolve_model, run_preflight, write_report
-from pipeline.spec.experiment import Experiment
 
 LOCK = ".lock"
 

@@ -6,7 +6,7 @@ into is the base the adapter was trained on, and copies the adapter into the bui
 training; fuse, quantize, integrity and the eval run as always. `--retrain` drops the setting
 and trains afresh with the same recipe. The folder is written from a finished build by
 
-    python -m pipeline.build.shipped RUN_DIR DEST
+    python -m pipeline.builder.shipped RUN_DIR DEST
 
 which records the base's digest, the data's digest, the recipe (the experiment's [train]
 table), the seed, the loss curve, the mlx and mlx-lm versions, the training minutes and the
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.build.records import BuildRecord, TrainRecord
+from pipeline.builder.records import BuildRecord, TrainRecord
 from pipeline.core.errors import BadInput
 from pipeline.core.records import Record
 from pipeline.core.workspace import RunFolder
@@ -82,7 +82,7 @@ def read_shipped(folder: Path) -> ShippedAdapter:
     if not path.is_file():
         raise ShippedAdapterError(
             f"{folder} is not a shipped adapter (no {ADAPTER_RECORD}); write one with "
-            "`python -m pipeline.build.shipped RUN_DIR DEST` or train with --retrain"
+            "`python -m pipeline.builder.shipped RUN_DIR DEST` or train with --retrain"
         )
     shipped = ShippedAdapter.read(path)
     for name in FILES:
@@ -204,7 +204,7 @@ def _record(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.build.shipped",
+        prog="python -m pipeline.builder.shipped",
         description="Write a finished build's adapter and its record to a folder to ship.",
     )
     parser.add_argument("run_dir", type=Path)

@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.build.files import folder_bytes
-from pipeline.build.records import QuantizeRecord
-from pipeline.build.runner import Runner, StageError, mlx_lm_argv
-from pipeline.spec.experiment import Experiment
+from pipeline.builder.files import folder_bytes
+from pipeline.builder.records import QuantizeRecord
+from pipeline.builder.runner import Runner, StageError, mlx_lm_argv
+from pipeline.definitions.experiment import Experiment
 
 _BPW = re.compile(r"Quantized model with ([\d.]+) bits per weight")
 

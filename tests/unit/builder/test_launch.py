@@ -1,6 +1,6 @@
 """Training data-parallel under mlx.launch: `[train.launch]`, `--launch-processes`,
-`--launch-hostfile` (pipeline/build/train.py starts `mlx.launch ... -- python -m
-pipeline.build.trainer`).
+`--launch-hostfile` (pipeline/builder/train.py starts `mlx.launch ... -- python -m
+pipeline.builder.trainer`).
 
 The trained tests build the shortened tiny experiment of test_build.py (8 iterations, batches
 of 2) with 2 local processes on the ring backend: mlx_lm splits each batch of 2 into one
@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from pipeline.build import BuildResult, build, plan, read_record
-from pipeline.build.checkpoints import ADAPTER_FILE
-from pipeline.build.launch import rank_log
-from pipeline.build.runner import Runner, StageError
-from pipeline.build.train import train
-from pipeline.build.train_progress import TrainProgress
+from pipeline.builder import BuildResult, build, plan, read_record
+from pipeline.builder.checkpoints import ADAPTER_FILE
+from pipeline.builder.launch import rank_log
+from pipeline.builder.runner import Runner, StageError
+from pipeline.builder.train import train
+from pipeline.builder.train_progress import TrainProgress
 from pipeline.core import blas
 from pipeline.core.workspace import Workspace
-from pipeline.spec.experiment import (
+from pipeline.definitions.experiment import (
     EXPERIMENTS_DIR,
     ExperimentError,
     Launch,
@@ -34,7 +34,7 @@ from pipeline.spec.experiment import (
     load_experiment,
     with_overrides,
 )
-from tests.unit.build.test_build import generated_text, short_tiny, write_experiment_toml
+from tests.unit.builder.test_build import generated_text, short_tiny, write_experiment_toml
 
 
 class Interrupted(Exception):
@@ -70,7 +70,7 @@ def test_two_local_processes_train_a_model_that_loads(launched) -> None:
             assert chosen.library.name in started[0]
     log = result.log_path.read_text()
     assert "rank 0/2 finished" in log and "rank 1/2 finished" in log
-    assert "-m pipeline.build.trainer --train" in log
+    assert "-m pipeline.builder.trainer --train" in log
     assert any(x.startswith("[train] step 8/8") for x in lines), "rank 0's progress is parsed"
     assert rank_log(result.run_dir, 1).is_file(), "rank 1's own output has its own file"
 
@@ -80,7 +80,7 @@ def test_two_local_processes_train_a_model_that_loads(launched) -> None:
     assert (trained.ranks, trained.effective_batch, trained.rank_batch) == (2, 2, 1)
     assert Path(trained.command[0]).name == "mlx.launch"
     launched_argv = trained.command[trained.command.index("--") + 1 :]
-    assert launched_argv[:3] == (sys.executable, "-m", "pipeline.build.trainer")
+    assert launched_argv[:3] == (sys.executable, "-m", "pipeline.builder.trainer")
     assert trained.command[-4:] == ("--ranks", "2", "--rank-logs", str(result.run_dir))
     assert record.inputs.train["ranks"] == 2
     assert trained.train_loss is not None and trained.tokens_per_second is not None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from pipeline.build.launch import RANK_LOG
+from pipeline.builder.launch import RANK_LOG
 
 
 def _die_with_launcher() -> None:

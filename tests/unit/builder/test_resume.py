@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
-from pipeline.build.checkpoints import ADAPTER_FILE, Checkpoint, choose_resume, state_file_name
-from pipeline.build.records import TrainRecord
-from pipeline.build.runner import Runner, mlx_lm_argv
-from pipeline.build.train import TRAINER, command, train
-from pipeline.build.train_progress import TrainProgress
+from pipeline.builder.checkpoints import ADAPTER_FILE, Checkpoint, choose_resume, state_file_name
+from pipeline.builder.records import TrainRecord
+from pipeline.builder.runner import Runner, mlx_lm_argv
+from pipeline.builder.train import TRAINER, command, train
+from pipeline.builder.train_progress import TrainProgress
 from pipeline.core.workspace import Workspace
 from pipeline.data import ensure_data
+from pipeline.definitions.experiment import Experiment, load_experiment
 from pipeline.preflight import resolve_model
-from pipeline.spec.experiment import Experiment, load_experiment
 
 SETTINGS: dict[str, Any] = {
     "iters": 12,
@@ -216,7 +216,7 @@ def _checkpoint(folder: Path, step: int, *, state: bool, exact: bool = True) -> 
     import mlx.core as mx
     import numpy as np
 
-    from pipeline.build.train_state import TrainState, write_state
+    from pipeline.builder.train_state import TrainState, write_state
 
     path = folder / f"{step:07d}_adapters.safetensors"
     mx.save_safetensors(str(path), {"w": mx.ones((2,))})
@@ -266,7 +266,7 @@ def test_a_damaged_state_file_is_dropped_and_its_weights_still_count(tmp_path: P
 def test_a_state_round_trips_and_restores_mlx_random_key(tmp_path: Path) -> None:
     import mlx.core as mx
 
-    from pipeline.build.train_state import read_state, set_random_key
+    from pipeline.builder.train_state import read_state, set_random_key
 
     checkpoint = _checkpoint(tmp_path, 4, state=True)
     assert checkpoint.state is not None

@@ -4,7 +4,7 @@ Every `save_every` iterations mlx_lm saves `NNNNNNN_adapters.safetensors` and th
 `NNNNNNN_state.safetensors` beside it; attempts.json records each attempt's offset, since
 mlx_lm numbers a resumed run's iterations from 1 again. Before an attempt the last one's
 checkpoints move to `checkpoints/` under their global step (`collect_checkpoints`), and
-`choose_resume` picks the one to resume from (pipeline/build/train.py says how a resume is
+`choose_resume` picks the one to resume from (pipeline/builder/train.py says how a resume is
 exact).
 """
 
@@ -16,15 +16,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.build.records import Attempt, Attempts
-from pipeline.build.runner import Log, StageError
+from pipeline.builder.records import Attempt, Attempts
+from pipeline.builder.runner import Log, StageError
 from pipeline.core import io
 
 CHECKPOINT_RE = re.compile(r"^(\d{7})_adapters\.safetensors$")
 STATE_RE = re.compile(r"^(\d{7})_state\.safetensors$")
 PARTIAL_STATE_RE = re.compile(r"^\d{7}_state\.partial\.safetensors$")
 STATE_FORMAT = "routegate-train-state/1"
-"""The state file's `format` metadata (pipeline/build/trainer.py writes and reads it)."""
+"""The state file's `format` metadata (pipeline/builder/trainer.py writes and reads it)."""
 ADAPTER_FILE = "adapters.safetensors"
 ATTEMPTS_FILE = "attempts.json"
 CHECKPOINTS = "checkpoints"

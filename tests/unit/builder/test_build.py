@@ -1,4 +1,4 @@
-"""The build: real training (pipeline.build.trainer) and `mlx_lm fuse|convert`, cached, resumable.
+"""The build: real training (pipeline.builder.trainer) and `mlx_lm fuse|convert`, cached, resumable.
 
 The tiny experiment is shortened (a few iterations, small batches, validation only at the
 ends) and renamed, so its preflight report does not overwrite the real tiny one. Its
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.build import (
+from pipeline.builder import (
     BuildError,
     BuildRecord,
     BuildRefused,
@@ -34,13 +34,13 @@ from pipeline.build import (
     read_record,
     trusted,
 )
-from pipeline.build.files import manifest
-from pipeline.build.records import BuildPreflight, QuantizeRecord
-from pipeline.build.runner import Runner, StageError
-from pipeline.build.train_progress import TrainProgress
+from pipeline.builder.files import manifest
+from pipeline.builder.records import BuildPreflight, QuantizeRecord
+from pipeline.builder.runner import Runner, StageError
+from pipeline.builder.train_progress import TrainProgress
 from pipeline.core.workspace import Workspace
 from pipeline.data import ensure_data
-from pipeline.spec.experiment import (
+from pipeline.definitions.experiment import (
     EXPERIMENTS_DIR,
     ROOT,
     Experiment,
@@ -136,7 +136,7 @@ def test_build_trains_fuses_and_quantizes_a_loadable_5bit_model(built) -> None:
         assert stage.peak_memory_bytes is not None and stage.peak_memory_bytes > 0, name
         assert stage.output_bytes > 0, name
         # training runs mlx_lm's loop in routegate's trainer (exact resume), the rest mlx_lm
-        module = "pipeline.build.trainer" if name == "train" else "mlx_lm"
+        module = "pipeline.builder.trainer" if name == "train" else "mlx_lm"
         assert stage.command[:3] == (sys.executable, "-m", module), name
     train, fuse, quantize = record.stages.train, record.stages.fuse, record.stages.quantize
     assert train is not None and fuse is not None and quantize is not None
@@ -157,7 +157,7 @@ def test_build_trains_fuses_and_quantizes_a_loadable_5bit_model(built) -> None:
     assert on_disk["kind"] == "build" and on_disk["stages"]["fuse"]["removed"] is True
     assert on_disk["stages"]["train"]["wall_seconds"] == train.wall_seconds
     assert any(line.startswith("[train] step 8/8") for line in lines)
-    assert "-m pipeline.build.trainer --train" in result.log_path.read_text()
+    assert "-m pipeline.builder.trainer --train" in result.log_path.read_text()
     assert not list(result.adapters.glob("*_adapters.safetensors")), "checkpoints are tidied"
     assert not list(result.adapters.glob("*_state*.safetensors")), "and their state files"
 

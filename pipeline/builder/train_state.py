@@ -1,6 +1,6 @@
 """The trainer's state file: what an exact resume needs beside the adapter weights.
 
-`NNNNNNN_state.safetensors`, written by the trainer (pipeline/build/trainer.py) at each
+`NNNNNNN_state.safetensors`, written by the trainer (pipeline/builder/trainer.py) at each
 checkpoint: Adam's moments and step, numpy's generator at the checkpoint and at the current
 epoch's start, mlx's random key, and whether its lineage is exact (metadata `format`
 `STATE_FORMAT`).
@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from pipeline.build.checkpoints import STATE_FORMAT
+from pipeline.builder.checkpoints import STATE_FORMAT
 
 Batch = tuple[mx.array, mx.array]
 NumpyState = tuple[str, np.ndarray, int, int, float]

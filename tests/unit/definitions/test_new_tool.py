@@ -24,11 +24,11 @@ from pipeline.data import (
     read_split,
     summarize,
 )
+from pipeline.definitions.calls import render
+from pipeline.definitions.catalog import DEFAULT_CATALOG_PATH, Catalog, load_catalog
+from pipeline.definitions.experiment import CallMode, Experiment, load_experiment
+from pipeline.definitions.prompts import EvalPrompt, Expectation
 from pipeline.eval.scoring import extract, score
-from pipeline.spec.calls import render
-from pipeline.spec.catalog import DEFAULT_CATALOG_PATH, Catalog, load_catalog
-from pipeline.spec.experiment import CallMode, Experiment, load_experiment
-from pipeline.spec.prompts import EvalPrompt, Expectation
 
 TOOL = "count_lines"
 CATEGORY = "text_tools"

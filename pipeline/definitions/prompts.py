@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.core.errors import BadInput
-from pipeline.spec.catalog import Catalog, load_catalog
-from pipeline.spec.experiment import Experiment
+from pipeline.definitions.catalog import Catalog, load_catalog
+from pipeline.definitions.experiment import Experiment
 
 MatchMode = Literal["any_of", "all_of", "none"]
 NO_TOOL = "no_tool"

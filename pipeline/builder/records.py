@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from pipeline.build.files import folder_bytes, manifest
-from pipeline.build.runner import PEAK_MEMORY_SOURCE, CommandRun
+from pipeline.builder.files import folder_bytes, manifest
+from pipeline.builder.runner import PEAK_MEMORY_SOURCE, CommandRun
 from pipeline.core.records import Record
 
 

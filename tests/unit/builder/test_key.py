@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.build.key import model_digest
+from pipeline.builder.key import model_digest
 from pipeline.models.cache import MARKER
 
 
