@@ -119,7 +119,8 @@ def test_a_given_folder_that_is_no_model_is_named_before_anything_runs(tmp_path:
 def test_a_given_model_folder_is_judged_in_a_folder_keyed_by_its_content(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    invocation = _invocation("eval", ["--model", str(model_dir), "--workdir", str(tmp_path)])
+    argv = ["--experiment", "tiny", "--model", str(model_dir), "--workdir", str(tmp_path)]
+    invocation = _invocation("eval", argv)
     model = model_under_test(invocation, log=lambda _: None)
     assert model == ModelUnderTest(model.run_dir, model_dir.resolve())
     assert model.run_dir.parent == invocation.workspace.runs("tiny")
@@ -149,7 +150,8 @@ def test_a_system_prompt_sweep_reports_each_prompts_scores_and_their_spread(
     with serving(Handler) as url:
         invocation = _invocation(
             "eval",
-            ["--server-url", url, "--system-prompt", str(other), "--workdir", str(tmp_path)],
+            ["--experiment", "tiny", "--server-url", url, "--system-prompt", str(other)]
+            + ["--workdir", str(tmp_path)],
         )
         model = model_under_test(invocation, log=lambda _: None)
         path = sweep_system_prompts(invocation, model, log=lambda _: None)

@@ -40,6 +40,7 @@ def test_path_options_outside_the_checkout(tmp_path: Path, form: str) -> None:
     for folder in outside.values():
         folder.mkdir()
     pairs = [
+        ("--experiment", "tiny"),
         ("--model", outside["model"]),
         ("--data", outside["data"]),
         ("--base-model", outside["base"]),
