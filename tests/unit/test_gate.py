@@ -148,11 +148,8 @@ def test_a_system_prompt_sweep_reports_each_prompts_scores_and_their_spread(
             self.send_json({"choices": [{"message": message, "finish_reason": "tool_calls"}]})
 
     with serving(Handler) as url:
-        invocation = _invocation(
-            "eval",
-            ["--experiment", "tiny", "--server-url", url, "--system-prompt", str(other)]
-            + ["--workdir", str(tmp_path)],
-        )
+        argv = ["--experiment", "tiny", "--server-url", url, "--system-prompt", str(other)]
+        invocation = _invocation("eval", [*argv, "--workdir", str(tmp_path)])
         model = model_under_test(invocation, log=lambda _: None)
         path = sweep_system_prompts(invocation, model, log=lambda _: None)
     assert path == invocation.workspace.reports("tiny") / "system_prompts.md"
