@@ -51,3 +51,34 @@ def serving(handler: type[FakeHandler]) -> Generator[str]:
         released.set()
         httpd.shutdown()
         httpd.server_close()
+
+
+READ_FILE_REPLY = {
+    "choices": [
+        {
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "type": "function",
+                        "function": {"name": "read_file", "arguments": '{"path": "a.py"}'},
+                    }
+                ],
+            },
+            "finish_reason": "tool_calls",
+        }
+    ]
+}
+
+
+class ReadFileHandler(FakeHandler):
+    """A canned model server (one model, "canned") that calls read_file for every request:
+    right for some prompts of a set, wrong for most, the same every time."""
+
+    def do_GET(self) -> None:
+        self.send_json({"object": "list", "data": [{"id": "canned"}]})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_json(READ_FILE_REPLY)

@@ -18,8 +18,7 @@ import pytest
 
 from pipeline import report
 from pipeline.core.workspace import CHECKOUT, Workspace
-from tests.unit.fake_http import FakeHandler, serving
-from tests.unit.report.test_html_report import READ_FILE
+from tests.unit.fake_http import ReadFileHandler, serving
 
 pytestmark = pytest.mark.slow
 
@@ -42,16 +41,8 @@ def _scores(run_dir: Path) -> dict[str, float]:
 
 
 def test_the_cli_and_the_pytest_door_agree(tmp_path: Path) -> None:
-    class Handler(FakeHandler):
-        def do_GET(self) -> None:
-            self.send_json({"object": "list", "data": [{"id": "canned"}]})
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_json(READ_FILE)
-
     cli_work, gate_work = tmp_path / "cli", tmp_path / "gate"
-    with serving(Handler) as url:
+    with serving(ReadFileHandler) as url:
         cli = _door(["eval"], url, cli_work)
         gate = _door(["gate", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"], url, gate_work)
     # tiny's thresholds fail a model that reads a file for every request: both say so, alike

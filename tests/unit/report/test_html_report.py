@@ -23,7 +23,7 @@ import pytest
 from pipeline import report
 from pipeline.core.workspace import CHECKOUT, Workspace
 from pipeline.report import HTML
-from tests.unit.fake_http import FakeHandler, serving
+from tests.unit.fake_http import ReadFileHandler, serving
 from tests.unit.report.test_report import chosen_value, made, scored_run, write_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -88,25 +88,6 @@ def rows(dom: str, table_id: str = "prompts") -> Rows:
     return parsed
 
 
-READ_FILE = {
-    "choices": [
-        {
-            "message": {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "type": "function",
-                        "function": {"name": "read_file", "arguments": '{"path": "a.py"}'},
-                    }
-                ],
-            },
-            "finish_reason": "tool_calls",
-        }
-    ]
-}
-
-
 @pytest.fixture(scope="module")
 def canned_gate(tmp_path_factory: pytest.TempPathFactory) -> Generator[tuple[Path, str]]:
     """`python -m pipeline gate` on tiny against a server that calls read_file for every
@@ -114,15 +95,7 @@ def canned_gate(tmp_path_factory: pytest.TempPathFactory) -> Generator[tuple[Pat
     work = tmp_path_factory.mktemp("gate")
     summary = work / "step_summary.md"
 
-    class Handler(FakeHandler):
-        def do_GET(self) -> None:
-            self.send_json({"object": "list", "data": [{"id": "canned"}]})
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_json(READ_FILE)
-
-    with serving(Handler) as url:
+    with serving(ReadFileHandler) as url:
         done = subprocess.run(
             [sys.executable, "-m", "pipeline", "gate", "--experiment", "tiny",
              "--server-url", url, "--workdir", str(work), "-q", "-p", "no:cacheprovider",
