@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.builder import build
+from pipeline.builder import BuildResult, build
 from pipeline.builder.shipped import read_shipped
 from pipeline.core import blas
 from pipeline.core.workspace import Workspace
@@ -76,11 +76,19 @@ def one_seed(
         "machine": platform.node(),
         "seconds": round(time.perf_counter() - started, 1),
         "adapter": f"shipped ({shipped})" if reuse else "trained",
-        "train_seconds": built.record.stages.train.seconds if built.record.stages.train else None,
+        "train_seconds": _train_seconds(built, shipped if reuse else None),
         "val_loss": built.record.stages.train.val_loss if built.record.stages.train else None,
         "categories": _categories(result),
         **({"prompt_sets": extra} if extra else {}),
     }
+
+
+def _train_seconds(built: BuildResult, shipped: Path | None) -> float | None:
+    """The training's seconds: the shipped adapter's recorded minutes where it was used (the
+    build's own train stage then took none)."""
+    if shipped is not None:
+        return round(read_shipped(shipped).train_minutes * 60, 1)
+    return built.record.stages.train.seconds if built.record.stages.train else None
 
 
 def _categories(result: EvalResult) -> dict[str, dict[str, float | int]]:
