@@ -79,26 +79,26 @@ class Experiment:
     def fingerprint(self) -> str:
         """A short hash of every setting, for run keys and reports."""
         plain = _plain(self)
-        if not self.train.launch.launched:
-            # experiments without [train.launch] keep the fingerprint they had before it
-            # existed: eval runs and study rows recorded under it stay valid
-            del plain["train"]["launch"]
-        if self.decision.default:
-            del plain["decision"]  # likewise for experiments without [decision]
-        for table, key in _ADDED_LATER:  # and for those that leave a later key at its default
-            if getattr(getattr(self, table), key) == _default(type(getattr(self, table)), key):
-                del plain[table][key]
+        for *tables, key in _ADDED_LATER:
+            owner, holder = self, plain
+            for table in tables:
+                owner, holder = getattr(owner, table), holder[table]
+            if getattr(owner, key) == _default(type(owner), key):
+                del holder[key]
         text = json.dumps(plain, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _ADDED_LATER = (
+    ("train", "launch"),
+    ("decision",),
     ("data", "no_tool_share"),
     ("integrity", "as_built_prompts"),
     ("thresholds", "sets"),
 )
-"""Keys added after runs were recorded: left at their default, they stay out of the
-fingerprint, so those runs keep their keys."""
+"""Tables and keys added after runs were recorded (as paths from the experiment): left at
+their default, they stay out of the fingerprint, so eval runs and study rows recorded under
+the fingerprint they had before keep their keys."""
 
 
 def _default(cls: Any, name: str) -> Any:

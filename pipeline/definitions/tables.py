@@ -273,10 +273,6 @@ class Decision:
             out = dict.fromkeys(gated, self.margin)
         return {**out, **self.margins}
 
-    @property
-    def default(self) -> bool:
-        return self == Decision()
-
 
 @dataclass(frozen=True)
 class Integrity:
