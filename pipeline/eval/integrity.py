@@ -47,7 +47,8 @@ from pipeline.core.workspace import RunFolder
 from pipeline.definitions.catalog import load_catalog
 from pipeline.definitions.experiment import Experiment, load_experiment
 from pipeline.definitions.prompts import EvalPrompt, load_prompts
-from pipeline.eval.run import EvalResult, run_eval
+from pipeline.eval import metrics
+from pipeline.eval.run import OVERALL, EvalResult, run_eval, values_at
 from pipeline.eval.serve import ServerError
 from pipeline.models.expanded import SERVED_AS_BUILT, float32_expansion, served_weights
 
@@ -193,16 +194,14 @@ def _calls(result: EvalResult) -> dict[str, str]:
 
 
 def _routing(result: EvalResult, ids: Collection[str] = ()) -> float:
-    """The overall mean; over the prompt ids in `ids` only, when given."""
+    """The overall mean, as the eval counts it (metrics.summarize: no_tool stays out); over
+    the prompt ids in `ids` only, when given."""
     if not ids:
-        return result.decision().categories["overall"].mean
+        return result.decision().categories[OVERALL].mean
     t = result.settings.decision_temperature
-    values = [
-        s.score.value
-        for s in result.scored
-        if s.prompt.id in ids and s.record.temperature == t and s.record.sample == 0
-    ]
-    return sum(values) / len(values) if values else 0.0
+    asked = [s for s in result.scored if s.prompt.id in ids and s.record.temperature == t]
+    categories = tuple(load_catalog().categories)
+    return metrics.summarize(values_at(asked), categories)[OVERALL].mean
 
 
 def as_built_sample(prompts: Sequence[EvalPrompt], count: int) -> tuple[str, ...]:

@@ -127,6 +127,12 @@ def test_a_sample_asks_the_folder_as_built_one_prompt_per_category(
     assert (reference.asked, fused.asked, served.asked) == ((), (), ())
     assert set(served.unlike_quantized) <= set(quantized.asked)
     assert record.as_built_prompts == 8 and read_integrity(run) == record
+    # the sample's routing is the overall mean as the eval counts it: no_tool stays out
+    (answers,) = (run / "integrity").glob("quantized-*/eval/scores.jsonl")
+    rows = [json.loads(line) for line in answers.read_text().splitlines()]
+    gated = [r["value"] for r in rows if r["category"] != "no_tool"]
+    assert len(rows) == 8 and len(gated) == 7
+    assert quantized.routing == pytest.approx(sum(gated) / len(gated))
 
 
 @pytest.mark.parametrize(
