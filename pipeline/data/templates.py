@@ -227,6 +227,10 @@ def _load_templates(path: Path, phrasings: tuple[Path, ...] = ()) -> Templates:
         optional=("questions",),
     )
     thanks = r.table(no_tool["thanks"], "no_tool.thanks", ("texts", "replies"))
+    # optional: a templates file without it has no questions
+    questions = r.table(
+        no_tool.get("questions", {"entries": []}), "no_tool.questions", ("entries",)
+    )
 
     def family(name: str, *fields: str) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
         key = f"no_tool.{name}"
@@ -264,12 +268,7 @@ def _load_templates(path: Path, phrasings: tuple[Path, ...] = ()) -> Templates:
         thanks=r.strings(thanks["texts"], "no_tool.thanks.texts"),
         thanks_replies=r.strings(thanks["replies"], "no_tool.thanks.replies"),
         questions=r.records(
-            r.table(no_tool.get("questions", {"entries": []}), "no_tool.questions", ("entries",))[
-                "entries"
-            ],
-            "no_tool.questions.entries",
-            ("text", "answer"),
-            empty=True,
+            questions["entries"], "no_tool.questions.entries", ("text", "answer"), empty=True
         ),
     )
 
