@@ -78,11 +78,28 @@ LORA_CONFIG = "lora_config.yaml"
 # --- the stage --------------------------------------------------------------------------------
 
 
+def _needs_config(experiment: Experiment) -> bool:
+    """LoRA's parameters or a learning-rate schedule: what only `-c` can give mlx_lm."""
+    t = experiment.train
+    return t.fine_tune_type != "full" or t.lr_schedule != "constant"
+
+
 def lora_config_text(experiment: Experiment) -> str:
-    """LoRA rank/scale/dropout have no mlx_lm flags: they go through `-c` (JSON is YAML)."""
+    """LoRA rank/scale/dropout and the learning-rate schedule have no mlx_lm flags: they go
+    through `-c` (JSON is YAML)."""
     t = experiment.train
     params = {"rank": t.lora_rank, "scale": t.lora_scale, "dropout": t.lora_dropout}
-    return json.dumps({"lora_parameters": params}, indent=2) + "\n"
+    config: dict[str, object] = {"lora_parameters": params}
+    if t.lr_schedule == "cosine":
+        # mlx_lm's build_schedule: `warmup` linear steps from warmup_init, then
+        # cosine_decay(init, decay_steps, end) over the steps left
+        config["lr_schedule"] = {
+            "name": "cosine_decay",
+            "warmup": t.warmup,
+            "warmup_init": 0.0,
+            "arguments": [t.learning_rate, t.iters - t.warmup, 0.0],
+        }
+    return json.dumps(config, indent=2) + "\n"
 
 
 def command(
@@ -120,7 +137,7 @@ def command(
         "--max-seq-length", str(t.max_seq_length),
         "--seed", str(t.seed),
     ]  # fmt: skip
-    if t.fine_tune_type != "full":
+    if _needs_config(experiment):
         args += ["-c", str(out / LORA_CONFIG)]
     args += ["--offset", str(offset), "--total-iters", str(t.iters)]
     if state is not None:
@@ -151,7 +168,7 @@ def train(
     chosen = choose_resume(collect_checkpoints(work), total, log)
     resume = chosen.checkpoint if chosen else None
     attempts = read_attempts(work)
-    if experiment.train.fine_tune_type != "full":
+    if _needs_config(experiment):
         io.write_text(work / LORA_CONFIG, lora_config_text(experiment))
 
     offset = resume.step if resume else 0

@@ -91,6 +91,8 @@ class Experiment:
 
 _ADDED_LATER = (
     ("train", "launch"),
+    ("train", "lr_schedule"),
+    ("train", "warmup"),
     ("decision",),
     ("data", "no_tool_share"),
     ("integrity", "as_built_prompts"),
@@ -152,6 +154,12 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
                 f"{path}: thresholds.sets.{name}: no prompt set fixtures/prompts/{name}.toml "
                 f"(known sets: {known})"
             )
+    train = experiment.train
+    if not 0 <= train.warmup < train.iters or (train.warmup and train.lr_schedule == "constant"):
+        raise ExperimentError(
+            f"{path}: train.warmup = {train.warmup}: give 0 <= warmup < iters ({train.iters}), "
+            'and only with an lr_schedule (lr_schedule = "cosine")'
+        )
     if experiment.integrity.as_built_prompts < 0:
         raise ExperimentError(
             f"{path}: integrity.as_built_prompts = {experiment.integrity.as_built_prompts} "

@@ -153,6 +153,12 @@ class Train:
     lora_rank: int = 8
     lora_scale: float = 20.0
     lora_dropout: float = 0.0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """"cosine": after `warmup` steps rising linearly from 0, the learning rate falls along a
+    cosine from `learning_rate` to 0 at `iters` (mlx's cosine_decay), so the last steps move
+    the weights little and the model that ships is less the luck of its last batches."""
+    warmup: int = 0
+    """Steps of linear warmup before the schedule (only with a schedule other than constant)."""
     seed: int = 0
     dequantize_base: bool = False
     """Train (and fuse) on the quantized base's float32 expansion, the same weights, because

@@ -14,6 +14,7 @@ the checkpoint line arrives, and the runner terminates the trainer.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,31 @@ def test_an_interrupted_and_resumed_training_ends_with_identical_tensors(
     assert differing(tensors(whole_work), tensors(work)) == []
     assert record.val_loss == whole.val_loss and record.val_loss is not None
     assert record.train_loss == whole.train_loss  # its last report: the same 2 iterations
+
+
+@pytest.mark.slow
+def test_a_cosine_schedule_trains_other_weights_and_resumes_exactly(
+    inputs: Inputs, uninterrupted, tmp_path: Path
+) -> None:
+    # the schedule is the optimizer's, from its step: a resume that lost the step would
+    # restart the warmup and end elsewhere
+    _, constant_work = uninterrupted
+    train = dataclasses.replace(inputs.experiment.train, lr_schedule="cosine", warmup=2)
+    cosine = dataclasses.replace(
+        inputs, experiment=dataclasses.replace(inputs.experiment, train=train)
+    )
+    whole = tmp_path / "whole"
+    run_train(cosine, whole)
+    work = tmp_path / "resumed"
+    interrupt(cosine, work, at=4)
+    record = run_train(cosine, work)
+
+    assert record.resumed_from is not None and record.resumed_from.exact
+    assert differing(tensors(whole), tensors(work)) == []
+    assert differing(tensors(constant_work), tensors(whole)) != []
+    config = json.loads((work / "adapter_config.json").read_text())
+    assert config["lr_schedule"]["name"] == "cosine_decay"
+    assert config["lr_schedule"]["arguments"] == [train.learning_rate, train.iters - 2, 0.0]
 
 
 @pytest.mark.slow

@@ -111,6 +111,13 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
         ("[tiny]", '[decision]\nrule = "vibes"\n\n[tiny]', r"decision\.rule = 'vibes' is not one"),
         ("[data]", "[data]\nno_tool_share = 1.5", r"data\.no_tool_share = 1\.5 is outside"),
         ("[tiny]", "[integrity]\nas_built_prompts = -1\n\n[tiny]", r"as_built_prompts = -1"),
+        ("iters = 2000", 'iters = 2000\nlr_schedule = "step"', r"train\.lr_schedule = 'step'"),
+        ("iters = 2000", "iters = 2000\nwarmup = 10", r"train\.warmup = 10: .*lr_schedule"),
+        (
+            "iters = 2000",
+            'iters = 2000\nlr_schedule = "cosine"\nwarmup = 2000',
+            r"train\.warmup = 2000: give 0 <= warmup < iters \(2000\)",
+        ),
     ],
 )
 def test_bad_input_names_file_and_key(tmp_path: Path, old: str, new: str, message: str) -> None:
