@@ -2,6 +2,7 @@
 
     python benchmarks/variance.py [--experiment tiny] [--seeds 0,1,2,3,4] [--out FILE]
         [--workdir DIR] [--use-shipped] [--also-prompts extended]
+    python benchmarks/variance.py --table FILE     # the study's table from its JSON lines
 
 Each seed is a full build of the experiment with only `[train] seed` changed (fresh data and
 runs in a temporary folder, so no build is reused; base models come from the model cache, as
@@ -98,6 +99,35 @@ def _categories(result: EvalResult) -> dict[str, dict[str, float | int]]:
     return {c: {"mean": round(row.mean, 4), "prompts": len(ids[c])} for c, row in decision.items()}
 
 
+def table(rows: list[dict]) -> str:
+    """Per prompt set, a category per line and a training per column (its seed), with the
+    lowest and the mean across trainings: the table thresholds are pre-registered from."""
+    sets = {"": [r["categories"] for r in rows]}
+    for name in dict.fromkeys(n for r in rows for n in r.get("prompt_sets", {})):
+        sets[name] = [r.get("prompt_sets", {}).get(name) for r in rows]
+    heads = [f"s{r['seed']}" for r in rows]
+    lines = []
+    for name, columns in sets.items():
+        lines.append(f"prompts: {name or 'the experiment set'}")
+        lines.append(f"  {'category':<16}" + "".join(f"{h:>7}" for h in heads) + "    min   mean")
+        categories = dict.fromkeys(c for col in columns if col for c in col)
+        for category in categories:
+            cells = [col.get(category) if col else None for col in columns]
+            means = [c["mean"] for c in cells if c]
+            count = next((c["prompts"] for c in cells if c), 0)
+            shown = "".join(f"{c['mean']:>7.3f}" if c else f"{'-':>7}" for c in cells)
+            summary = f"{min(means):>7.3f}{sum(means) / len(means):>7.3f}" if means else ""
+            lines.append(f"  {f'{category} ({count})':<16}{shown}{summary}")
+    minutes = [
+        f"s{r['seed']} {r['train_seconds'] / 60:.0f}"
+        if r.get("train_seconds")
+        else f"s{r['seed']} -"
+        for r in rows
+    ]
+    lines.append("training minutes: " + "  ".join(minutes))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="tiny")
@@ -119,7 +149,19 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated prompt sets to evaluate each seed's model on as well (extended)",
     )
+    parser.add_argument(
+        "--table",
+        default=None,
+        metavar="FILE",
+        help="print the study's table from FILE (the JSON lines --out wrote) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        rows = [json.loads(line) for line in Path(args.table).read_text().splitlines() if line]
+        if not rows:
+            parser.error(f"--table {args.table}: no rows (write them with --out)")
+        print(table(rows))
+        return 0
     print(blas.describe(), flush=True)
     rows = []
     also = tuple(p for p in args.also_prompts.split(",") if p)
