@@ -69,6 +69,7 @@ def one_seed(
             other, built.run_dir / f"prompts-{prompts}", model_dir=built.quantized, log=_quiet
         )
     extra = {name: _categories(r) for name, r in sets.items() if name}
+    train_seconds, complete = _train_seconds(built, shipped if reuse else None)
     return {
         "experiment": name,
         "seed": seed,
@@ -77,19 +78,26 @@ def one_seed(
         "machine": platform.node(),
         "seconds": round(time.perf_counter() - started, 1),
         "adapter": f"shipped ({shipped})" if reuse else "trained",
-        "train_seconds": _train_seconds(built, shipped if reuse else None),
+        "train_seconds": train_seconds,
+        "train_seconds_complete": complete,
         "val_loss": built.record.stages.train.val_loss if built.record.stages.train else None,
         "categories": _categories(result),
         **({"prompt_sets": extra} if extra else {}),
     }
 
 
-def _train_seconds(built: BuildResult, shipped: Path | None) -> float | None:
-    """The training's seconds: the shipped adapter's recorded minutes where it was used (the
-    build's own train stage then took none)."""
+def _train_seconds(built: BuildResult, shipped: Path | None) -> tuple[float | None, bool]:
+    """The training's seconds, and whether they are all of them: the shipped adapter's recorded
+    minutes where it was used (the build's own train stage then took none); else the sum over
+    the training's attempts, incomplete when one was killed before it could time itself."""
     if shipped is not None:
-        return round(read_shipped(shipped).train_minutes * 60, 1)
-    return built.record.stages.train.seconds if built.record.stages.train else None
+        return round(read_shipped(shipped).train_minutes * 60, 1), True
+    train = built.record.stages.train
+    if train is None:
+        return None, False
+    seconds = [a.seconds for a in train.attempts]
+    known = [s for s in seconds if s is not None]
+    return (round(sum(known), 1) if known else None), len(known) == len(seconds)
 
 
 def _categories(result: EvalResult) -> dict[str, dict[str, float | int]]:
@@ -120,6 +128,7 @@ def table(rows: list[dict]) -> str:
             lines.append(f"  {f'{category} ({count})':<16}{shown}{summary}")
     minutes = [
         f"s{r['seed']} {r['train_seconds'] / 60:.0f}"
+        + ("" if r.get("train_seconds_complete", True) else "+ (an attempt untimed)")
         if r.get("train_seconds")
         else f"s{r['seed']} -"
         for r in rows
