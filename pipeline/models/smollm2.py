@@ -9,6 +9,7 @@ which compiles), checked against its pinned size and sha256, and kept in the mod
         smollm2-gguf-b179c9523d0e6a0f/SmolLM2-135M-Instruct.Q4_1.gguf   the verified GGUF
         smollm2-json-<key>/    config.json, model.safetensors(.index.json), tokenizer.json,
         smollm2-xml-<key>/     tokenizer_config.json (chat template inside), build_info.json
+        smollm2-json-think-<key>/   (and xml-think: the same files, the think template inside)
 
 `<key>` hashes the GGUF's sha256, this file's bytes, the chat template and the mlx / mlx-lm /
 tokenizers versions. Both kinds of entry are built in a temporary folder renamed into place
@@ -29,6 +30,26 @@ SmolLM2's own template (no tool list: see `chat_template`), tool results and ass
 calls. `smollm2:json` writes calls as `<tool_call>` JSON (mlx-lm's server infers `json_tools`),
 `smollm2:xml` in Qwen3-Coder's XML (`qwen3_coder`): a mismatched reference for tests. No tokens
 are added: `<tool_call>` is five tokens in this vocabulary, which the preflight reports.
+
+`smollm2:json-think` (and `smollm2:xml-think`) put Qwen3's think block into the same template
+(`chatml`: by the template's own defaults it renders a conversation with a system message and
+no tool list byte for byte as Qwen3-8B's template does): the same GGUF and conversion, only
+the template in tokenizer_config.json differs. It exists for the confound study's thinking row
+on a model that trains on CPU. `<think>` and `</think>` are not tokens of this vocabulary
+(`<` `think` `>` and `</` `think` `>`) and none are added, which makes it another model than
+Qwen3 under mlx-lm:
+- the block is text, learned as the tool tags are (the preflight's thinking check says so),
+  and a `<think>` stop sequence is matched as its three tokens, as the `<tool_call>` start is;
+- mlx-lm knows a thinking model by `<think>` in its vocabulary, so it sees none: its server
+  returns a generated block inside `content` (scoring drops think blocks), and where its caller
+  passes no `enable_thinking`, its trainer and server pass `enable_thinking=false`
+  (`refs.chat_defaults`). Every training prompt then ends with the empty block: with
+  mask-prompt the block is in the masked prompt, not in the target as with Qwen3, and an eval
+  that leaves enable_thinking unset agrees with it; `enable_thinking=true` takes it out;
+- the block's closing two newlines are one token at the end of a prompt but two where the
+  reply follows them, so mask-prompt's cut falls between them (the preflight's lengths check
+  fails on it) and a served prompt ends in a token training never had there. Qwen3's tags are
+  tokens, so its prompts are token for token the start of its training sequences.
 """
 
 from __future__ import annotations
@@ -111,12 +132,12 @@ _TEMPLATE_HEAD = (
 )
 
 
-def chat_template(syntax: Syntax) -> str:
-    """The Jinja chat template for one tool-call syntax.
+def chat_template(syntax: Syntax, *, think: bool = False) -> str:
+    """The Jinja chat template for one tool-call syntax, with Qwen3's think block if `think`.
 
-    The system turn renders alike in both variants; see `chatml` for the rest.
+    The system turn renders alike in every variant; see `chatml` for the rest.
     """
-    return chatml.template(_TEMPLATE_HEAD, syntax)
+    return chatml.template(_TEMPLATE_HEAD, syntax, think=think)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,31 +145,37 @@ def chat_template(syntax: Syntax) -> str:
 
 
 def smollm2_model(
-    syntax: Syntax, *, source: Path | None = None, cache_root: Path | None = None
+    syntax: Syntax,
+    *,
+    think: bool = False,
+    source: Path | None = None,
+    cache_root: Path | None = None,
 ) -> Path:
-    """The cached mlx-lm folder for `smollm2:<syntax>`, converting the GGUF first if needed."""
+    """The cached mlx-lm folder for `smollm2:<syntax>` (`-think` if `think`), converting the GGUF
+    first if needed."""
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    final = root / f"smollm2-{syntax}-{_inputs_key(syntax)[:16]}"
+    variant = chatml.variant_name(syntax, think)
+    final = root / f"smollm2-{variant}-{_inputs_key(syntax, think)[:16]}"
     if (final / "build_info.json").is_file():
         return final
     gguf = gguf_file(source=source, cache_root=root)
-    return cached_build(final, lambda staging: convert(gguf, staging, syntax))
+    return cached_build(final, lambda staging: convert(gguf, staging, syntax, think=think))
 
 
-def _inputs_key(syntax: Syntax) -> str:
+def _inputs_key(syntax: Syntax, think: bool) -> str:
     """One hash over what determines the folder: the GGUF, this code, the template, versions."""
     inputs = {
         "gguf_sha256": GGUF_SHA256,
         "source": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-        "template": hashlib.sha256(chat_template(syntax).encode()).hexdigest(),
+        "template": hashlib.sha256(chat_template(syntax, think=think).encode()).hexdigest(),
         "versions": library_versions(),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def convert(gguf: Path, out_dir: Path, syntax: Syntax) -> Path:
-    """Write the mlx-lm folder for `syntax` from the GGUF into `out_dir` (not atomic:
-    `smollm2_model` wraps it)."""
+def convert(gguf: Path, out_dir: Path, syntax: Syntax, *, think: bool = False) -> Path:
+    """Write the mlx-lm folder for `syntax` (with the think block if `think`) from the GGUF into
+    `out_dir` (not atomic: `smollm2_model` wraps it)."""
     import mlx.core as mx
     import mlx.nn as nn
     from mlx_lm.models.llama import Model, ModelArgs
@@ -189,15 +216,17 @@ def convert(gguf: Path, out_dir: Path, syntax: Syntax) -> Path:
 
     tokenizer = _tokenizer(metadata, gguf)
     tokenizer.save(str(out_dir / "tokenizer.json"), pretty=True)
-    tokenizer_config = _tokenizer_config(metadata, syntax, config["max_position_embeddings"])
+    template = chat_template(syntax, think=think)
+    tokenizer_config = _tokenizer_config(metadata, template, config["max_position_embeddings"])
     (out_dir / "tokenizer_config.json").write_text(
         json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
 
     files = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir()) if p.is_file()}
     build_info = {
-        "inputs_key": _inputs_key(syntax),
+        "inputs_key": _inputs_key(syntax, think),
         "syntax": syntax,
+        "think": think,
         "source": {"package": f"{PACKAGE}=={VERSION}", "file": GGUF_MEMBER},
         "gguf_sha256": GGUF_SHA256,
         "parameters": get_total_parameters(model),
@@ -308,7 +337,7 @@ def _tokenizer(metadata: dict[str, Any], gguf: Path) -> Any:
     return tokenizer
 
 
-def _tokenizer_config(metadata: dict[str, Any], syntax: Syntax, max_length: int) -> dict[str, Any]:
+def _tokenizer_config(metadata: dict[str, Any], template: str, max_length: int) -> dict[str, Any]:
     """tokenizer_config.json: special tokens from the GGUF's ids, our chat template inside."""
     tokens: list[str] = metadata["tokenizer.ggml.tokens"]
 
@@ -325,7 +354,7 @@ def _tokenizer_config(metadata: dict[str, Any], syntax: Syntax, max_length: int)
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "model_max_length": max_length,
-        "chat_template": chat_template(syntax),
+        "chat_template": template,
     }
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.definitions.experiment import Experiment
+from pipeline.models.refs import chat_defaults
 from pipeline.preflight.findings import Finding, diff
 from pipeline.preflight.inputs import Rendered, Side, turns
 
@@ -87,7 +89,8 @@ def check_thinking(
         return Finding("thinking", "eval settings", "skip", "no trained targets")
     empty_think = f"{THINK_START}\n\n{THINK_END}\n\n"
     starts = sum(t.startswith(empty_think) for t in targets)
-    held = _generation_prompt_extra(base.tokenizer, system, ev.enable_thinking)
+    prompts = _Prompts.of(base.tokenizer, system, ev.enable_thinking)
+    held, missing = prompts.held(), prompts.missing()
     unseen = cut = twice = 0
     stops: Counter[str] = Counter()
     for t in targets:
@@ -107,7 +110,7 @@ def check_thinking(
     n = len(targets)
     figure = (
         f"{starts}/{n} trained targets start with the empty think block; eval prompt holds "
-        f"{held!r}; stop={list(ev.stop)}"
+        f"{held!r}; stop={list(ev.stop)}{prompts.mlx_default()}{_tags_as_text(base.tokenizer)}"
     )
     problems = []
     if cut:
@@ -133,18 +136,70 @@ def check_thinking(
             "model would generate the block twice. Fix: leave eval.enable_thinking unset, or "
             "strip think blocks from the data."
         )
+    if missing:
+        problems.append(
+            f"eval.enable_thinking={ev.enable_thinking} leaves {missing!r} out of the prompt, "
+            "but every training prompt ends with it: the model would be asked without what "
+            "came before every reply it learned. Fix: leave eval.enable_thinking unset."
+        )
     if problems:
         return Finding("thinking", "eval settings", "fail", figure, "\n".join(problems))
     return Finding("thinking", "eval settings", "pass", figure)
 
 
-def _generation_prompt_extra(tokenizer: Any, system: str, enable_thinking: bool | None) -> str:
-    """What the eval's chat-template settings add to the prompt beyond the training render."""
-    if enable_thinking is None:
+def _tags_as_text(tokenizer: Any) -> str:
+    """A note for a vocabulary without the think tags (SmolLM2): the block is learned as text,
+    as the preflight reports the tool tags there; "" where both are tokens (Qwen3)."""
+    ids = {tag: tokenizer.encode(tag, add_special_tokens=False) for tag in (THINK_START, THINK_END)}
+    if all(len(i) == 1 for i in ids.values()):
         return ""
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": "x"}]
-    trained = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    evaluated = tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
-    )
-    return evaluated[len(trained) :] if evaluated.startswith(trained) else evaluated
+    encoded = ", ".join(f"{tag} {i}" for tag, i in ids.items())
+    return f"; the think tags are not tokens of this vocabulary ({encoded}): learned as text"
+
+
+@dataclass(frozen=True)
+class _Prompts:
+    """A system + user prompt rendered three ways: by the template's own defaults (`own`), as
+    mlx_lm's trainer renders it (`trained`: with `chat_defaults`) and as its server renders it
+    for the eval (`evaluated`: the eval's enable_thinking where set, else the same defaults)."""
+
+    defaults: dict[str, Any]
+    own: str
+    trained: str
+    evaluated: str
+
+    @classmethod
+    def of(cls, tokenizer: Any, system: str, enable_thinking: bool | None) -> _Prompts:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": "x"}]
+        defaults = chat_defaults(tokenizer)
+        asked = defaults if enable_thinking is None else dict.fromkeys(defaults, enable_thinking)
+
+        def render(**options: Any) -> str:
+            return tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, **options
+            )
+
+        return cls(defaults, render(), render(**defaults), render(**asked))
+
+    def held(self) -> str:
+        """What the eval's settings add to the prompt beyond the training render."""
+        if self.evaluated.startswith(self.trained):
+            return self.evaluated[len(self.trained) :]
+        return "" if self.trained.startswith(self.evaluated) else self.evaluated
+
+    def missing(self) -> str:
+        """What the eval's settings leave out of the training render's prompt."""
+        if self.trained.startswith(self.evaluated):
+            return self.trained[len(self.evaluated) :]
+        return ""
+
+    def mlx_default(self) -> str:
+        """A note where mlx_lm's defaults change the template's own prompt (a think template
+        over a vocabulary without think tokens: thinking off, the block in every prompt)."""
+        if self.trained == self.own or not self.trained.startswith(self.own):
+            return ""
+        settings = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
+        return (
+            f"; mlx_lm renders with {settings} (set by the think tokens in the vocabulary), so "
+            f"every training prompt ends with {self.trained[len(self.own) :]!r}"
+        )

@@ -14,7 +14,13 @@ from pipeline.core.workspace import Workspace
 from pipeline.data import SPLITS, Example, ensure_data, read_split
 from pipeline.data.corpus import tiny_corpus
 from pipeline.definitions.experiment import Experiment
-from pipeline.models.refs import ModelError, load_tokenizer, resolve, tool_parser_name
+from pipeline.models.refs import (
+    ModelError,
+    chat_defaults,
+    load_tokenizer,
+    resolve,
+    tool_parser_name,
+)
 
 SideName = Literal["base", "reference"]
 SIDES: tuple[SideName, ...] = ("base", "reference")
@@ -92,17 +98,20 @@ def load_splits(experiment: Experiment, workspace: Workspace) -> dict[str, list[
 
 
 def render_examples(side: Side, examples: Sequence[Example]) -> list[Rendered]:
-    """Render every example; token counts come from one batched encode (fast tokenizers)."""
+    """Render every example; token counts come from one batched encode (fast tokenizers). The
+    template gets the arguments mlx_lm's ChatDataset passes it (`chat_defaults`)."""
     tok = side.tokenizer
+    defaults = chat_defaults(tok)
     texts: list[tuple[Example, str, str] | Rendered] = []
     for ex in examples:
         try:
-            text = tok.apply_chat_template(ex.messages, tools=ex.tools, tokenize=False)
+            text = tok.apply_chat_template(ex.messages, tools=ex.tools, tokenize=False, **defaults)
             prompt = tok.apply_chat_template(
                 ex.messages[:-1],
                 tools=ex.tools,
                 tokenize=False,
                 add_generation_prompt=ex.messages[-1]["role"] == "assistant",
+                **defaults,
             )
         except Exception as err:  # jinja raises TypeError, UndefinedError, TemplateError...
             texts.append(Rendered(ex, error=f"{type(err).__name__}: {err}"))

@@ -12,18 +12,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import SHARED
 from pipeline.models import ModelError, smollm2
 from pipeline.models.cache import cached_build, default_cache_root
 from pipeline.models.chatml import Syntax
-from pipeline.models.refs import load_tokenizer, smollm2_syntax, tool_parser_name
+from pipeline.models.refs import (
+    chat_defaults,
+    load_tokenizer,
+    smollm2_syntax,
+    smollm2_variant,
+    think_variant,
+    tool_parser_name,
+)
 
 FAKE = b"GGUF" + bytes(range(256)) * 4
 """Stands in for the GGUF: the tests patch the pinned size and sha256 to this file's."""
@@ -297,3 +306,204 @@ def test_loads_with_mlx_lm_and_answers(folders: dict[str, Path]) -> None:
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     reply = mlx_lm.generate(model, tokenizer, prompt, max_tokens=16)  # greedy by default
     assert "Paris" in reply, reply
+
+
+# --- the think variant (fast: its template text; slow: its folder) --------------------------
+
+EMPTY_BLOCK = "<think>\n\n</think>\n\n"
+THINK_BLOCK = re.compile(r"<think>\n.*?\n</think>\n\n", re.DOTALL)
+"""A think block as Qwen3's template writes it (the reasoning between the newlines)."""
+QWEN3 = SHARED / "models" / "qwen3-8b-tokenizer"
+
+
+def _call(name: str, path: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "arguments": {"path": path}}}
+
+
+_SYSTEM = {"role": "system", "content": "You are a coding agent."}
+_ASK = {"role": "user", "content": "What is in a.py?"}
+_CALL = {"role": "assistant", "content": "", "tool_calls": [_call("read_file", "a.py")]}
+_TOOL = {"role": "tool", "content": "print('hi')"}
+_ANSWER = {"role": "assistant", "content": "It prints hi."}
+_THANKS = {"role": "user", "content": "thanks"}
+THINK_CASES: list[tuple[str, list[dict[str, Any]], list[str]]] = [
+    ("a call", [_SYSTEM, _ASK, _CALL], [EMPTY_BLOCK]),
+    (
+        "two calls after words",
+        [
+            _SYSTEM,
+            _ASK,
+            {
+                "role": "assistant",
+                "content": "Reading both.",
+                "tool_calls": [_call("read_file", "a.py"), _call("read_file", "b.py")],
+            },
+        ],
+        [EMPTY_BLOCK],
+    ),
+    ("an answer after a tool response", [_SYSTEM, _ASK, _CALL, _TOOL, _ANSWER], [EMPTY_BLOCK]),
+    ("no system message", [_ASK, _CALL], [EMPTY_BLOCK]),
+    (
+        "two queries: the earlier reply has none",
+        [_SYSTEM, _ASK, _ANSWER, _THANKS, _ANSWER],
+        [EMPTY_BLOCK],
+    ),
+    (
+        "reasoning",
+        [_SYSTEM, _ASK, {**_ANSWER, "reasoning_content": "\nlook\n"}],
+        ["<think>\nlook\n</think>\n\n"],
+    ),
+    (
+        "reasoning in an earlier turn after the query",
+        [_SYSTEM, _ASK, {**_CALL, "reasoning_content": "read it"}, _TOOL, _ANSWER],
+        ["<think>\nread it\n</think>\n\n", EMPTY_BLOCK],
+    ),
+    (
+        "a block in an earlier reply's content is dropped",
+        [_SYSTEM, _ASK, {**_ANSWER, "content": "<think>\nhmm\n</think>\n\nHi."}, _THANKS, _ANSWER],
+        [EMPTY_BLOCK],
+    ),
+    ("ends with a user turn", [_SYSTEM, _ASK], []),
+]
+"""(case, conversation, the blocks the think variant writes): what a trained conversation ends
+with, calls and answers, and Qwen3's rules for which assistant turns carry a block."""
+
+
+def _render(template: str, messages: list[dict[str, Any]], **options: Any) -> str:
+    """`messages` rendered as transformers' apply_chat_template renders them."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    return render_jinja_template([messages], chat_template=template, **options)[0][0]
+
+
+@pytest.mark.parametrize(("syntax", "parser"), [("json", "json_tools"), ("xml", "qwen3_coder")])
+def test_think_variant_keeps_the_plain_variants_tool_parser(syntax: Syntax, parser: str) -> None:
+    from mlx_lm.tokenizer_utils import _infer_tool_parser
+
+    stub = SimpleNamespace(chat_template=smollm2.chat_template(syntax, think=True), get_vocab=dict)
+    assert _infer_tool_parser(stub) == parser
+
+
+@pytest.mark.parametrize(
+    ("messages", "blocks"), [(m, b) for _, m, b in THINK_CASES], ids=[c for c, _, _ in THINK_CASES]
+)
+def test_think_variant_renders_as_the_plain_one_but_for_the_think_block(
+    messages: list[dict[str, Any]], blocks: list[str]
+) -> None:
+    plain = _render(smollm2.chat_template("json"), messages)
+    think = _render(smollm2.chat_template("json", think=True), messages)
+    assert THINK_BLOCK.findall(think) == blocks
+    assert THINK_BLOCK.sub("", think) == THINK_BLOCK.sub("", plain)
+
+
+def test_the_empty_block_opens_a_target_and_a_prompt_with_thinking_off() -> None:
+    """By the template's own defaults, as transformers renders it (mlx_lm passes its own: the
+    slow test below)."""
+    plain, think = (smollm2.chat_template("json", think=t) for t in (False, True))
+    trained = _render(think, [_SYSTEM, _ASK, _CALL])
+    prompt = _render(think, [_SYSTEM, _ASK], add_generation_prompt=True)
+    assert prompt == _render(plain, [_SYSTEM, _ASK], add_generation_prompt=True)
+    assert trained.removeprefix(prompt).startswith(EMPTY_BLOCK + "<tool_call>\n")
+    asked = {
+        on: _render(think, [_SYSTEM, _ASK], add_generation_prompt=True, enable_thinking=on)
+        for on in (False, True)
+    }
+    assert asked == {False: prompt + EMPTY_BLOCK, True: prompt}
+    for on in (False, True):  # the plain variant has no thinking mode to switch
+        assert _render(plain, [_SYSTEM, _ASK], add_generation_prompt=True, enable_thinking=on) == (
+            prompt
+        )
+
+
+@pytest.mark.skipif(not QWEN3.is_dir(), reason=f"real Qwen3 tokenizer not found at {QWEN3}")
+@pytest.mark.parametrize(
+    "messages",
+    [m for _, m, _ in THINK_CASES if m[0] is _SYSTEM],
+    ids=[c for c, m, _ in THINK_CASES if m[0] is _SYSTEM],
+)
+def test_think_variant_renders_as_qwen3_8b(messages: list[dict[str, Any]]) -> None:
+    """With a system message and no tool list Qwen3-8B's own template has nothing to add: the
+    think variant renders each conversation, and each generation prompt, byte for byte as it."""
+    config = json.loads((QWEN3 / "tokenizer_config.json").read_text(encoding="utf-8"))
+    qwen3, ours = config["chat_template"], smollm2.chat_template("json", think=True)
+    assert _render(ours, messages) == _render(qwen3, messages)
+    for options in ({}, {"enable_thinking": False}, {"enable_thinking": True}):
+        asked = messages[:2]
+        assert _render(ours, asked, add_generation_prompt=True, **options) == _render(
+            qwen3, asked, add_generation_prompt=True, **options
+        )
+
+
+def test_think_reference_names() -> None:
+    assert smollm2_variant("smollm2:json-think") == ("json", True)
+    assert smollm2_variant("smollm2:xml-think") == ("xml", True)
+    assert smollm2_variant("smollm2:json") == ("json", False)
+    assert smollm2_variant("tiny:json") is None
+    assert think_variant("smollm2:json") == "smollm2:json-think"
+    assert think_variant("smollm2:json-think") is None  # it has the block already
+    assert think_variant("tiny:json") is None and think_variant("Qwen/Qwen3-8B") is None
+    with pytest.raises(ModelError, match=r"'smollm2:json-thinking': .* either with -think"):
+        smollm2_variant("smollm2:json-thinking")
+
+
+@pytest.fixture(scope="module")
+def think_folder() -> Path:
+    return smollm2.smollm2_model("json", think=True)
+
+
+@pytest.mark.slow
+def test_think_folder_is_the_json_folder_but_for_its_template(
+    folders: dict[str, Path], think_folder: Path
+) -> None:
+    import mlx_lm.tokenizer_utils
+
+    assert think_folder.name.startswith("smollm2-json-think-")
+    assert think_folder.parent == folders["json"].parent and think_folder != folders["json"]
+    names = {p.name for p in think_folder.iterdir()}
+    assert names == {p.name for p in folders["json"].iterdir()}
+    for name in names - {"tokenizer_config.json", "build_info.json"}:  # weights, tokenizer
+        assert (think_folder / name).read_bytes() == (folders["json"] / name).read_bytes(), name
+    think, plain = (
+        json.loads((f / "tokenizer_config.json").read_text())
+        for f in (think_folder, folders["json"])
+    )
+    assert think | {"chat_template": ""} == plain | {"chat_template": ""}
+    assert think["chat_template"] == smollm2.chat_template("json", think=True)
+    assert json.loads((think_folder / "build_info.json").read_text())["think"] is True
+    # mlx-lm's own reading of the folder: JSON tool calls, and no thinking model (no token)
+    wrapper = mlx_lm.tokenizer_utils.load(think_folder)
+    assert wrapper.has_tool_calling and wrapper.init_kwargs["tool_parser_type"] == "json_tools"
+    assert not wrapper.has_thinking
+    tokenizer = load_tokenizer(think_folder)
+    assert tokenizer.encode("<think>") == [44, 17400, 46]  # three tokens: learned as text
+    assert tokenizer.encode("</think>") == [9617, 17400, 46]
+    assert smollm2.smollm2_model("json", think=True) == think_folder  # a cache hit
+
+
+@pytest.mark.slow
+def test_a_training_example_ends_with_the_block_and_mlx_lm_masks_it(think_folder: Path) -> None:
+    """The final assistant turn of a train.jsonl line carries the empty block; mlx_lm's own
+    ChatDataset (mask-prompt), with thinking off for a vocabulary without think tokens, puts it
+    into the masked prompt and cuts between its closing newlines; the preflight renders it so."""
+    from mlx_lm.tokenizer_utils import load
+    from mlx_lm.tuner.datasets import ChatDataset
+
+    from pipeline.data import Example
+    from pipeline.preflight import Side, render_examples
+
+    messages = [_SYSTEM, _ASK, _CALL, _TOOL, _ANSWER]
+    tokenizer = load_tokenizer(think_folder)
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert text.endswith(f"<|im_start|>assistant\n{EMPTY_BLOCK}It prints hi.<|im_end|>\n")
+    assert text.count("<think>") == 1  # the call before the tool response has none
+
+    wrapper = cast(Any, load(think_folder))  # mlx_lm annotates transformers' tokenizer
+    assert chat_defaults(tokenizer) == {"enable_thinking": False}
+    tokens, offset = ChatDataset([], wrapper, mask_prompt=True).process({"messages": messages})
+    assert wrapper.decode(tokens[:offset]).endswith(f"assistant\n{EMPTY_BLOCK[:-1]}")
+    assert wrapper.decode(tokens[offset:]) == "\nIt prints hi.<|im_end|>\n"
+
+    side = Side("base", "smollm2:json-think", think_folder, tokenizer, None)
+    (rendered,) = render_examples(side, [Example(Path("train.jsonl"), 1, {"messages": messages})])
+    assert rendered.prompt.endswith(EMPTY_BLOCK) and rendered.target.startswith("It prints hi.")
+    assert rendered.offset == offset and not rendered.aligned  # the lengths check fails on it
