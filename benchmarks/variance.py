@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.builder import BuildResult, build
 from pipeline.builder.shipped import read_shipped
 from pipeline.core import blas
-from pipeline.core.workspace import Workspace
+from pipeline.core.workspace import RunFolder, Workspace
 from pipeline.data import generate
 from pipeline.definitions.experiment import load_experiment, with_overrides
 from pipeline.eval.run import EvalResult, run_eval
@@ -65,9 +65,8 @@ def one_seed(
     sets = {"": result}
     for prompts in also:  # the same model on other prompt sets (its data stays the experiment's)
         other = with_overrides(experiment, prompts=prompts)
-        sets[prompts] = run_eval(
-            other, built.run_dir / f"prompts-{prompts}", model_dir=built.quantized, log=_quiet
-        )
+        run_dir = RunFolder(built.run_dir).prompt_set(prompts).path
+        sets[prompts] = run_eval(other, run_dir, model_dir=built.quantized, log=_quiet)
     extra = {name: _categories(r) for name, r in sets.items() if name}
     train_seconds, complete = _train_seconds(built, shipped if reuse else None)
     return {

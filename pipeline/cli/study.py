@@ -1,9 +1,12 @@
 """`python -m pipeline study confounds`: train the experiment clean and once per confound.
 
 Each row (pipeline.study.confounds): which preflight checks fail (it trains anyway), the eval's
-overall and per-category scores, the final train and validation loss, the wall time; written
-to reports/NAME/confounds.json and confounds.md after each row. Cached and resumable like a
-build. `--only CONFOUND ...` picks confounds (the clean row always runs).
+overall and per-category scores, the final train and validation loss, the wall time, and its
+difference from the clean row with what decides it; written to reports/NAME/confounds.json and
+confounds.md after each row. Cached and resumable like a build. `--only CONFOUND ...` picks
+confounds (the clean row always runs); `--also-prompts NAME[,NAME]` judges every model on
+those prompt sets too; `--seeds N` trains the clean row and each row that retrains N times,
+so that a difference is decided by trainings, not by the prompts of one training.
 
 Exit 0 when every row is done, 2 for an unknown study or confound or an input that cannot be
 used, 3 when a stage crashed or an eval could not finish, 130 on Ctrl-C (the same command
@@ -18,7 +21,14 @@ import sys
 from pipeline.cli.door import parser, run, selected
 from pipeline.core.errors import EXIT_PASS, BadInput
 from pipeline.core.progress import Console
-from pipeline.study import CONFOUNDS, STUDIES, chosen, run_study
+from pipeline.study import (
+    CONFOUNDS,
+    STUDIES,
+    check_seeds,
+    chosen,
+    named_prompt_sets,
+    run_study,
+)
 from pipeline.study.table import markdown
 
 INTERRUPTED = (
@@ -41,12 +51,17 @@ def study_parser() -> argparse.ArgumentParser:
 def study_step(args: argparse.Namespace) -> int:
     if args.study not in STUDIES:
         raise BadInput(f"unknown study {args.study!r} (known: {', '.join(STUDIES)})")
-    chosen(args.only)  # an unknown confound is named before the experiment loads
+    # an unknown confound, prompt set or seed count is named before the experiment loads
+    chosen(args.only)
+    named_prompt_sets(args.also_prompts)
+    check_seeds(args.seeds)
     experiment, workspace = selected(args)
     rows = run_study(
         experiment,
         workspace=workspace,
         only=args.only,
+        also_prompts=args.also_prompts,
+        seeds=args.seeds,
         log=Console(),
     )
     print(markdown(experiment.name, rows), end="")

@@ -184,6 +184,23 @@ OPTIONS: tuple[Option, ...] = (
         metavar="CONFOUND",
         steps=("study",),
     ),
+    Option(
+        "--also-prompts",
+        "comma-separated prompt sets (fixtures/prompts/NAME.toml) to judge every row's models "
+        "on as well, each compared with the clean row [the experiment's set only]",
+        metavar="NAME[,NAME...]",
+        steps=("study",),
+    ),
+    Option(
+        "--seeds",
+        "train the clean row and each row that retrains N times ([train] seed: the "
+        "experiment's, +1, ...), so that a row's difference from the clean row is decided by "
+        "trainings, not only by the prompts of one training [1]",
+        kind="int",
+        default=1,
+        metavar="N",
+        steps=("study",),
+    ),
 )
 
 BY_DEST = {o.dest: o for o in OPTIONS}

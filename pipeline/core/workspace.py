@@ -58,10 +58,13 @@ class Workspace:
         folder = self.reports(experiment)
         return folder / f"{study}.json", folder / f"{study}.md"
 
-    def study_row(self, experiment: str, row: str) -> Workspace:
+    def study_row(self, experiment: str, row: str, seed: int | None = None) -> Workspace:
         """runs/<experiment>/study/<row>/: one study row's own workspace (data, build, eval,
-        preflight.json), so a confounded build never replaces the experiment's reports."""
-        return Workspace(self.runs(experiment) / "study" / row)
+        preflight.json), so a confounded build never replaces the experiment's reports. With
+        `seed`, runs/<experiment>/study/<row>/seed-<seed>/: the row's training (and evals)
+        with that [train] seed, one the experiment does not set."""
+        folder = self.runs(experiment) / "study" / row
+        return Workspace(folder if seed is None else folder / f"seed-{seed}")
 
 
 StageOutput = Literal["adapters", "fused", "quantized"]
@@ -112,6 +115,10 @@ class RunFolder:
     def system_prompt_variant(self, label: str) -> RunFolder:
         """The eval of the same model under another system prompt (the sweep's row)."""
         return RunFolder(self.path / "system-prompts" / label)
+
+    def prompt_set(self, name: str) -> RunFolder:
+        """The eval of the same model on another prompt set (fixtures/prompts/<name>.toml)."""
+        return RunFolder(self.path / f"prompts-{name}")
 
     @property
     def eval(self) -> Path:

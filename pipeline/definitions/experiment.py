@@ -132,6 +132,11 @@ def available_experiments() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))
 
 
+def available_prompt_sets() -> list[str]:
+    """The prompt sets that ship with routegate: fixtures/prompts/<name>.toml."""
+    return sorted(p.stem for p in PROMPTS_DIR.glob("*.toml"))
+
+
 def load_experiment(name_or_path: str | Path) -> Experiment:
     path = experiment_path(name_or_path)
     if not path.is_file():
@@ -149,7 +154,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     _check_decision(experiment.decision, path)
     for name in experiment.thresholds.sets:
         if not (PROMPTS_DIR / f"{name}.toml").is_file():
-            known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.toml")))
+            known = ", ".join(available_prompt_sets())
             raise ExperimentError(
                 f"{path}: thresholds.sets.{name}: no prompt set fixtures/prompts/{name}.toml "
                 f"(known sets: {known})"
@@ -262,7 +267,7 @@ def prompts_path(name_or_path: str) -> Path:
     else:
         path = PROMPTS_DIR / f"{text}.toml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.toml")))
+        known = ", ".join(available_prompt_sets())
         raise ExperimentError(f"--prompts {text}: {path} does not exist (known sets: {known})")
     return path
 
@@ -432,6 +437,7 @@ __all__ = [
     "TinyModel",
     "Train",
     "available_experiments",
+    "available_prompt_sets",
     "check_launch",
     "experiment_path",
     "from_options",

@@ -8,8 +8,10 @@ once. Everything here is pure and deterministic (bootstraps are seeded).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -21,6 +23,8 @@ from pipeline.definitions.prompts import NO_TOOL
 IntervalKind = Literal["wilson", "bootstrap"]
 PROMPTS_NEEDED_CAP = 100_000
 """prompts_needed searches up to this many prompts; beyond, it is None (out of reach)."""
+TRAININGS_NEEDED_CAP = 1000
+"""trainings_to_decide searches up to this many trainings; beyond, it is None (out of reach)."""
 
 
 @dataclass(frozen=True)
@@ -166,12 +170,13 @@ def prompts_needed(mean: float, threshold: float) -> int | None:
     return fewest_prompts(clears)
 
 
-def fewest_prompts(decides: Callable[[int], bool]) -> int | None:
+def fewest_prompts(decides: Callable[[int], bool], cap: int = PROMPTS_NEEDED_CAP) -> int | None:
     """The fewest prompts n for which `decides(n)` holds, for a `decides` that turns true once
-    and stays true as n grows; None when it does not hold at PROMPTS_NEEDED_CAP."""
-    if not decides(PROMPTS_NEEDED_CAP):
+    and stays true as n grows; None when it does not hold at `cap`. For a `decides` that
+    flickers near its turn (a discrete test), the n found decides and n - 1 does not."""
+    if not decides(cap):
         return None
-    low, high = 1, PROMPTS_NEEDED_CAP
+    low, high = 1, cap
     while low < high:
         mid = (low + high) // 2
         if decides(mid):
@@ -222,6 +227,107 @@ def _paired_row(diffs: Sequence[float], resamples: int, seed: int) -> PairedRow:
     better = sum(1 for d in diffs if d > 0)
     worse = sum(1 for d in diffs if d < 0)
     return PairedRow(sum(diffs) / n, lo, hi, sign_test(better, worse), n, better, worse)
+
+
+def prompts_to_decide(better: int, worse: int, n: int, *, alpha: float = 0.05) -> int | None:
+    """The fewest prompts at which the paired sign test, with this comparison's shares of
+    prompts better (`better` of `n`) and worse (`worse` of `n`) scaled to that many prompts
+    (rounded), falls below `alpha`. None when as many prompts are better as worse (no number
+    decides) or when more than PROMPTS_NEEDED_CAP would be needed. The test is discrete: the
+    count returned decides and the one before it does not."""
+    if n <= 0 or better == worse:
+        return None
+
+    def decides(prompts: int) -> bool:
+        return _sign_test_below(round(better * prompts / n), round(worse * prompts / n), alpha)
+
+    return fewest_prompts(decides)
+
+
+def _sign_test_below(better: int, worse: int, alpha: float) -> bool:
+    """sign_test(better, worse) < alpha, in floats: its exact sum of binomial coefficients
+    takes seconds past a few thousand prompts, which a search over prompt counts cannot wait
+    for. The tail is summed down from the smaller count, stopping once it reaches alpha / 2
+    or its terms vanish."""
+    n = better + worse
+    if n == 0:
+        return False
+    k = min(better, worse)
+    log_term = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
+    term, tail = math.exp(log_term), 0.0
+    for i in range(k, -1, -1):
+        tail += term
+        if 2 * tail >= alpha:
+            return False
+        if term <= tail * 1e-17:
+            break
+        term *= i / (n - i + 1)  # C(n, i - 1) = C(n, i) * i / (n - i + 1)
+    return 2 * tail < alpha
+
+
+def t_coverage(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with `df` >= 1 degrees of freedom, exactly: the finite
+    series of Abramowitz and Stegun, Handbook of Mathematical Functions, 26.7.3 (odd df) and
+    26.7.4 (even df), in theta = atan(t / sqrt(df))."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, not {df}")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    cos2 = math.cos(theta) ** 2
+    if df % 2:
+        # (2 / pi) [theta + sin cos (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ... to cos^(df-3))]
+        term, series = 1.0, 0.0
+        for k in range(1, (df - 1) // 2 + 1):
+            series += term
+            term *= 2 * k / (2 * k + 1) * cos2
+        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * series)
+    # sin [1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ... to cos^(df-2)]
+    term, series = 1.0, 0.0
+    for k in range(1, df // 2 + 1):
+        series += term
+        term *= (2 * k - 1) / (2 * k) * cos2
+    return math.sin(theta) * series
+
+
+@functools.cache
+def t_quantile(df: int, confidence: float = 0.95) -> float:
+    """The t for which P(|T| <= t) = `confidence` with `df` degrees of freedom (the two-sided
+    critical value: 12.706 for 1 at 95%, 2.776 for 4), by bisection on t_coverage."""
+    high = 1.0
+    while t_coverage(high, df) < confidence:
+        high *= 2
+    low = 0.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        if t_coverage(mid, df) < confidence:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Student's t interval of the mean of `values` (at least two): mean -/+ t * sd / sqrt(n),
+    sd the sample standard deviation, t = t_quantile(n - 1)."""
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"a t interval needs at least two values, not {n}")
+    mean = statistics.fmean(values)
+    half = t_quantile(n - 1, confidence) * statistics.stdev(values) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def trainings_to_decide(mean: float, spread: float, confidence: float = 0.95) -> int | None:
+    """The fewest trainings n (at least two) whose t interval, at the observed mean difference
+    and standard deviation `spread` of one training's difference, excludes 0:
+    t_quantile(n - 1) * spread / sqrt(n) < |mean|. None for a mean of 0 (no number decides)
+    or when more than TRAININGS_NEEDED_CAP would be needed."""
+    if math.isclose(mean, 0.0, abs_tol=1e-12):
+        return None
+
+    def decides(n: int) -> bool:
+        return n >= 2 and t_quantile(n - 1, confidence) * spread / math.sqrt(n) < abs(mean)
+
+    return fewest_prompts(decides, cap=TRAININGS_NEEDED_CAP)
 
 
 def detectable_drop(

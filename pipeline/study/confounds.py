@@ -5,7 +5,11 @@ it, what it injects, the injection in pipeline.study.inject). `run_study` runs t
 then each chosen confound: inject it into a copy of the data or settings, run the whole
 preflight (its failed checks are the row's `preflight_failed`), build anyway (as `--force`
 does), evaluate as the gate does and read the decision temperature's scores, as
-benchmarks/variance.py does.
+benchmarks/variance.py does. With `--seeds N` the clean row and each row that retrains are
+trained N times ([train] seed: the experiment's, then the next ones), and a row that only
+changes eval settings judges each clean model; with `--also-prompts` every model is judged
+on those prompt sets as well. Each row is then compared with the clean row on each prompt
+set, by prompts and by trainings (pipeline.study.decide).
 
 Where a row lives, under the workspace:
 
@@ -13,14 +17,18 @@ Where a row lives, under the workspace:
     runs/NAME/study/<row>/data/           the confounded data (a row that changes data)
     runs/NAME/study/<row>/runs/NAME/KEY/  its build (a row that retrains), and eval/ (KEY:
                                           the build key of the model judged)
+              .../runs/NAME/KEY/prompts-<set>/eval/   the same model on another prompt set
+    runs/NAME/study/<row>/seed-<seed>/    the same for a training with another seed than the
+                                          experiment's (the clean row's build too)
     runs/NAME/study/<row>/reports/NAME/preflight.json   its preflight findings
     reports/NAME/confounds.json, .md      the rows, rewritten after each row
 
 Each row has a workspace of its own so that a confounded preflight never overwrites the
 experiment's reports/NAME/preflight.json, and deleting runs/NAME/study/<row>/ redoes that row.
 
-A row's build is cached by key like any build, and its eval is reused when a complete one of
-the same experiment and model is on disk, so a rerun after a crash or Ctrl-C redoes only the
+A row's build is cached by key like any build (the key does not depend on the eval prompts,
+so every prompt set judges one build), and its eval is reused when a complete one of the same
+experiment and model is on disk, so a rerun after a crash or Ctrl-C redoes only the
 unfinished row.
 """
 
@@ -35,11 +43,18 @@ from typing import Any
 from pipeline.builder import BuildResult
 from pipeline.core import io
 from pipeline.core.errors import BadInput, Fault
-from pipeline.core.workspace import Workspace
+from pipeline.core.workspace import RunFolder, Workspace
 from pipeline.data import ensure_data
-from pipeline.definitions.experiment import Experiment
+from pipeline.definitions.catalog import load_catalog
+from pipeline.definitions.experiment import (
+    Experiment,
+    available_prompt_sets,
+    prompts_path,
+    with_overrides,
+)
+from pipeline.eval.metrics import PromptValue
 from pipeline.eval.records import EvalSummary, eval_files
-from pipeline.eval.run import OVERALL, settings_for
+from pipeline.eval.run import OVERALL, baseline_values, settings_for
 from pipeline.eval.verdict import PreflightOutcome
 from pipeline.gate import Invocation, ModelUnderTest, evaluate, model_under_test
 from pipeline.models.refs import tiny_syntax
@@ -52,19 +67,21 @@ from pipeline.preflight import (
     unloaded_input,
     write_report,
 )
+from pipeline.study.decide import compare
 from pipeline.study.inject import (
     OTHER_SYSTEM_PROMPT,
     BaseTemplate,
     Clean,
     Injection,
+    JudgedTwice,
     Skipped,
     calls_in_masked_turns,
     eval_prompts_leaked,
     other_system_prompt,
-    thinking_disagrees,
+    thinking,
     wrong_call_syntax,
 )
-from pipeline.study.records import CLEAN, ConfoundRow, write_rows
+from pipeline.study.records import AGREEING, CLEAN, Comparison, ConfoundRow, SetScore, write_rows
 from pipeline.study.table import markdown
 
 Log = Callable[[str], None]
@@ -104,9 +121,10 @@ CONFOUNDS: tuple[Confound, ...] = (
     Confound(
         "thinking",
         "thinking",
-        "eval with thinking on and <think> as a stop: the prompt lacks the think block the "
-        "targets start with (the clean model, judged again)",
-        thinking_disagrees,
+        "eval with thinking on and <think> as a stop, so eval and training disagree about the "
+        "empty think block (a base that thinks: the clean model judged again; SmolLM2: its "
+        "think variant trained once, judged with an agreeing eval too, prompt by prompt)",
+        thinking,
         retrains=False,
     ),
     Confound(
@@ -137,9 +155,61 @@ def study_paths(experiment: Experiment, workspace: Workspace) -> tuple[Path, Pat
     return workspace.study_report(experiment.name, "confounds")
 
 
-def row_workspace(experiment: Experiment, workspace: Workspace, row: str) -> Workspace:
-    """A row's own workspace (runs/NAME/study/<row>/): its data, build, eval, preflight.json."""
-    return workspace.study_row(experiment.name, row)
+def row_workspace(
+    experiment: Experiment, workspace: Workspace, row: str, seed: int | None = None
+) -> Workspace:
+    """A row's own workspace (runs/NAME/study/<row>/): its data, build, eval, preflight.json;
+    a training with another seed than the experiment's in runs/NAME/study/<row>/seed-<seed>/
+    (the experiment's own keeps the folder a study of one seed always used)."""
+    other = None if seed is None or seed == experiment.train.seed else seed
+    return workspace.study_row(experiment.name, row, other)
+
+
+def named_prompt_sets(also_prompts: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The prompt sets `--also-prompts` names (comma-separated, as benchmarks/variance.py's),
+    in order, each once; a name that is no shipped set is bad input naming it and the known
+    ones."""
+    items = [also_prompts] if isinstance(also_prompts, str) else list(also_prompts or ())
+    names = tuple(dict.fromkeys(n.strip() for item in items for n in item.split(",") if n.strip()))
+    known = available_prompt_sets()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadInput(
+            f"--also-prompts {unknown[0]}: no such prompt set (known: {', '.join(known)}; "
+            "each is fixtures/prompts/NAME.toml)"
+        )
+    return names
+
+
+def prompt_sets(
+    experiment: Experiment, also_prompts: str | Sequence[str] | None
+) -> tuple[str, ...]:
+    """The sets every row is judged on: the experiment's own (named by its file), then those
+    `--also-prompts` names but the experiment's own."""
+    own = experiment.eval.prompts
+    also = named_prompt_sets(also_prompts)
+    return (own.stem, *(n for n in also if prompts_path(n) != own.resolve()))
+
+
+def check_seeds(seeds: int) -> int:
+    """`--seeds N` as given; fewer than one training per row is bad input."""
+    if seeds < 1:
+        raise BadInput(f"--seeds {seeds}: train each row at least once (1 or more)")
+    return seeds
+
+
+def training_seeds(experiment: Experiment, seeds: int) -> tuple[int, ...]:
+    """The [train] seeds of `--seeds N`: the experiment's own, then the next N - 1."""
+    return tuple(experiment.train.seed + i for i in range(check_seeds(seeds)))
+
+
+def seeded(experiment: Experiment, seed: int) -> Experiment:
+    """The experiment trained with `[train] seed = seed`: itself for its own seed; another
+    seed is trained afresh (a shipped adapter is the training the experiment builds from)."""
+    if seed == experiment.train.seed:
+        return experiment
+    retrained = with_overrides(experiment, retrain=True)
+    return dataclasses.replace(retrained, train=dataclasses.replace(retrained.train, seed=seed))
 
 
 # --- the study ----------------------------------------------------------------------------------
@@ -150,13 +220,22 @@ def run_study(
     *,
     workspace: Workspace,
     only: Sequence[str] | None = None,
+    also_prompts: str | Sequence[str] | None = None,
+    seeds: int = 1,
     log: Log = print,
 ) -> list[ConfoundRow]:
-    """The clean row, then one row per chosen confound; confounds.json and .md rewritten after
-    each row (pipeline.study.table renders the markdown). Raises BadInput for an unknown
-    confound (before anything runs) or inputs the preflight cannot load, BuildError /
-    StageError when a build fails, Fault when an eval leaves requests unanswered."""
+    """The clean row, then one row per chosen confound, each trained once per seed (`seeds`
+    trainings: the experiment's [train] seed and the next ones; a row that does not retrain
+    judges each clean model), judged on the experiment's prompt set and each `also_prompts`
+    set and compared with the clean row (pipeline.study.decide); confounds.json and .md
+    rewritten after each row (pipeline.study.table renders the markdown). Raises BadInput
+    for an unknown confound or prompt set or fewer than one seed (before anything runs) or
+    inputs the preflight cannot load, BuildError / StageError when a build fails, Fault when
+    an eval leaves requests unanswered."""
     confounds = chosen(only)
+    sets = prompt_sets(experiment, also_prompts)
+    trainings = training_seeds(experiment, seeds)
+    categories = tuple(load_catalog().categories)
     json_path, md_path = study_paths(experiment, workspace)
     rows: list[ConfoundRow] = []
 
@@ -178,38 +257,144 @@ def run_study(
         # named as the experiment names it (the pinned folder is a cache path)
         dataclasses.replace(BaseTemplate.of(context.side("base")), ref=experiment.models.base),
     )
-    log(f"[study] {experiment.name}: clean, then {', '.join(c.name for c in confounds)}")
-    # the clean model is the gate's own build (same key: a shared cache); its eval is the row's
-    clean_built = _built(clean_experiment, findings, workspace, log)
-    clean_ws = row_workspace(experiment, workspace, CLEAN)
-    write_report(clean_experiment, findings, clean_ws)
-    row = _judged(
-        CLEAN, "", clean_experiment, findings, clean_built, clean_ws, trained=True, log=log
+    log(
+        f"[study] {experiment.name}: clean, then {', '.join(c.name for c in confounds)}; "
+        f"seeds {', '.join(map(str, trainings))}; prompts {', '.join(sets)}"
     )
-    done(row)
+
+    def row_ws(row: str) -> Callable[[int], Workspace]:
+        return lambda seed: row_workspace(experiment, workspace, row, seed)
+
+    def built(
+        row: Experiment, found: list[Finding], where: Callable[[int], Workspace]
+    ) -> dict[int, BuildResult]:
+        return {seed: _built(seeded(row, seed), found, where(seed), log) for seed in trainings}
+
+    # the experiment's own seed builds the gate's model (same key: a shared cache); another
+    # seed's build, and every eval, is the row's
+    clean_models = built(
+        clean_experiment,
+        findings,
+        lambda seed: workspace if seed == experiment.train.seed else row_ws(CLEAN)(seed),
+    )
+    write_report(clean_experiment, findings, row_workspace(experiment, workspace, CLEAN))
+    clean_row = _judged(
+        CLEAN,
+        "",
+        clean_experiment,
+        findings,
+        clean_models,
+        row_ws(CLEAN),
+        sets,
+        trained=True,
+        log=log,
+    )
+    done(clean_row)
     for confound in confounds:
-        row_ws = row_workspace(experiment, workspace, confound.name)
-        injected = confound.inject(clean, row_ws.root / "data")
+        where = row_ws(confound.name)
+        own_ws = row_workspace(experiment, workspace, confound.name)
+        injected = confound.inject(clean, own_ws.root / "data")
         if isinstance(injected, Skipped):
             skipped = injected.reason
             done(ConfoundRow(confound=confound.name, injects=confound.injects, skipped=skipped))
             continue
-        found = run_preflight(injected, workspace=row_ws)
-        write_report(injected, found, row_ws)
-        built = _built(injected, found, row_ws, log) if confound.retrains else clean_built
+        if isinstance(injected, JudgedTwice):
+            # One model (trained per seed on the row's own inputs), judged under an eval that
+            # agrees with its training (the control, a row of its own: what the variant
+            # itself costs against clean) and under the confound's: only the eval differs
+            # between the two, so the row is compared with its control prompt by prompt.
+            control_name = f"{confound.name}-{AGREEING}"
+            control_ws = row_workspace(experiment, workspace, control_name)
+            control_found = run_preflight(injected.agreeing, workspace=control_ws)
+            write_report(injected.agreeing, control_found, control_ws)
+            models = built(injected.agreeing, control_found, where)
+            control = _judged(
+                control_name,
+                f"the {confound.name} row's model, judged with an eval that agrees with its "
+                "training",
+                injected.agreeing,
+                control_found,
+                models,
+                row_ws(control_name),
+                sets,
+                trained=True,
+                log=log,
+            )
+            done(
+                dataclasses.replace(
+                    control,
+                    comparisons=compared_with(control, clean_row, categories, retrains=True),
+                )
+            )
+            found = run_preflight(injected.disagreeing, workspace=own_ws)
+            write_report(injected.disagreeing, found, own_ws)
+            row = _judged(
+                confound.name,
+                confound.injects,
+                injected.disagreeing,
+                found,
+                models,
+                where,
+                sets,
+                trained=False,
+                log=log,
+            )
+            compared = compared_with(row, control, categories, retrains=False)
+            done(dataclasses.replace(row, comparisons=compared))
+            continue
+        found = run_preflight(injected, workspace=own_ws)
+        write_report(injected, found, own_ws)
+        models = built(injected, found, where) if confound.retrains else clean_models
         row = _judged(
             confound.name,
             confound.injects,
             injected,
             found,
-            built,
-            row_ws,
+            models,
+            where,
+            sets,
             trained=confound.retrains,
             log=log,
         )
-        done(row)
+        compared = compared_with(row, clean_row, categories, retrains=confound.retrains)
+        done(dataclasses.replace(row, comparisons=compared))
     log(f"[study] {json_path}\n[study] {md_path}")
     return rows
+
+
+def compared_with(
+    row: ConfoundRow, other: ConfoundRow, categories: Sequence[str], *, retrains: bool
+) -> tuple[Comparison, ...]:
+    """The row against `other` (the clean row, or a judged-twice row's control) on each
+    prompt set both were judged on, from each eval's per-prompt values (its scores at the
+    decision temperature, read from its run folder as a baseline run is:
+    pipeline.eval.run.baseline_values)."""
+    out = []
+    for prompts in dict.fromkeys(s.prompts for s in row.evaluations()):
+        other_on = other.on(prompts)
+        if not other_on:
+            continue
+        out.append(
+            compare(
+                prompts,
+                _values(row.on(prompts)),
+                _values(other_on),
+                categories,
+                retrains=retrains,
+                clean_overall=[s.overall for s in other_on],
+                against=other.confound,
+            )
+        )
+    return tuple(out)
+
+
+def _values(scores: Sequence[SetScore]) -> dict[int, list[PromptValue]]:
+    """Per seed, the per-prompt values of each evaluation's run folder."""
+    out = {}
+    for score in scores:
+        assert score.seed is not None and score.eval_dir is not None  # rows this study wrote
+        out[score.seed] = baseline_values(score.eval_dir)
+    return out
 
 
 def pinned(experiment: Experiment, workspace: Workspace) -> Experiment:
@@ -243,30 +428,57 @@ def _judged(
     injects: str,
     experiment: Experiment,
     findings: Sequence[Finding],
-    built: BuildResult,
-    row_ws: Workspace,
+    models: dict[int, BuildResult],
+    seed_workspace: Callable[[int], Workspace],
+    sets: Sequence[str],
     *,
     trained: bool,
     log: Log,
 ) -> ConfoundRow:
-    """The row of a built model: its eval (reused when complete), losses and times."""
+    """The row of its built models (one per seed, the experiment's own first): each judged on
+    each prompt set (evals reused when complete), its losses and times. The experiment's own
+    set and seed are the row's headline; the rest its `scores`."""
     failed = tuple(dict.fromkeys(f.check for f in findings if f.failed))
-    run_dir = row_ws.runs(experiment.name) / built.key  # keyed by the model: no stale answers
-    summary = _evaluated(experiment, row_ws, built.quantized, run_dir, failed, log)
-    decision = summary.decision().categories
-    train = built.record.stages.train
-    build_seconds = (built.record.seconds or 0.0) if trained else 0.0
+    scores: list[SetScore] = []
+    seconds = 0.0
+    for seed, built in models.items():
+        trained_with = seeded(experiment, seed)
+        row_ws = seed_workspace(seed)
+        run_dir = row_ws.runs(experiment.name) / built.key  # keyed by the model: no stale answers
+        seconds += (built.record.seconds or 0.0) if trained else 0.0
+        for prompts in sets:
+            own = prompts == sets[0]
+            judged_on = trained_with if own else with_overrides(trained_with, prompts=prompts)
+            folder = run_dir if own else RunFolder(run_dir).prompt_set(prompts).path
+            summary = _evaluated(judged_on, row_ws, built.quantized, folder, failed, log)
+            seconds += summary.seconds
+            decision = summary.decision().categories
+            scores.append(
+                SetScore(
+                    prompts=prompts,
+                    seed=seed,
+                    overall=round(decision[OVERALL].mean, 4),
+                    categories={k: round(v.mean, 4) for k, v in decision.items() if k != OVERALL},
+                    eval_dir=folder,
+                )
+            )
+    first = next(iter(models.values()))
+    train = first.record.stages.train
+    head, *rest = scores
     return ConfoundRow(
         confound=name,
         injects=injects,
         preflight_failed=failed,
-        overall=round(decision[OVERALL].mean, 4),
-        categories={k: round(v.mean, 4) for k, v in decision.items() if k != OVERALL},
+        overall=head.overall,
+        categories=head.categories,
         train_loss=train.train_loss if train is not None else None,
         val_loss=train.val_loss if train is not None else None,
-        seconds=round(build_seconds + summary.seconds, 1),
-        model=built.quantized,
-        eval_dir=run_dir,
+        seconds=round(seconds, 1),
+        model=first.quantized,
+        eval_dir=head.eval_dir,
+        prompts=head.prompts,
+        seed=head.seed,
+        scores=tuple(rest),
     )
 
 
@@ -319,4 +531,7 @@ def _said(row: ConfoundRow) -> str:
         return f"skipped: {row.skipped}"
     failed = ", ".join(row.preflight_failed) or "none"
     overall = "-" if row.overall is None else f"{row.overall:.2f}"
-    return f"overall {overall}; preflight failed: {failed}; {row.seconds / 60:.1f} min"
+    against = "".join(
+        f"; {c.prompts}: {c.mean:+.3f} vs clean, {c.decision}" for c in row.comparisons
+    )
+    return f"overall {overall}; preflight failed: {failed}{against}; {row.seconds / 60:.1f} min"

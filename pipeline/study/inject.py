@@ -23,6 +23,7 @@ from pipeline.definitions.calls import Call, unwrap, wrap_code
 from pipeline.definitions.catalog import load_catalog
 from pipeline.definitions.experiment import CallSyntax, Experiment, with_overrides
 from pipeline.definitions.prompts import EvalPrompt, load_prompts
+from pipeline.models.refs import think_variant
 from pipeline.preflight import Side
 from pipeline.preflight.checks_templates import THINK_START
 
@@ -76,8 +77,21 @@ class Skipped:
     reason: str
 
 
-Injection = Callable[[Clean, Path], Experiment | Skipped]
-"""(clean inputs, folder for the confounded data) -> the confounded experiment, or a skip."""
+@dataclass(frozen=True)
+class JudgedTwice:
+    """A confound that needs a model of its own, judged twice: trained once (the two differ in
+    eval settings only, which no build key holds) and evaluated under `agreeing`'s eval, which
+    agrees with its training (the control), and under `disagreeing`'s (the confound: the row).
+    Its cost is then a paired, per-prompt difference on one model, not a difference between
+    two trainings."""
+
+    agreeing: Experiment
+    disagreeing: Experiment
+
+
+Injection = Callable[[Clean, Path], Experiment | Skipped | JudgedTwice]
+"""(clean inputs, folder for the confounded data) -> the confounded experiment, a skip, or a
+model of its own judged twice."""
 
 
 def _reads(clean: Clean, out: Path, **data: Any) -> Experiment:
@@ -165,10 +179,47 @@ def thinking_disagrees(clean: Clean, out: Path) -> Experiment | Skipped:
             f"the base's chat template ({clean.base.ref}) has no think block (no "
             "enable_thinking), so targets and eval prompt cannot disagree about one"
         )
-    ev = clean.experiment.eval
+    return _thinking_on(clean.experiment)
+
+
+def thinking_on_think_variant(clean: Clean, out: Path) -> JudgedTwice | Skipped:
+    """For a base without a think block that routegate also builds with one (`smollm2:json` ->
+    `smollm2:json-think`): the clean recipe trained on the think variant, judged with the clean
+    eval settings (agreeing) and with `thinking_disagrees`'s (thinking on, `<think>` a stop).
+    Nothing but the base's template changes in training, and the two judgements differ in
+    enable_thinking alone (the stop only cuts a model that writes a block).
+
+    What disagrees is not Qwen3's: SmolLM2's vocabulary has no think tokens, so mlx_lm renders
+    its training prompts with thinking off (`refs.chat_defaults`): the empty block ends every
+    training prompt (masked), not every target, and thinking on leaves it out of the eval's.
+    The agreeing eval keeps enable_thinking as the clean one has it (SmolLM2's: unset, which
+    mlx_lm's server renders as its trainer did); the preflight's thinking check passes it and
+    fails the disagreeing one."""
+    variant = think_variant(clean.base.ref)
+    if clean.base.thinks or variant is None:
+        return Skipped(
+            f"the base's chat template ({clean.base.ref}) has a think block already, or "
+            "routegate builds no variant of it with one"
+        )
+    agreeing = with_overrides(clean.experiment, base_model=variant, retrain=True)
+    return JudgedTwice(agreeing, _thinking_on(agreeing))
+
+
+def thinking(clean: Clean, out: Path) -> Experiment | Skipped | JudgedTwice:
+    """The thinking row for any base: the clean model judged with thinking on where the base
+    thinks (`thinking_disagrees`), else its think variant trained and judged twice where
+    routegate builds one (`thinking_on_think_variant`), else skipped."""
+    if clean.base.thinks or think_variant(clean.base.ref) is None:
+        return thinking_disagrees(clean, out)
+    return thinking_on_think_variant(clean, out)
+
+
+def _thinking_on(experiment: Experiment) -> Experiment:
+    """`experiment` evaluated with thinking on and `<think>` among its stop sequences."""
+    ev = experiment.eval
     stop = ev.stop if THINK_START in ev.stop else (*ev.stop, THINK_START)
     return dataclasses.replace(
-        clean.experiment, eval=dataclasses.replace(ev, enable_thinking=True, stop=stop)
+        experiment, eval=dataclasses.replace(ev, enable_thinking=True, stop=stop)
     )
 
 

@@ -21,9 +21,14 @@ from pipeline.eval.metrics import (
     paired,
     prompt_values,
     prompts_needed,
+    prompts_to_decide,
     sign_test,
     summarize,
+    t_coverage,
+    t_interval,
+    t_quantile,
     tango_z,
+    trainings_to_decide,
     wilson_interval,
 )
 from pipeline.eval.scoring import extract, score
@@ -143,6 +148,91 @@ def test_sign_test_matches_a_hand_computation() -> None:
     assert sign_test(5, 0) == pytest.approx(2 / 32)
     assert sign_test(3, 3) == 1.0
     assert sign_test(0, 0) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("better", "worse", "n", "expected"),
+    [
+        (6, 1, 27, 34),  # at 34: 8 better, 1 worse, p = 20/512; at 33: 7 and 1, p = 18/256
+        (5, 0, 10, 11),  # 5 of 0 gives p = 1/16; 11 prompts round to 6 of 0, p = 1/32
+        (1, 0, 27, 149),  # 6 better of 0 (p = 1/32): 149 / 27 = 5.52 is the first to round to 6
+        (12, 10, 224, 4882),  # a 2-prompt lead in 224 needs some 22 times as many prompts
+        (3, 3, 27, None),  # as many better as worse: no number decides
+        (0, 0, 27, None),  # no prompt differs
+        (501, 499, 1000, None),  # a lead of 0.2%: some 960,000 prompts, past the cap
+    ],
+)
+def test_prompts_to_decide_scales_the_shares_until_the_sign_test_decides(
+    better: int, worse: int, n: int, expected: int | None
+) -> None:
+    found = prompts_to_decide(better, worse, n)
+    assert found == expected
+    if found is not None:  # the count found decides by the exact test, and the one before not
+
+        def p(prompts: int) -> float:
+            return sign_test(round(better * prompts / n), round(worse * prompts / n))
+
+        assert p(found) < 0.05 <= p(found - 1)
+
+
+@pytest.mark.parametrize(
+    ("df", "confidence", "expected"),
+    [
+        # two-sided critical values as printed in every t table (e.g. NIST/SEMATECH e-Handbook,
+        # 1.3.6.7.2), to their three decimals
+        (1, 0.95, 12.706),
+        (2, 0.95, 4.303),
+        (3, 0.95, 3.182),
+        (4, 0.95, 2.776),
+        (5, 0.95, 2.571),
+        (9, 0.95, 2.262),
+        (10, 0.95, 2.228),
+        (20, 0.95, 2.086),
+        (30, 0.95, 2.042),
+        (120, 0.95, 1.980),
+        (1, 0.90, 6.314),
+        (5, 0.99, 4.032),
+        (10, 0.99, 3.169),
+    ],
+)
+def test_t_quantile_matches_the_printed_table(df: int, confidence: float, expected: float) -> None:
+    assert round(t_quantile(df, confidence), 3) == expected
+
+
+def test_t_coverage_is_the_closed_form_for_one_and_two_degrees_and_tends_to_the_normal() -> None:
+    for t in (0.1, 1.0, 2.5, 30.0):
+        assert t_coverage(t, 1) == pytest.approx(2 / math.pi * math.atan(t))  # Cauchy
+        assert t_coverage(t, 2) == pytest.approx(t / math.sqrt(t * t + 2))
+    assert t_quantile(2001) == pytest.approx(1.9600, abs=2e-3)
+    assert t_coverage(0.0, 7) == 0.0
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        t_coverage(1.0, 0)
+
+
+def test_t_interval_of_known_values() -> None:
+    # mean 2, sd 1, three values: 2 -/+ 4.303 / sqrt(3)
+    lo, hi = t_interval([1.0, 2.0, 3.0])
+    half = t_quantile(2) / math.sqrt(3)
+    assert (lo, hi) == pytest.approx((2 - half, 2 + half))
+    assert t_interval([0.5, 0.5]) == pytest.approx((0.5, 0.5))  # no spread, no width
+    with pytest.raises(ValueError, match="at least two"):
+        t_interval([1.0])
+
+
+@pytest.mark.parametrize(
+    ("mean", "spread", "expected"),
+    [
+        (-0.3, 0.1, 3),  # 2: 12.706 * 0.1 / 1.414 = 0.90 > 0.3; 3: 4.303 * 0.1 / 1.732 = 0.25
+        (-0.025, 0.02, 5),  # 4: 3.182 * 0.02 / 2 = 0.0318; 5: 2.776 * 0.02 / 2.236 = 0.0248
+        (0.2, 0.0, 2),  # no spread: the fewest a t interval takes
+        (0.0, 0.1, None),  # no difference: no number decides
+        (0.001, 0.5, None),  # some 960,000 trainings: past the cap
+    ],
+)
+def test_trainings_to_decide_on_known_spreads(
+    mean: float, spread: float, expected: int | None
+) -> None:
+    assert trainings_to_decide(mean, spread) == expected
 
 
 def test_paired_comparison_of_two_synthetic_runs_with_a_known_difference() -> None:

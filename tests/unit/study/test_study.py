@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import statistics
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,18 +15,44 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline.cli.study import main as study_main
-from pipeline.core.errors import EXIT_BAD_INPUT
+from pipeline.core.errors import EXIT_BAD_INPUT, Fault
 from pipeline.core.workspace import Workspace
 from pipeline.data import SPLITS, ensure_data, message_calls, read_split, write_jsonl
-from pipeline.definitions.experiment import SHARED, Experiment, load_experiment, with_overrides
-from pipeline.gate import Invocation
+from pipeline.definitions.experiment import (
+    OVERALL,
+    PROMPTS_DIR,
+    SHARED,
+    Experiment,
+    load_experiment,
+    with_overrides,
+)
+from pipeline.eval.metrics import (
+    PairedRow,
+    PromptValue,
+    prompts_to_decide,
+    t_quantile,
+    trainings_to_decide,
+)
+from pipeline.gate import Invocation, ModelUnderTest
+from pipeline.models import smollm2
+from pipeline.models.refs import smollm2_variant
 from pipeline.preflight import CHECKS, Context, Finding, load_side, run_checks, run_preflight
 from pipeline.preflight.checks_calls import stored_syntax
 from pipeline.study import BY_NAME, CLEAN, CONFOUNDS, ConfoundRow, chosen, read_rows, run_study
-from pipeline.study.confounds import pinned, study_paths
-from pipeline.study.inject import OTHER_SYSTEM_PROMPT, BaseTemplate, Clean, Skipped
-from pipeline.study.records import write_rows
-from pipeline.study.table import markdown
+from pipeline.study.confounds import pinned, prompt_sets, study_paths, training_seeds
+from pipeline.study.decide import compare, decision
+from pipeline.study.inject import (
+    OTHER_SYSTEM_PROMPT,
+    BaseTemplate,
+    Clean,
+    JudgedTwice,
+    Skipped,
+    thinking,
+    thinking_disagrees,
+    thinking_on_think_variant,
+)
+from pipeline.study.records import Comparison, SetScore, write_rows
+from pipeline.study.table import markdown, said
 
 CAUGHT = [c.name for c in CONFOUNDS if c.name != "thinking"]
 """The confounds that apply to the tiny experiment (its template has no think block)."""
@@ -163,6 +191,88 @@ def test_thinking_on_qwen3_fails_the_thinking_check_that_phase40_passes(tmp_path
     assert thinking(injected) == {"thinking"}
 
 
+def _smollm2_clean(tmp_path: Path, base_ref: str = "smollm2:json") -> Clean:
+    """smol-route's clean inputs, its base's template as routegate builds it (no model needed:
+    the thinking injections read the template and the reference, not the data or weights)."""
+    variant = smollm2_variant(base_ref)
+    assert variant is not None
+    template = smollm2.chat_template(variant[0], think=variant[1])
+    base = BaseTemplate(base_ref, "json_tools", template)
+    return Clean(load_experiment("smol-route"), tmp_path / "clean-data", base)
+
+
+def test_thinking_on_smollm2_trains_its_think_variant_and_judges_it_twice(
+    tmp_path: Path,
+) -> None:
+    clean = _smollm2_clean(tmp_path)
+    assert not clean.base.thinks
+    twice = thinking_on_think_variant(clean, tmp_path / "data")
+    assert isinstance(twice, JudgedTwice)
+    agreeing, disagreeing = twice.agreeing, twice.disagreeing
+    assert agreeing.models.base == "smollm2:json-think"
+    assert agreeing.models.reference == clean.experiment.models.reference
+    assert clean.experiment.train.adapter is not None and agreeing.train.adapter is None, (
+        "the shipped adapter was trained on the plain template: the row trains afresh"
+    )
+    assert agreeing.train == dataclasses.replace(clean.experiment.train, adapter=None)
+    assert (agreeing.data, agreeing.eval) == (clean.experiment.data, clean.experiment.eval)
+    # one model: the judgements differ in eval settings only, thinking on and <think> a stop
+    assert dataclasses.replace(disagreeing, eval=agreeing.eval) == agreeing
+    assert disagreeing.eval == dataclasses.replace(
+        agreeing.eval, enable_thinking=True, stop=(*agreeing.eval.stop, "<think>")
+    )
+    assert thinking(clean, tmp_path / "data") == twice
+    assert not (tmp_path / "data").exists()  # no data changes
+
+
+def test_thinking_keeps_qwen3s_row_and_skips_a_base_without_a_think_variant(
+    clean: Clean, tmp_path: Path
+) -> None:
+    thinks = _smollm2_clean(tmp_path, "smollm2:json-think")
+    assert thinks.base.thinks  # as Qwen3: the clean model, judged with thinking on
+    assert thinking(thinks, tmp_path / "data") == thinking_disagrees(thinks, tmp_path / "data")
+    assert isinstance(thinking_on_think_variant(thinks, tmp_path / "data"), Skipped)
+    skipped = thinking(clean, tmp_path / "data")  # tiny: routegate builds no think variant
+    assert isinstance(skipped, Skipped) and "no think block" in skipped.reason
+    assert isinstance(thinking_on_think_variant(clean, tmp_path / "data"), Skipped)
+
+
+@pytest.mark.slow
+def test_the_thinking_check_passes_the_agreeing_judgement_and_fails_the_disagreeing_one(
+    tmp_path: Path,
+) -> None:
+    """On the real smollm2:json-think tokenizer (the SmolLM2 GGUF, converted once), 40 lines of
+    smol-route's data: what the preflight says of each judgement, and of base and reference
+    both on the think variant with thinking off (phase40's own eval settings)."""
+    clean = _smollm2_clean(tmp_path)
+    full = ensure_data(clean.experiment, workspace=Workspace(tmp_path))
+    small = tmp_path / "small"
+    for split in SPLITS:
+        write_jsonl(small / f"{split}.jsonl", [e.record for e in read_split(full, split)[:40]])
+    twice = thinking_on_think_variant(dataclasses.replace(clean, data=small), tmp_path / "data")
+    assert isinstance(twice, JudgedTwice)
+
+    def thinking_check(experiment: Experiment) -> Finding:
+        experiment = with_overrides(experiment, data=str(small))
+        context = Context(experiment, Workspace(tmp_path))
+        (finding,) = run_checks(context, [CHECKS["thinking"]])
+        return finding
+
+    agreeing = thinking_check(twice.agreeing)
+    assert agreeing.verdict == "pass", agreeing.message()
+    assert "every training prompt ends with '<think>\\n\\n</think>\\n\\n'" in agreeing.figure
+    assert "the think tags are not tokens of this vocabulary" in agreeing.figure
+    disagreeing = thinking_check(twice.disagreeing)
+    assert disagreeing.failed
+    assert "leaves '<think>\\n\\n</think>\\n\\n' out of the prompt" in disagreeing.detail
+    both = with_overrides(twice.agreeing, reference_model="smollm2:json-think")
+    off = dataclasses.replace(
+        both, eval=dataclasses.replace(both.eval, enable_thinking=False, stop=("<think>",))
+    )
+    assert thinking_check(off).verdict == "pass"
+    assert thinking_check(dataclasses.replace(both, eval=twice.disagreeing.eval)).failed
+
+
 # --- rows, table, door ----------------------------------------------------------------------
 
 
@@ -269,6 +379,462 @@ def test_a_crash_keeps_every_finished_row(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert "| clean | none | 0.50 | 0.25 | 1.500 | 2.500 | 2.0 |" in md_path.read_text()
 
 
+# --- against the clean row: by prompts, by trainings ----------------------------------------
+
+
+def _values(right: dict[str, int], n: int = 20) -> list[PromptValue]:
+    """n prompts per category, the first `right[category]` of them right (1), the rest 0."""
+    return [
+        PromptValue(f"{category}-{i}", category, 1.0 if i < count else 0.0, 1)
+        for category, count in right.items()
+        for i in range(n)
+    ]
+
+
+CLEAN_VALUES = _values({"git": 20, "lsp": 16})
+"""The clean model: git 20 of 20, lsp 16 of 20 (overall 0.90)."""
+HALF_GIT = _values({"git": 10, "lsp": 16})
+"""A row that loses half of git: -0.25 overall, every lost prompt worse, none better."""
+
+
+def _compared(
+    row: dict[int, list[PromptValue]],
+    clean: dict[int, list[PromptValue]],
+    *,
+    retrains: bool,
+    clean_overall: tuple[float, ...] = (),
+) -> Comparison:
+    return compare(
+        "seed", row, clean, ["git", "lsp"], retrains=retrains, clean_overall=clean_overall
+    )
+
+
+@pytest.mark.parametrize(
+    ("retrains", "prompts_decided", "trainings_decided", "expected"),
+    [
+        # by trainings holds by prompts too (pipeline.study.decide): never without it
+        (False, True, False, "decided by prompts"),
+        (False, True, True, "decided by prompts"),
+        (False, False, False, "not decided"),
+        (True, True, False, "not decided"),  # one training's prompts over-claim
+        (True, True, True, "decided by trainings"),
+        (True, False, False, "not decided"),
+    ],
+)
+def test_the_decision_rests_on_trainings_for_a_row_that_retrains(
+    retrains: bool, prompts_decided: bool, trainings_decided: bool, expected: str
+) -> None:
+    assert decision(retrains, prompts_decided, trainings_decided) == expected
+
+
+def test_an_eval_only_row_is_decided_by_its_prompts_on_the_clean_model() -> None:
+    c = _compared({0: HALF_GIT}, {0: CLEAN_VALUES}, retrains=False)
+    first = c.by_prompts[OVERALL]
+    assert (c.seeds, c.differences) == ((0,), (pytest.approx(-0.25),))
+    assert (first.n, first.better, first.worse) == (40, 0, 10)
+    assert first.hi < 0 and c.prompts_decided and c.prompts_needed is None
+    assert c.by_prompts["git"].difference == pytest.approx(-0.5)
+    assert c.by_prompts["lsp"].difference == 0.0 and c.by_prompts["lsp"].p_value == 1.0
+    assert (c.lo, c.hi, c.spread, c.trainings_decided) == (None, None, None, False)
+    assert c.decision == "decided by prompts"
+    assert said(c) == "decided by prompts"
+
+
+def test_one_training_of_a_retrained_row_says_it_cannot_separate_the_confound_from_seeds() -> None:
+    c = _compared({0: HALF_GIT}, {0: CLEAN_VALUES}, retrains=True)
+    assert c.prompts_decided, "its prompts alone would decide"
+    assert c.decision == "not decided"
+    assert (c.spread, c.spread_from, c.trainings_needed) == (None, "", None)
+    assert said(c) == (
+        "not decided: one training per row cannot separate the confound from seed noise; "
+        "`--seeds 3` trains each row three times and decides by trainings"
+    )
+
+
+def test_one_training_takes_the_spread_from_the_clean_rows_seeds_when_it_has_several() -> None:
+    # clean overall 0.80 and 0.70 across seeds: sd 0.0707, a difference of two trainings
+    # sqrt(2) x that = 0.10; at -0.25: 2 trainings give 12.706 * 0.1 / 1.41 = 0.90, 3 give
+    # 4.303 * 0.1 / 1.73 = 0.248
+    c = _compared({0: HALF_GIT}, {0: CLEAN_VALUES}, retrains=True, clean_overall=(0.8, 0.7))
+    assert c.spread == pytest.approx(0.1) and c.spread_from == "clean"
+    assert c.trainings_needed == trainings_to_decide(-0.25, 0.1) == 3
+    assert c.decision == "not decided"
+    assert said(c) == (
+        "not decided: one training; about 3 seeds per row would decide (spread: the clean "
+        "row's seeds)"
+    )
+
+
+def test_seeds_that_agree_decide_by_trainings_with_a_t_interval() -> None:
+    # seed differences -0.25, -0.275, -0.225: mean -0.25, sd 0.025, 4.303 * 0.025 / sqrt(3)
+    row = {0: HALF_GIT, 1: _values({"git": 9, "lsp": 16}), 2: _values({"git": 11, "lsp": 16})}
+    clean = {seed: CLEAN_VALUES for seed in (0, 1, 2)}
+    c = _compared(row, clean, retrains=True)
+    half = t_quantile(2) * 0.025 / math.sqrt(3)
+    assert c.seeds == (0, 1, 2)
+    assert c.differences == pytest.approx((-0.25, -0.275, -0.225))
+    assert (c.mean, c.lo, c.hi) == pytest.approx((-0.25, -0.25 - half, -0.25 + half))
+    assert (c.spread, c.spread_from) == (pytest.approx(0.025), "row")
+    # by prompts: each prompt averaged over the seeds (git 9 to 11 right: 1/3 and 2/3 of 1)
+    assert c.by_prompts["git"].difference == pytest.approx(-0.5)
+    assert c.by_prompts[OVERALL].worse == 11 and c.prompts_decided
+    assert c.seeds_agree and c.trainings_decided and c.trainings_needed is None
+    assert c.decision == "decided by trainings"
+    assert said(c) == "decided by trainings (3 seeds)"
+
+
+def test_seeds_that_disagree_leave_the_row_undecided_with_the_seeds_that_would_decide() -> None:
+    # seed 0 loses 10 git prompts (-0.25), seed 1 gains 2 lsp prompts (+0.05): each seed's
+    # prompts decide, but not the same way
+    row = {0: HALF_GIT, 1: _values({"git": 20, "lsp": 18})}
+    clean = {0: CLEAN_VALUES, 1: CLEAN_VALUES, 2: CLEAN_VALUES}  # seed 2: the row has none
+    c = _compared(row, clean, retrains=True)
+    assert c.seeds == (0, 1) and c.differences == pytest.approx((-0.25, 0.05))
+    assert c.lo is not None and c.hi is not None and c.lo < 0 < c.hi and not c.seeds_agree
+    assert c.by_prompts[OVERALL].difference == pytest.approx(-0.1)
+    spread = statistics.stdev([-0.25, 0.05])
+    assert c.trainings_needed == trainings_to_decide(-0.1, spread) == 20
+    assert said(c) == "not decided by 2 trainings: about 20 seeds per row would decide"
+
+
+def test_a_row_undecided_by_prompts_says_how_many_would_decide() -> None:
+    # 2 git prompts lost, 1 lsp prompt gained: -1/40, the interval straddles 0
+    row = _values({"git": 18, "lsp": 17})
+    twice = {0: row, 1: row}
+    c = _compared(twice, {0: CLEAN_VALUES, 1: CLEAN_VALUES}, retrains=False)
+    pooled = c.by_prompts[OVERALL]
+    assert (pooled.better, pooled.worse, pooled.n) == (1, 2, 40)
+    assert not c.prompts_decided
+    assert c.prompts_needed == prompts_to_decide(1, 2, 40) is not None
+    assert c.decision == "not decided"
+    assert said(c) == f"not decided by prompts: about {c.prompts_needed} prompts would decide"
+    # the same two seeds of a row that retrains: they agree to the last digit (a t interval
+    # of no width), and still the prompts do not decide
+    retrained = _compared(twice, {0: CLEAN_VALUES, 1: CLEAN_VALUES}, retrains=True)
+    assert retrained.seeds_agree and (retrained.lo, retrained.hi) == pytest.approx((-0.025,) * 2)
+    assert retrained.decision == "not decided"
+    assert said(retrained) == (
+        f"not decided: the 2 seeds agree, not the prompts: about {c.prompts_needed} prompts "
+        "would decide"
+    )
+    tie = _compared({0: _values({"git": 19, "lsp": 17})}, {0: CLEAN_VALUES}, retrains=False)
+    assert tie.prompts_needed is None
+    assert said(tie) == (
+        "not decided by prompts: no number of prompts would (as many better as worse)"
+    )
+
+
+def test_rows_sharing_no_seed_are_a_fault() -> None:
+    with pytest.raises(Fault, match="share no seed"):
+        _compared({1: HALF_GIT}, {0: CLEAN_VALUES}, retrains=True)
+
+
+def _studied() -> list[ConfoundRow]:
+    """A study of two seeds on two prompt sets: clean, syntax (retrains), thinking (eval only)."""
+    sets = {"seed": 20, "extended": 40}
+
+    def scores(overall: dict[tuple[str, int], float]) -> tuple[SetScore, ...]:
+        return tuple(
+            SetScore(prompts, seed, value, {"git": value, "lsp": 0.5})
+            for (prompts, seed), value in overall.items()
+        )
+
+    clean = scores(
+        {("seed", 0): 0.9, ("extended", 0): 0.8, ("seed", 1): 0.85, ("extended", 1): 0.75}
+    )
+    syntax = scores(
+        {("seed", 0): 0.5, ("extended", 0): 0.4, ("seed", 1): 0.6, ("extended", 1): 0.5}
+    )
+
+    def row(name: str, evaluations: tuple[SetScore, ...], *comparisons: Comparison) -> ConfoundRow:
+        head, *rest = evaluations
+        return ConfoundRow(
+            confound=name,
+            preflight_failed=() if name == CLEAN else ("call-syntax",),
+            overall=head.overall,
+            categories=head.categories,
+            seconds=120.0,
+            prompts=head.prompts,
+            seed=head.seed,
+            scores=tuple(rest),
+            comparisons=comparisons,
+        )
+
+    def compared(prompts: str, differences: tuple[float, float]) -> Comparison:
+        n = sets[prompts]
+        worse = round(-differences[0] * n)
+        first = PairedRow(
+            differences[0], differences[0] - 0.1, differences[0] + 0.1, 0.0001, n, 0, worse
+        )
+        git = PairedRow(2 * differences[0], -0.9, -0.1, 0.001, n // 2, 0, worse)
+        return Comparison(
+            prompts=prompts,
+            retrains=True,
+            seeds=(0, 1),
+            differences=differences,
+            by_prompts={"git": git, OVERALL: first},
+            prompts_decided=True,
+            prompts_needed=None,
+            mean=sum(differences) / 2,
+            lo=-1.0,
+            hi=0.2,
+            spread=0.1,
+            spread_from="row",
+            seeds_agree=False,
+            trainings_decided=False,
+            trainings_needed=9,
+            decision="not decided",
+        )
+
+    return [
+        row(CLEAN, clean),
+        row(
+            "syntax",
+            syntax,
+            compared("seed", (-0.4, -0.25)),
+            compared("extended", (-0.4, -0.25)),
+        ),
+        ConfoundRow(confound="masked", skipped="not this time"),
+    ]
+
+
+def test_the_table_shows_each_prompt_set_with_the_difference_and_what_would_decide() -> None:
+    text = markdown("tiny", _studied())
+    assert "(here: prompts seed, the model of [train] seed 0;" in text
+    assert "## Against the clean row" in text
+    assert "### Prompts: seed (the experiment's), 20 compared" in text
+    assert "### Prompts: extended, 40 compared" in text
+    head = "| row | overall | by prompts [95%] | p | prompts | by trainings [95%] | decision |"
+    assert text.count(head) == 2
+    assert "| clean | 0.88 (0.90, 0.85) |  |  |  |  |  |" in text
+    assert "| clean | 0.78 (0.80, 0.75) |  |  |  |  |  |" in text
+    assert (
+        "| syntax | 0.55 (0.50, 0.60) | -0.400 [-0.500, -0.300] | <0.001 | decided | "
+        "-0.325 [-1.000, +0.200] (2 seeds) | not decided by 2 trainings: about 9 seeds per row "
+        "would decide |"
+    ) in text
+    assert "| syntax | 0.45 (0.40, 0.50) |" in text
+    assert "Per category, by prompts (row - clean [95%]):" in text
+    assert "| syntax | -0.800 [-0.900, -0.100] |" in text
+    assert "masked" not in text.split("## Against the clean row")[1].split("What each row")[0]
+
+
+def test_a_study_without_comparisons_has_no_section_against_the_clean_row() -> None:
+    assert "Against the clean row" not in markdown("tiny", [_row(CLEAN, 0.5), _row("syntax", 0.25)])
+
+
+def test_rows_with_scores_and_comparisons_round_trip_through_confounds_json(tmp_path: Path) -> None:
+    rows = _studied()
+    write_rows(rows, tmp_path / "confounds.json")
+    assert read_rows(tmp_path / "confounds.json") == rows
+    raw = json.loads((tmp_path / "confounds.json").read_text())
+    assert {r["version"] for r in raw} == {ConfoundRow.VERSION} and ConfoundRow.VERSION == 2
+
+
+def test_a_version_1_confounds_json_still_reads_as_rows_without_comparisons(
+    tmp_path: Path,
+) -> None:
+    v1 = {
+        "kind": "confound-row",
+        "version": 1,
+        "confound": "syntax",
+        "injects": "XML for JSON",
+        "preflight_failed": ["call-syntax"],
+        "overall": 0.25,
+        "categories": {"git": 0.25},
+        "train_loss": 0.5,
+        "val_loss": 0.75,
+        "seconds": 90.0,
+        "skipped": "",
+        "model": "/m",
+        "eval_dir": "/e",
+    }
+    (tmp_path / "confounds.json").write_text(json.dumps([v1]))
+    (row,) = read_rows(tmp_path / "confounds.json")
+    assert (row.overall, row.prompts, row.seed, row.scores, row.comparisons) == (
+        0.25,
+        "",
+        None,
+        (),
+        (),
+    )
+    assert row.evaluations() == (SetScore("", None, 0.25, {"git": 0.25}, Path("/e")),)
+    assert "| syntax | call-syntax | 0.25 |" in markdown("tiny", [row])
+
+
+def test_an_unknown_prompt_set_is_bad_input_naming_it_and_the_known_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert study_main(["confounds", "--also-prompts", "extended,nope"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: --also-prompts nope: no such prompt set (known: extended, seed; each is "
+        "fixtures/prompts/NAME.toml)"
+    ]
+    assert study_main(["confounds", "--seeds", "0"]) == EXIT_BAD_INPUT
+    assert "error: --seeds 0: train each row at least once" in capsys.readouterr().err
+
+
+def test_the_experiments_own_set_is_judged_once_whatever_also_prompts_names() -> None:
+    tiny = load_experiment("tiny")
+    assert prompt_sets(tiny, None) == ("seed",)
+    assert prompt_sets(tiny, "extended, seed,extended") == ("seed", "extended")
+    assert prompt_sets(tiny, ["seed"]) == ("seed",)
+    assert training_seeds(tiny, 3) == (tiny.train.seed, tiny.train.seed + 1, tiny.train.seed + 2)
+
+
+def test_seeds_and_prompt_sets_build_each_seed_once_and_judge_it_on_every_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--seeds 2 --also-prompts extended with stand-ins for build, eval and the per-prompt
+    values (the real preflight and injections run): where each training and eval goes, what
+    each is asked, and the comparisons the rows carry."""
+    from pipeline.study import confounds
+
+    tiny = load_experiment("tiny")
+    first = tiny.train.seed
+    study = Workspace(tmp_path).runs("tiny") / "study"
+    builds: list[tuple[int, Path]] = []
+    evals: list[tuple[Path, Path, int]] = []
+
+    def model_under_test(invocation: Invocation, **_: object) -> SimpleNamespace:
+        seed = invocation.experiment.train.seed
+        builds.append((seed, invocation.workspace.root))
+        train = SimpleNamespace(train_loss=1.5, val_loss=2.5)
+        record = SimpleNamespace(seconds=60.0, stages=SimpleNamespace(train=train))
+        key = f"k{len(builds)}"
+        result = SimpleNamespace(key=key, quantized=tmp_path / key / "q", record=record)
+        return SimpleNamespace(built=result)
+
+    def evaluate(invocation: Invocation, model: ModelUnderTest, **_: object) -> SimpleNamespace:
+        experiment = invocation.experiment
+        evals.append((model.run_dir, experiment.eval.prompts, experiment.train.seed))
+        syntax = model.run_dir.is_relative_to(study / "syntax")
+        overall = SimpleNamespace(mean=0.25 if syntax else 0.75)
+        summary = SimpleNamespace(
+            verdict="PASS",
+            verdict_reasons=(),
+            seconds=30.0,
+            decision=lambda: SimpleNamespace(categories={"overall": overall, "git": overall}),
+        )
+        return SimpleNamespace(summary=summary)
+
+    def baseline_values(run_dir: Path) -> list[PromptValue]:
+        syntax = run_dir.is_relative_to(study / "syntax")
+        return _values({"git": 5 if syntax else 20, "lsp": 16})
+
+    monkeypatch.setattr(confounds, "model_under_test", model_under_test)
+    monkeypatch.setattr(confounds, "evaluate", evaluate)
+    monkeypatch.setattr(confounds, "baseline_values", baseline_values)
+    workspace = Workspace(tmp_path)
+    rows = run_study(
+        tiny, workspace=workspace, only=["syntax"], also_prompts="extended", seeds=2, log=_quiet
+    )
+    assert builds == [
+        (first, tmp_path),  # the gate's own build
+        (first + 1, study / "clean" / f"seed-{first + 1}"),
+        (first, study / "syntax"),
+        (first + 1, study / "syntax" / f"seed-{first + 1}"),
+    ]
+    seed_set, extended = tiny.eval.prompts, PROMPTS_DIR / "extended.toml"
+    assert [(d.relative_to(study), p, s) for d, p, s in evals] == [
+        (Path("clean/runs/tiny/k1"), seed_set, first),
+        (Path("clean/runs/tiny/k1/prompts-extended"), extended, first),
+        (Path(f"clean/seed-{first + 1}/runs/tiny/k2"), seed_set, first + 1),
+        (Path(f"clean/seed-{first + 1}/runs/tiny/k2/prompts-extended"), extended, first + 1),
+        (Path("syntax/runs/tiny/k3"), seed_set, first),
+        (Path("syntax/runs/tiny/k3/prompts-extended"), extended, first),
+        (Path(f"syntax/seed-{first + 1}/runs/tiny/k4"), seed_set, first + 1),
+        (Path(f"syntax/seed-{first + 1}/runs/tiny/k4/prompts-extended"), extended, first + 1),
+    ]
+    clean, syntax = rows
+    assert (clean.prompts, clean.seed, clean.overall, clean.seconds) == ("seed", first, 0.75, 240.0)
+    assert [(s.prompts, s.seed) for s in clean.evaluations()] == [
+        ("seed", first),
+        ("extended", first),
+        ("seed", first + 1),
+        ("extended", first + 1),
+    ]
+    assert clean.comparisons == ()
+    assert [c.prompts for c in syntax.comparisons] == ["seed", "extended"]
+    for c in syntax.comparisons:
+        assert c.seeds == (first, first + 1) and c.differences == pytest.approx((-0.375, -0.375))
+        assert c.decision == "decided by trainings"  # two identical seeds: no spread at all
+    assert read_rows(study_paths(tiny, workspace)[0]) == rows
+    assert "### Prompts: extended, 40 compared" in study_paths(tiny, workspace)[1].read_text()
+
+
+def test_a_row_judged_twice_is_built_once_and_compared_with_its_agreeing_control(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The thinking row on a base without a think block (JudgedTwice), with stand-ins for the
+    injection, build, eval and per-prompt values: its model is trained once, judged under the
+    agreeing eval (a row of its own, against clean) and under the confound's, and the row is
+    compared with its control, prompt by prompt."""
+    from pipeline.study import confounds
+    from pipeline.study.inject import JudgedTwice
+
+    tiny = load_experiment("tiny")
+    study = Workspace(tmp_path).runs("tiny") / "study"
+    builds: list[Path] = []
+    evals: list[tuple[Path, bool | None]] = []
+
+    def judged_twice(clean: Clean, out: Path) -> JudgedTwice:
+        agreeing = with_overrides(clean.experiment, retrain=True)
+        ev = dataclasses.replace(agreeing.eval, enable_thinking=True)
+        return JudgedTwice(agreeing, dataclasses.replace(agreeing, eval=ev))
+
+    def model_under_test(invocation: Invocation, **_: object) -> SimpleNamespace:
+        builds.append(invocation.workspace.root)
+        train = SimpleNamespace(train_loss=1.5, val_loss=2.5)
+        record = SimpleNamespace(seconds=60.0, stages=SimpleNamespace(train=train))
+        key = f"k{len(builds)}"
+        result = SimpleNamespace(key=key, quantized=tmp_path / key / "q", record=record)
+        return SimpleNamespace(built=result)
+
+    def evaluate(invocation: Invocation, model: ModelUnderTest, **_: object) -> SimpleNamespace:
+        evals.append((model.run_dir, invocation.experiment.eval.enable_thinking))
+        overall = SimpleNamespace(mean=0.5)
+        summary = SimpleNamespace(
+            verdict="PASS",
+            verdict_reasons=(),
+            seconds=30.0,
+            decision=lambda: SimpleNamespace(categories={"overall": overall, "git": overall}),
+        )
+        return SimpleNamespace(summary=summary)
+
+    def baseline_values(run_dir: Path) -> list[PromptValue]:
+        disagreeing = run_dir.is_relative_to(study / "thinking")
+        return _values({"git": 5 if disagreeing else 20, "lsp": 16})
+
+    thinking = dataclasses.replace(BY_NAME["thinking"], inject=judged_twice)
+    monkeypatch.setattr(confounds, "BY_NAME", {**BY_NAME, "thinking": thinking})
+    monkeypatch.setattr(
+        confounds, "CONFOUNDS", tuple(thinking if c.name == "thinking" else c for c in CONFOUNDS)
+    )
+    monkeypatch.setattr(confounds, "model_under_test", model_under_test)
+    monkeypatch.setattr(confounds, "evaluate", evaluate)
+    monkeypatch.setattr(confounds, "baseline_values", baseline_values)
+    rows = run_study(tiny, workspace=Workspace(tmp_path), only=["thinking"], log=_quiet)
+
+    assert builds == [tmp_path, study / "thinking"]  # the gate's clean model, the row's one
+    assert [(d.relative_to(study), thinks) for d, thinks in evals] == [
+        (Path("clean/runs/tiny/k1"), None),
+        (Path("thinking-agreeing/runs/tiny/k2"), None),
+        (Path("thinking/runs/tiny/k2"), True),
+    ]
+    _, control, row = rows
+    assert (control.confound, control.seconds, row.seconds) == ("thinking-agreeing", 90.0, 30.0)
+    (against_clean,) = control.comparisons
+    assert (against_clean.against, against_clean.retrains) == (CLEAN, True)
+    assert against_clean.decision == "not decided"  # one training of each
+    (against_control,) = row.comparisons
+    assert (against_control.against, against_control.retrains) == ("thinking-agreeing", False)
+    assert against_control.by_prompts["overall"].difference == pytest.approx(-15 / 40)
+    assert against_control.decision == "decided by prompts"
+    assert "| thinking (against thinking-agreeing) |" in markdown("tiny", rows)
+
+
 # --- end to end (trains and serves) ---------------------------------------------------------
 
 SHORT_TRAIN = {
@@ -282,10 +848,8 @@ SHORT_TRAIN = {
 }
 
 
-@pytest.mark.slow
-def test_the_study_writes_clean_and_syntax_rows_and_a_rerun_is_a_cache_hit(
-    tmp_path: Path,
-) -> None:
+def _short_tiny() -> Experiment:
+    """tiny trained 8 iterations and answering in 32 tokens, on the checkout's tiny data."""
     tiny = load_experiment("tiny")
     short = dataclasses.replace(
         tiny,
@@ -293,7 +857,14 @@ def test_the_study_writes_clean_and_syntax_rows_and_a_rerun_is_a_cache_hit(
         train=dataclasses.replace(tiny.train, **SHORT_TRAIN),
         eval=dataclasses.replace(tiny.eval, max_tokens=32),
     )
-    experiment = with_overrides(short, data=str(ensure_data(tiny, workspace=Workspace.at())))
+    return with_overrides(short, data=str(ensure_data(tiny, workspace=Workspace.at())))
+
+
+@pytest.mark.slow
+def test_the_study_writes_clean_and_syntax_rows_and_a_rerun_is_a_cache_hit(
+    tmp_path: Path,
+) -> None:
+    experiment = _short_tiny()
     workspace = Workspace(tmp_path)
 
     started = time.perf_counter()
@@ -322,3 +893,58 @@ def test_the_study_writes_clean_and_syntax_rows_and_a_rerun_is_a_cache_hit(
     assert sum("[build] cache hit" in line for line in said) == 2, said
     assert sum("[study] reusing the eval" in line for line in said) == 2, said
     assert {row.confound: _stamps(row.model) for row in again} == weights
+
+
+@pytest.mark.slow
+def test_seeds_and_another_prompt_set_keep_the_one_seed_caches_and_compare_every_row(
+    tmp_path: Path,
+) -> None:
+    """A study of one seed, then the same with --seeds 2 --also-prompts extended: the first
+    seed's builds and its evals on the experiment's set are reused (their paths are the ones
+    a study of one seed wrote), the second seed trains, every model is judged on both sets and
+    the syntax row is compared with the clean one on each."""
+    experiment = _short_tiny()
+    workspace = Workspace(tmp_path)
+    started = time.perf_counter()
+    once = run_study(experiment, workspace=workspace, only=["syntax"], log=_quiet)
+    first = time.perf_counter() - started
+    said: list[str] = []
+    started = time.perf_counter()
+    rows = run_study(
+        experiment,
+        workspace=workspace,
+        only=["syntax"],
+        also_prompts="extended",
+        seeds=2,
+        log=said.append,
+    )
+    second = time.perf_counter() - started
+    print(f"study of one seed {first:.1f} s; then two seeds on two sets {second:.1f} s")
+    assert sum("[build] cache hit" in line for line in said) == 2, said
+    assert sum("[study] reusing the eval" in line for line in said) == 2, said
+    seed = experiment.train.seed
+    for before, row in zip(once, rows, strict=True):
+        assert (row.overall, row.categories, row.model) == (
+            before.overall,
+            before.categories,
+            before.model,
+        )
+        assert [(s.prompts, s.seed) for s in row.evaluations()] == [
+            ("seed", seed),
+            ("extended", seed),
+            ("seed", seed + 1),
+            ("extended", seed + 1),
+        ]
+    clean, syntax = rows
+    assert clean.comparisons == ()
+    assert [(c.prompts, c.seeds) for c in syntax.comparisons] == [
+        ("seed", (seed, seed + 1)),
+        ("extended", (seed, seed + 1)),
+    ]
+    extended = syntax.compared_on("extended")
+    assert extended is not None and extended.by_prompts[OVERALL].n > 200
+    assert extended.lo is not None and extended.spread_from == "row"
+    study = workspace.runs(experiment.name) / "study"
+    assert (study / "syntax" / f"seed-{seed + 1}").is_dir()
+    md = study_paths(experiment, workspace)[1].read_text()
+    assert "### Prompts: extended" in md and "| syntax | " in md
