@@ -683,6 +683,28 @@ def test_the_experiments_own_set_is_judged_once_whatever_also_prompts_names() ->
     assert training_seeds(tiny, 3) == (tiny.train.seed, tiny.train.seed + 1, tiny.train.seed + 2)
 
 
+def _built_stand_in(key: str, tmp_path: Path) -> SimpleNamespace:
+    """What model_under_test gives the study for a build: its key, its quantized folder, its
+    losses, 60 s."""
+    train = SimpleNamespace(train_loss=1.5, val_loss=2.5)
+    record = SimpleNamespace(seconds=60.0, stages=SimpleNamespace(train=train))
+    return SimpleNamespace(
+        built=SimpleNamespace(key=key, quantized=tmp_path / key / "q", record=record)
+    )
+
+
+def _evaluated_stand_in(overall: float) -> SimpleNamespace:
+    """What evaluate gives the study: a finished eval of 30 s scoring `overall` (and git)."""
+    score = SimpleNamespace(mean=overall)
+    summary = SimpleNamespace(
+        verdict="PASS",
+        verdict_reasons=(),
+        seconds=30.0,
+        decision=lambda: SimpleNamespace(categories={"overall": score, "git": score}),
+    )
+    return SimpleNamespace(summary=summary)
+
+
 def test_seeds_and_prompt_sets_build_each_seed_once_and_judge_it_on_every_set(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -700,24 +722,13 @@ def test_seeds_and_prompt_sets_build_each_seed_once_and_judge_it_on_every_set(
     def model_under_test(invocation: Invocation, **_: object) -> SimpleNamespace:
         seed = invocation.experiment.train.seed
         builds.append((seed, invocation.workspace.root))
-        train = SimpleNamespace(train_loss=1.5, val_loss=2.5)
-        record = SimpleNamespace(seconds=60.0, stages=SimpleNamespace(train=train))
-        key = f"k{len(builds)}"
-        result = SimpleNamespace(key=key, quantized=tmp_path / key / "q", record=record)
-        return SimpleNamespace(built=result)
+        return _built_stand_in(f"k{len(builds)}", tmp_path)
 
     def evaluate(invocation: Invocation, model: ModelUnderTest, **_: object) -> SimpleNamespace:
         experiment = invocation.experiment
         evals.append((model.run_dir, experiment.eval.prompts, experiment.train.seed))
         syntax = model.run_dir.is_relative_to(study / "syntax")
-        overall = SimpleNamespace(mean=0.25 if syntax else 0.75)
-        summary = SimpleNamespace(
-            verdict="PASS",
-            verdict_reasons=(),
-            seconds=30.0,
-            decision=lambda: SimpleNamespace(categories={"overall": overall, "git": overall}),
-        )
-        return SimpleNamespace(summary=summary)
+        return _evaluated_stand_in(0.25 if syntax else 0.75)
 
     def baseline_values(run_dir: Path) -> list[PromptValue]:
         syntax = run_dir.is_relative_to(study / "syntax")
@@ -786,22 +797,11 @@ def test_a_row_judged_twice_is_built_once_and_compared_with_its_agreeing_control
 
     def model_under_test(invocation: Invocation, **_: object) -> SimpleNamespace:
         builds.append(invocation.workspace.root)
-        train = SimpleNamespace(train_loss=1.5, val_loss=2.5)
-        record = SimpleNamespace(seconds=60.0, stages=SimpleNamespace(train=train))
-        key = f"k{len(builds)}"
-        result = SimpleNamespace(key=key, quantized=tmp_path / key / "q", record=record)
-        return SimpleNamespace(built=result)
+        return _built_stand_in(f"k{len(builds)}", tmp_path)
 
     def evaluate(invocation: Invocation, model: ModelUnderTest, **_: object) -> SimpleNamespace:
         evals.append((model.run_dir, invocation.experiment.eval.enable_thinking))
-        overall = SimpleNamespace(mean=0.5)
-        summary = SimpleNamespace(
-            verdict="PASS",
-            verdict_reasons=(),
-            seconds=30.0,
-            decision=lambda: SimpleNamespace(categories={"overall": overall, "git": overall}),
-        )
-        return SimpleNamespace(summary=summary)
+        return _evaluated_stand_in(0.5)
 
     def baseline_values(run_dir: Path) -> list[PromptValue]:
         disagreeing = run_dir.is_relative_to(study / "thinking")
