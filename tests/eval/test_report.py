@@ -73,11 +73,14 @@ def test_report_is_of_this_run(results: dict[str, Any], eval_result: EvalResult)
 def test_category_rows_equal_the_raw_scores(
     results: dict[str, Any], eval_result: EvalResult, experiment: Experiment
 ) -> None:
+    # the run's own baseline, as the gate gave it (--decide non-inferiority requires one)
+    baseline = eval_result.summary.baseline_run
     again = evaluate.summarize(
         experiment,
         rescored(experiment, eval_result.run_dir),
         eval_result.settings,
         categories=tuple(load_catalog().categories),
+        baseline_run=Path(baseline) if baseline else None,
     )
     decision = again.decision()
     rows = {c["category"]: c for c in results["criteria"]}
