@@ -31,11 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.builder import BuildResult, build
 from pipeline.builder.shipped import read_shipped
 from pipeline.core import blas
+from pipeline.core.errors import BadInput
 from pipeline.core.workspace import RunFolder, Workspace
 from pipeline.data import generate
 from pipeline.definitions.experiment import load_experiment, with_overrides
 from pipeline.eval.run import EvalResult, run_eval
 from pipeline.preflight import run_preflight
+from pipeline.study.confounds import named_prompt_sets
 
 
 def _quiet(_: str) -> None:
@@ -172,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(blas.describe(), flush=True)
     rows = []
-    also = tuple(p for p in args.also_prompts.split(",") if p)
+    try:  # the study's reading of the same flag: an unknown set is named before an hour's training
+        also = named_prompt_sets(args.also_prompts)
+    except BadInput as err:
+        parser.error(str(err))
     for seed in (int(s) for s in args.seeds.split(",")):
         if args.workdir:
             root = Path(args.workdir).resolve() / f"seed-{seed}"
