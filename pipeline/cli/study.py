@@ -16,6 +16,7 @@ resumes; finished rows are kept).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from pipeline.cli.door import parser, run, selected
@@ -48,7 +49,7 @@ def study_parser() -> argparse.ArgumentParser:
     return out
 
 
-def study_step(args: argparse.Namespace) -> int:
+def study_step(args: argparse.Namespace, argv: list[str]) -> int:
     if args.study not in STUDIES:
         raise BadInput(f"unknown study {args.study!r} (known: {', '.join(STUDIES)})")
     # an unknown confound, prompt set or seed count is named before the experiment loads
@@ -62,6 +63,7 @@ def study_step(args: argparse.Namespace) -> int:
         only=args.only,
         also_prompts=args.also_prompts,
         seeds=args.seeds,
+        command=shlex.join(["python", "-m", "pipeline", "study", *argv]),
         log=Console(),
     )
     print(markdown(experiment.name, rows), end="")
@@ -69,8 +71,9 @@ def study_step(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = study_parser().parse_args(argv)
-    return run(lambda: study_step(args), INTERRUPTED)
+    return run(lambda: study_step(args, argv), INTERRUPTED)
 
 
 if __name__ == "__main__":

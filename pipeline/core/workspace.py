@@ -53,6 +53,10 @@ class Workspace:
     def preflight_report(self, experiment: str) -> Path:
         return self.reports(experiment) / "preflight.json"
 
+    def check_costs(self, experiment: str) -> Path:
+        """reports/<experiment>/check_costs.json: the confound study's cost of each check."""
+        return self.reports(experiment) / "check_costs.json"
+
     def study_report(self, experiment: str, study: str) -> tuple[Path, Path]:
         """reports/<experiment>/<study>.json and .md: a study's rows and their table."""
         folder = self.reports(experiment)

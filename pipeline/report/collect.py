@@ -3,8 +3,9 @@
 `collect(run_dir)` reads what the run left: `eval/summary.json` (an `EvalSummary`) and
 `eval/scores.jsonl` (the eval), `build.json` (a `BuildRecord`) when routegate built the model
 (absent for a `--model` or `--server-url` run), the experiment's preflight.json (the workspace's
-`reports/<name>/preflight.json`, else the one the build recorded) and the experiment itself
-(settings, docs folder). Nothing after this step touches the disk.
+`reports/<name>/preflight.json`, else the one the build recorded), what ignoring each check
+cost (pipeline.preflight.costs) and the experiment itself (settings, docs folder). Nothing
+after this step touches the disk.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipeline.definitions.experiment import Experiment, ExperimentError, load_ex
 from pipeline.eval.integrity import IntegrityRecord, read_integrity
 from pipeline.eval.records import EvalSummary, read_scores, read_summary
 from pipeline.preflight import PreflightReport, read_report
+from pipeline.preflight.costs import CheckCosts, measured_costs
 
 
 class ReportError(BadInput):
@@ -53,6 +55,10 @@ class RunData:
     """The scored answers of the baseline run the eval was compared with, when it is on disk."""
     baseline_temperature: float | None = None
     """That run's decision temperature."""
+    check_costs: CheckCosts | None = None
+    """What ignoring each preflight check cost, as the confound study measured it: the
+    experiment's own study in the workspace, else the project's shipped one."""
+    check_costs_path: Path | None = None
 
 
 def collect(
@@ -84,6 +90,7 @@ def collect(
     if build is None and summary.model and Path(summary.model).is_dir():
         folder = Path(summary.model)
         model_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    costs = measured_costs(summary.experiment, workspace)
     return RunData(
         run_dir=run_dir,
         summary=summary,
@@ -96,6 +103,8 @@ def collect(
         docs=docs,
         model_bytes=model_bytes,
         integrity=read_integrity(run_dir) if build is not None else None,
+        check_costs=costs[0] if costs else None,
+        check_costs_path=costs[1] if costs else None,
         **_baseline(summary),
     )
 

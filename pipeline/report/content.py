@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 from collections import Counter
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from pipeline.builder import BuildRecord, FuseRecord
@@ -22,6 +23,8 @@ from pipeline.eval.client import first_cause
 from pipeline.eval.records import eval_files, temperature_key
 from pipeline.eval.scoring import ANOMALIES
 from pipeline.eval.verdict import PreflightOutcome, Verdict, judge_run, preflight_outcome
+from pipeline.preflight import PreflightReport
+from pipeline.preflight.costs import CheckCosts
 from pipeline.report.collect import RunData
 from pipeline.report.record import ReportRecord
 from pipeline.report.scores import (
@@ -191,7 +194,27 @@ def _preflight_section(run: RunData, warnings: list[str]) -> dict[str, Any] | No
         }
     out["failed_for_this_run"] = outcome.failed
     out["verdict_line"] = outcome.line
+    if run.check_costs is not None and run.check_costs_path is not None:
+        out["costs"] = _costs_section(run.check_costs, run.check_costs_path, pf)
     return out
+
+
+def _costs_section(costs: CheckCosts, path: Path, pf: PreflightReport | None) -> dict[str, Any]:
+    """What ignoring each check cost (the confound study's measurement), each row with this
+    experiment's verdict on the check: "fail" when any of its findings failed, "pass" when
+    all that ran passed, "" when the preflight has none."""
+    verdicts: dict[str, str] = {}
+    for f in pf.findings if pf is not None else ():
+        if f.verdict in ("pass", "fail") and verdicts.get(f.check) != "fail":
+            verdicts[f.check] = f.verdict
+    return {
+        "path": show_path(path),
+        "experiment": costs.experiment,
+        "command": costs.command,
+        "written": costs.written,
+        "trainings": costs.trainings,
+        "rows": [asdict(c) | {"here": verdicts.get(c.check, "")} for c in costs.costs],
+    }
 
 
 def _training_section(build: BuildRecord | None) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.definitions.experiment import OVERALL
 from pipeline.report.record import ReportRecord
-from pipeline.report.show import pct
+from pipeline.report.show import COST_HEADERS, cost_cells, pct
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:0 1.5em 3em;
@@ -273,6 +273,43 @@ def _prompts(r: ReportRecord) -> str:
     )
 
 
+def _preflight(r: ReportRecord) -> str:
+    """The failed checks, each linked to what ignoring it cost (the confound study's
+    measurement, its table below them); nothing when the preflight failed nothing and no
+    cost was measured."""
+    pf = r.preflight or {}
+    failed = [f for f in pf.get("findings", []) if f.get("verdict") == "fail"]
+    costs = pf.get("costs") or {}
+    measured = {row["check"] for row in costs.get("rows", [])}
+    if not failed and not measured:
+        return ""
+    items = "".join(
+        f"<li>{_e(f['check'])} ({_e(f['subject'])}): {_e(f['figure'])}"
+        + (
+            f' <a href="#cost-{_e(f["check"])}">what ignoring it cost</a>'
+            if f["check"] in measured
+            else ""
+        )
+        + "</li>"
+        for f in failed
+    )
+    out = "<h2>Preflight</h2>" + (f"<p>Failed checks:</p><ul>{items}</ul>" if failed else "")
+    if measured:
+        rows = [
+            [f'<span id="cost-{_e(c["check"])}">{_e(c["check"])}</span>']
+            + [_e(cell) for cell in cost_cells(c)[1:]]
+            for c in costs["rows"]
+        ]
+        out += (
+            f"<p>What ignoring each check cost, measured by the confound study of "
+            f"{_e(costs['experiment'])} ({_e(costs['trainings'])} training(s) per row; "
+            f"<code>{_e(costs['command'])}</code>): a row's overall score minus the clean "
+            "row's, in points, with its paired 95% interval.</p>"
+        )
+        out += _table(COST_HEADERS, rows).replace("<table>", '<table id="costs">', 1)
+    return out
+
+
 def render_html(report: ReportRecord, chart_png: bytes | None = None) -> str:
     """The whole page; `chart_png` is embedded inline when given."""
     r = report
@@ -296,6 +333,7 @@ def render_html(report: ReportRecord, chart_png: bytes | None = None) -> str:
         + _changes(r)
         + _failures(r)
         + _robustness(r)
+        + _preflight(r)
         + _prompts(r)
         + repeat
         + f"<script>{_SCRIPT}</script></body></html>\n"

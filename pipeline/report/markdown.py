@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.definitions.experiment import OVERALL
 from pipeline.eval.records import temperature_key
 from pipeline.report.record import ReportRecord
-from pipeline.report.show import pct, shown_target
+from pipeline.report.show import COST_HEADERS, cost_cells, cost_points, pct, shown_target
 
 _CELL = 110
 """Markdown table cells longer than this are cut (results.json keeps everything)."""
@@ -510,12 +510,18 @@ def _preflight_lines(pf: Mapping[str, Any] | None) -> list[str]:
         )
         out.append(f"At build time: {how} ({b['checks']} checks).")
     failed = [f for f in pf.get("findings", []) if f.get("verdict") == "fail"]
+    costs = pf.get("costs")
     if failed:
         out += ["", "Failed checks:", ""]
-        out += [f"- {f['check']} ({f['subject']}): {f['figure']}" for f in failed]
+        out += [
+            f"- {f['check']} ({f['subject']}): {f['figure']}{_cost_said(costs, f['check'])}"
+            for f in failed
+        ]
     elif b and b.get("failed"):
         out += ["", "Failed checks at build time:", ""]
         out += [f"- {line.splitlines()[0]}" for line in b["failed"]]
+    if costs:
+        out += ["", *_costs_lines(costs)]
     if pf.get("findings"):
         out += ["", "<details><summary>All checks</summary>", ""]
         out += _table(
@@ -524,6 +530,36 @@ def _preflight_lines(pf: Mapping[str, Any] | None) -> list[str]:
         )
         out += ["", "</details>"]
     return out
+
+
+def _cost_said(costs: Mapping[str, Any] | None, check: str) -> str:
+    """What ignoring a failed check cost, as its line's tail ("" where nothing measured it):
+    the study's first prompt set (the experiment's own)."""
+    rows = [r for r in costs["rows"] if r["check"] == check] if costs else []
+    if not costs or not rows:
+        return ""
+    r = rows[0]
+    return (
+        f"; ignoring it cost {cost_points(r)} on {costs['experiment']}'s {r['prompts']} prompts "
+        f"({r['decision']}; below)"
+    )
+
+
+def _costs_lines(costs: Mapping[str, Any]) -> list[str]:
+    """The confound study's cost of ignoring each check, with this experiment's verdict."""
+    trainings = costs["trainings"]
+    out = [
+        "### What ignoring each check cost",
+        "",
+        f"Measured by the confound study of {costs['experiment']} (`{costs['path']}`, "
+        f"{costs['written']}; {trainings} training{'s' if trainings != 1 else ''} per row): "
+        "each row injects one confound that the check fails on, builds past the preflight and "
+        "is judged; the cost is its overall score minus the clean row's on the same prompts, "
+        "in points, with its paired 95% interval. Reproduce: "
+        f"`{costs['command'] or 'python -m pipeline study confounds'}`.",
+        "",
+    ]
+    return out + _table(list(COST_HEADERS), [cost_cells(r) for r in costs["rows"]])
 
 
 def _servers_lines(servers: Sequence[Mapping[str, Any]]) -> list[str]:

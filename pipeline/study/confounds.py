@@ -22,6 +22,8 @@ Where a row lives, under the workspace:
                                           experiment's (the clean row's build too)
     runs/NAME/study/<row>/reports/NAME/preflight.json   its preflight findings
     reports/NAME/confounds.json, .md      the rows, rewritten after each row
+    reports/NAME/check_costs.json         per preflight check, what its confound cost
+                                          (pipeline.preflight.costs: what reports link to)
 
 Each row has a workspace of its own so that a confounded preflight never overwrites the
 experiment's reports/NAME/preflight.json, and deleting runs/NAME/study/<row>/ redoes that row.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,7 @@ from pipeline.preflight import (
     unloaded_input,
     write_report,
 )
+from pipeline.preflight.costs import CheckCost, CheckCosts
 from pipeline.study.decide import compare
 from pipeline.study.inject import (
     OTHER_SYSTEM_PROMPT,
@@ -82,7 +86,7 @@ from pipeline.study.inject import (
     wrong_call_syntax,
 )
 from pipeline.study.records import AGREEING, CLEAN, Comparison, ConfoundRow, SetScore, write_rows
-from pipeline.study.table import markdown
+from pipeline.study.table import markdown, said
 
 Log = Callable[[str], None]
 
@@ -222,13 +226,15 @@ def run_study(
     only: Sequence[str] | None = None,
     also_prompts: str | Sequence[str] | None = None,
     seeds: int = 1,
+    command: str = "",
     log: Log = print,
 ) -> list[ConfoundRow]:
     """The clean row, then one row per chosen confound, each trained once per seed (`seeds`
     trainings: the experiment's [train] seed and the next ones; a row that does not retrain
     judges each clean model), judged on the experiment's prompt set and each `also_prompts`
     set and compared with the clean row (pipeline.study.decide); confounds.json and .md
-    rewritten after each row (pipeline.study.table renders the markdown). Raises BadInput
+    (pipeline.study.table renders the markdown) and check_costs.json (`command`: how the
+    study was run, the costs' provenance) rewritten after each row. Raises BadInput
     for an unknown confound or prompt set or fewer than one seed (before anything runs) or
     inputs the preflight cannot load, BuildError / StageError when a build fails, Fault when
     an eval leaves requests unanswered."""
@@ -243,6 +249,9 @@ def run_study(
         rows.append(row)
         write_rows(rows, json_path)
         io.write_text(md_path, markdown(experiment.name, rows))
+        check_costs(experiment.name, rows, command=command, trainings=len(trainings)).write(
+            workspace.check_costs(experiment.name)
+        )
         log(f"[study] {row.confound}: {_said(row)}")
 
     clean_experiment = pinned(experiment, workspace)
@@ -360,6 +369,34 @@ def run_study(
         done(dataclasses.replace(row, comparisons=compared))
     log(f"[study] {json_path}\n[study] {md_path}")
     return rows
+
+
+def check_costs(
+    name: str, rows: Sequence[ConfoundRow], *, command: str, trainings: int
+) -> CheckCosts:
+    """What each confound's row cost against the clean row (or its control), overall, per
+    prompt set, filed under the preflight check the confound fails."""
+    costs = tuple(
+        CheckCost(
+            check=BY_NAME[row.confound].catches,
+            confound=row.confound,
+            injects=row.injects,
+            prompts=c.prompts,
+            scored=pooled.n,
+            difference=pooled.difference,
+            lo=pooled.lo,
+            hi=pooled.hi,
+            decision=said(c),
+        )
+        for row in rows
+        if row.confound in BY_NAME
+        for c in row.comparisons
+        for pooled in (c.by_prompts[OVERALL],)
+    )
+    written = datetime.now(UTC).isoformat(timespec="seconds")
+    return CheckCosts(
+        experiment=name, command=command, written=written, trainings=trainings, costs=costs
+    )
 
 
 def compared_with(

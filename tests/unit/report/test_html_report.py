@@ -172,6 +172,32 @@ def test_with_a_baseline_run_the_page_shows_the_regressed_prompts_first(tmp_path
     assert kinds == ["regressed"] * text_tools + ["improved"]
 
 
+def test_a_failed_check_links_to_the_row_of_what_ignoring_it_cost(tmp_path: Path) -> None:
+    from pipeline.definitions.catalog import load_catalog
+    from pipeline.definitions.experiment import load_experiment
+    from pipeline.definitions.prompts import load_prompts
+    from pipeline.preflight.costs import CheckCost, CheckCosts
+
+    experiment = load_experiment("phase40")
+    prompts = load_prompts(experiment.eval.prompts, load_catalog())
+    workspace = Workspace(tmp_path)
+    run_dir = tmp_path / "runs" / "phase40" / "forced"
+    pf = write_run(
+        run_dir, experiment, scored_run(prompts), workspace=workspace, preflight_failed=True
+    )
+    costs = (CheckCost("thinking", "thinking", "", "extended", 224, -0.25, -0.3, -0.2, "d"),)
+    CheckCosts(experiment="phase40", command="c", written="w", trainings=3, costs=costs).write(
+        workspace.check_costs("phase40")
+    )
+    written = report.write_report(made(run_dir, experiment, pf), tmp_path / "out", chart=False)
+    dom = rendered(written.html)
+    link = re.search(r'<a href="(#cost-[^"]+)">what ignoring it cost</a>', dom)
+    assert link is not None and link.group(1) == "#cost-thinking"
+    assert len(rows(dom, "costs").rows) == 1
+    assert '<span id="cost-thinking">thinking</span>' in dom
+    assert "-25.0 [-30.0, -20.0]" in dom
+
+
 def test_the_gate_help_shows_its_own_options_first() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", "gate", "--help"],

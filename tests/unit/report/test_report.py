@@ -42,6 +42,8 @@ from pipeline.eval.client import Record
 from pipeline.eval.run import Scored, Settings
 from pipeline.eval.scoring import FAILURES, Failure, Score
 from pipeline.preflight import Finding
+from pipeline.preflight import costs as check_costs
+from pipeline.preflight.costs import CheckCost, CheckCosts
 from pipeline.report.scores import phrasing_family, robustness
 
 SETTINGS = Settings(samples=2, temperatures=(0.0, 0.7))
@@ -571,6 +573,48 @@ def test_a_build_forced_past_a_failed_preflight_fails(
     md = report.render_markdown(r)
     assert "thinking (eval settings): 1159 targets start with <think>" in md
     assert "At build time: FAILED, built anyway (--force)" in md
+
+
+def test_each_failed_check_links_to_what_ignoring_it_cost(
+    tmp_path, workspace, experiment, prompts, monkeypatch
+) -> None:
+    """The confound study's costs: the failed thinking check's line says what ignoring it
+    cost, and a table lists each measured check with this run's verdict on it. The shipped
+    measurement is shown (naming the experiment that measured it) until the experiment's own
+    study writes one in its workspace."""
+    run_dir = tmp_path / "runs" / "phase40" / "forced"
+    pf = write_run(
+        run_dir, experiment, scored_run(prompts), workspace=workspace, preflight_failed=True
+    )
+    measured = CheckCosts(
+        experiment="smol-route",
+        command="python -m pipeline study confounds --experiment smol-route --seeds 3",
+        written="2026-12-05T10:00:00+00:00",
+        trainings=3,
+        costs=(
+            CheckCost("thinking", "thinking", "on", "extended", 224, -0.25, -0.33, -0.18, "p"),
+            CheckCost("masking", "masked", "masked", "extended", 224, -0.8, -0.85, -0.75, "t"),
+        ),
+    )
+    monkeypatch.setattr(check_costs, "SHIPPED_COSTS", measured.write(tmp_path / "shipped.json"))
+    md = report.render_markdown(made(run_dir, experiment, pf))
+    assert (
+        "- thinking (eval settings): 1159 targets start with <think>; ignoring it cost -25.0 "
+        "[-33.0, -18.0] on smol-route's extended prompts (p; below)"
+    ) in md
+    assert table(md, "check | here") == [
+        ["thinking", "FAILED", "thinking", "extended (224)", "-25.0 [-33.0, -18.0]", "p"],
+        ["masking", "-", "masked", "extended (224)", "-80.0 [-85.0, -75.0]", "t"],
+    ]
+    assert "shipped.json" in md and "--experiment smol-route --seeds 3" in md
+
+    own = dataclasses.replace(measured, experiment="phase40", costs=measured.costs[1:])
+    own.write(workspace.check_costs("phase40"))
+    md = report.render_markdown(made(run_dir, experiment, pf))
+    assert "; ignoring it cost" not in md  # the experiment's own study measured no thinking row
+    assert table(md, "check | here") == [
+        ["masking", "-", "masked", "extended (224)", "-80.0 [-85.0, -75.0]", "t"]
+    ]
 
 
 def test_a_stale_preflight_is_shown_not_counted(tmp_path, workspace, experiment, prompts) -> None:

@@ -38,6 +38,7 @@ from pipeline.models import smollm2
 from pipeline.models.refs import smollm2_variant
 from pipeline.preflight import CHECKS, Context, Finding, load_side, run_checks, run_preflight
 from pipeline.preflight.checks_calls import stored_syntax
+from pipeline.preflight.costs import CheckCosts
 from pipeline.study import BY_NAME, CLEAN, CONFOUNDS, ConfoundRow, chosen, read_rows, run_study
 from pipeline.study.confounds import pinned, prompt_sets, study_paths, training_seeds
 from pipeline.study.decide import compare, decision
@@ -773,6 +774,21 @@ def test_seeds_and_prompt_sets_build_each_seed_once_and_judge_it_on_every_set(
         assert c.decision == "decided by trainings"  # two identical seeds: no spread at all
     assert read_rows(study_paths(tiny, workspace)[0]) == rows
     assert "### Prompts: extended, 40 compared" in study_paths(tiny, workspace)[1].read_text()
+    # what ignoring the call-syntax check cost, filed under the check for reports to link
+    costs = CheckCosts.read(workspace.check_costs("tiny"))
+    assert (costs.experiment, costs.trainings) == ("tiny", 2)
+    assert [(c.check, c.confound, c.prompts, c.decision) for c in costs.costs] == [
+        ("call-syntax", "syntax", "seed", "decided by trainings (2 seeds)"),
+        ("call-syntax", "syntax", "extended", "decided by trainings (2 seeds)"),
+    ]
+    for cost, c in zip(costs.costs, syntax.comparisons, strict=True):
+        pooled = c.by_prompts["overall"]
+        assert (cost.difference, cost.lo, cost.hi, cost.scored) == (
+            pooled.difference,
+            pooled.lo,
+            pooled.hi,
+            pooled.n,
+        )
 
 
 def test_a_row_judged_twice_is_built_once_and_compared_with_its_agreeing_control(
@@ -833,6 +849,9 @@ def test_a_row_judged_twice_is_built_once_and_compared_with_its_agreeing_control
     assert against_control.by_prompts["overall"].difference == pytest.approx(-15 / 40)
     assert against_control.decision == "decided by prompts"
     assert "| thinking (against thinking-agreeing) |" in markdown("tiny", rows)
+    # its cost is the row against its control; the control (the variant itself) checks nothing
+    (cost,) = CheckCosts.read(Workspace(tmp_path).check_costs("tiny")).costs
+    assert (cost.check, cost.confound, cost.difference) == ("thinking", "thinking", -15 / 40)
 
 
 # --- end to end (trains and serves) ---------------------------------------------------------
