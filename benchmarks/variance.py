@@ -3,6 +3,7 @@
     python benchmarks/variance.py [--experiment tiny] [--seeds 0,1,2,3,4] [--out FILE]
         [--workdir DIR] [--use-shipped] [--also-prompts extended]
     python benchmarks/variance.py --table FILE     # the study's table from its JSON lines
+    python benchmarks/variance.py --table FILE --thresholds   # and the thresholds it gives
 
 Each seed is a full build of the experiment with only `[train] seed` changed (fresh data and
 runs in a temporary folder, so no build is reused; base models come from the model cache, as
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -138,6 +140,41 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+PLAN = "phase40"
+"""The experiment whose [thresholds] are the seed plan's pre-registered criteria."""
+MARGIN = 0.05
+"""Below the lowest training: the margin non-inferiority uses (experiments' [decision])."""
+
+
+def thresholds(rows: list[dict], criteria: dict[str, float], also: tuple[str, ...]) -> str:
+    """The rule thresholds are pre-registered by, applied to a variance study's rows, as the
+    TOML to paste (with why each criterion is or is not gated):
+
+    - the experiment's own prompt set: each plan criterion (`criteria`) is gated where every
+      training scores at or above it, else reported and named;
+    - each other prompt set: overall only, at the lowest training's overall minus MARGIN,
+      rounded down to the hundredth (categories move up to 30 points between seeds)."""
+    seeds = ", ".join(str(r["seed"]) for r in rows)
+    lines = [f"# from {len(rows)} trainings (seeds {seeds}) by benchmarks/variance.py --thresholds"]
+    lines.append("[thresholds]")
+    for category, bar in criteria.items():
+        scores = [r["categories"][category]["mean"] for r in rows if category in r["categories"]]
+        lowest = min(scores) if scores else None
+        if lowest is not None and len(scores) == len(rows) and lowest >= bar:
+            lines.append(f"{category} = {bar:.2f}   # every training >= it (lowest {lowest:.3f})")
+        else:
+            shown = "no score" if lowest is None else f"lowest {lowest:.3f}"
+            lines.append(f"# {category} = {bar:.2f} not gated: a training is below it ({shown})")
+    for name in also:
+        overall = [r["prompt_sets"][name]["overall"]["mean"] for r in rows]
+        bar = math.floor(100 * (min(overall) - MARGIN) + 1e-9) / 100
+        lines.append(f"[thresholds.sets.{name}]")
+        lines.append(
+            f"overall = {bar:.2f}   # lowest training {min(overall):.3f} - {MARGIN}, rounded down"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="tiny")
@@ -165,12 +202,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="print the study's table from FILE (the JSON lines --out wrote) and exit",
     )
+    parser.add_argument(
+        "--thresholds",
+        action="store_true",
+        help=f"with --table: also the thresholds the rule gives ({PLAN}'s criteria)",
+    )
     args = parser.parse_args(argv)
     if args.table:
         rows = [json.loads(line) for line in Path(args.table).read_text().splitlines() if line]
         if not rows:
             parser.error(f"--table {args.table}: no rows (write them with --out)")
         print(table(rows))
+        if args.thresholds:
+            also = tuple(dict.fromkeys(n for r in rows for n in r.get("prompt_sets", {})))
+            print(thresholds(rows, load_experiment(PLAN).thresholds.as_dict(), also))
         return 0
     print(blas.describe(), flush=True)
     rows = []
