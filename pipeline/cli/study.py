@@ -5,8 +5,9 @@ overall and per-category scores, the final train and validation loss, the wall t
 difference from the clean row with what decides it; written to reports/NAME/confounds.json and
 confounds.md after each row. Cached and resumable like a build. `--only CONFOUND ...` picks
 confounds (the clean row always runs); `--also-prompts NAME[,NAME]` judges every model on
-those prompt sets too; `--seeds N` trains the clean row and each row that retrains N times,
-so that a difference is decided by trainings, not by the prompts of one training.
+those prompt sets too; `--seeds N` trains the clean row N times and each row that retrains
+until it is decided (at most N), so that a difference is decided by trainings, not by the
+prompts of one training.
 
 Exit 0 when every row is done, 2 for an unknown study or confound or an input that cannot be
 used, 3 when a stage crashed or an eval could not finish, 130 on Ctrl-C (the same command

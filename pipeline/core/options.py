@@ -193,9 +193,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--seeds",
-        "train the clean row and each row that retrains N times ([train] seed: the "
-        "experiment's, +1, ...), so that a row's difference from the clean row is decided by "
-        "trainings, not only by the prompts of one training [1]",
+        "train the clean row N times ([train] seed: the experiment's, +1, ...) and each row "
+        "that retrains until its difference from the clean row is decided by trainings, at "
+        "most N times, not only by the prompts of one training [1]",
         kind="int",
         default=1,
         metavar="N",

@@ -5,11 +5,12 @@ it, what it injects, the injection in pipeline.study.inject). `run_study` runs t
 then each chosen confound: inject it into a copy of the data or settings, run the whole
 preflight (its failed checks are the row's `preflight_failed`), build anyway (as `--force`
 does), evaluate as the gate does and read the decision temperature's scores, as
-benchmarks/variance.py does. With `--seeds N` the clean row and each row that retrains are
-trained N times ([train] seed: the experiment's, then the next ones), and a row that only
-changes eval settings judges each clean model; with `--also-prompts` every model is judged
-on those prompt sets as well. Each row is then compared with the clean row on each prompt
-set, by prompts and by trainings (pipeline.study.decide).
+benchmarks/variance.py does. With `--seeds N` the clean row is trained N times ([train] seed:
+the experiment's, then the next ones) and each row that retrains one seed after another until
+it is decided (at most N: a collapse far outside the clean seeds' spread stops at one), and a
+row that only changes eval settings judges each clean model; with `--also-prompts` every
+model is judged on those prompt sets as well. Each row is then compared with the clean row on
+each prompt set, by prompts and by trainings (pipeline.study.decide).
 
 Where a row lives, under the workspace:
 
@@ -229,10 +230,11 @@ def run_study(
     command: str = "",
     log: Log = print,
 ) -> list[ConfoundRow]:
-    """The clean row, then one row per chosen confound, each trained once per seed (`seeds`
-    trainings: the experiment's [train] seed and the next ones; a row that does not retrain
-    judges each clean model), judged on the experiment's prompt set and each `also_prompts`
-    set and compared with the clean row (pipeline.study.decide); confounds.json and .md
+    """The clean row, trained once per seed (`seeds` trainings: the experiment's [train] seed
+    and the next ones), then one row per chosen confound, trained seed after seed until it is
+    decided (at most `seeds`; a row that does not retrain judges each clean model), judged
+    on the experiment's prompt set and each `also_prompts` set and compared with the clean
+    row (pipeline.study.decide); confounds.json and .md
     (pipeline.study.table renders the markdown) and check_costs.json (`command`: how the
     study was run, the costs' provenance) rewritten after each row. Raises BadInput
     for an unknown confound or prompt set or fewer than one seed (before anything runs) or
@@ -279,6 +281,30 @@ def run_study(
     ) -> dict[int, BuildResult]:
         return {seed: _built(seeded(row, seed), found, where(seed), log) for seed in trainings}
 
+    def until_decided(
+        name: str,
+        row: Experiment,
+        found: list[Finding],
+        where: Callable[[int], Workspace],
+        rows_of: Callable[[dict[int, BuildResult]], list[ConfoundRow]],
+    ) -> list[ConfoundRow]:
+        """The rows `rows_of` makes of the row's models, trained one seed after another: it
+        stops at the first number of trainings whose last row (the confound's) is decided on
+        every prompt set, so a collapse costs one training and a subtle row gets them all."""
+        models: dict[int, BuildResult] = {}
+        made: list[ConfoundRow] = []
+        for seed in trainings:
+            models[seed] = _built(seeded(row, seed), found, where(seed), log)
+            made = rows_of(dict(models))
+            if all(c.decision != "not decided" for c in made[-1].comparisons):
+                break
+        if len(models) < len(trainings):
+            log(
+                f"[study] {name}: decided after {len(models)} of {len(trainings)} trainings; "
+                "the others are not trained"
+            )
+        return made
+
     # the experiment's own seed builds the gate's model (same key: a shared cache); another
     # seed's build, and every eval, is the row's
     clean_models = built(
@@ -316,57 +342,80 @@ def run_study(
             control_ws = row_workspace(experiment, workspace, control_name)
             control_found = run_preflight(injected.agreeing, workspace=control_ws)
             write_report(injected.agreeing, control_found, control_ws)
-            models = built(injected.agreeing, control_found, where)
-            control = _judged(
-                control_name,
-                f"the {confound.name} row's model, judged with an eval that agrees with its "
-                "training",
-                injected.agreeing,
-                control_found,
-                models,
-                row_ws(control_name),
-                sets,
-                trained=True,
-                log=log,
-            )
-            done(
-                dataclasses.replace(
+            found = run_preflight(injected.disagreeing, workspace=own_ws)
+            write_report(injected.disagreeing, found, own_ws)
+
+            def judged_twice(
+                models: dict[int, BuildResult],
+                confound: Confound = confound,
+                injected: JudgedTwice = injected,
+                control_name: str = control_name,
+                control_found: list[Finding] = control_found,
+                found: list[Finding] = found,
+            ) -> list[ConfoundRow]:
+                control = _judged(
+                    control_name,
+                    f"the {confound.name} row's model, judged with an eval that agrees with "
+                    "its training",
+                    injected.agreeing,
+                    control_found,
+                    models,
+                    row_ws(control_name),
+                    sets,
+                    trained=True,
+                    log=log,
+                )
+                control = dataclasses.replace(
                     control,
                     comparisons=compared_with(control, clean_row, categories, retrains=True),
                 )
-            )
-            found = run_preflight(injected.disagreeing, workspace=own_ws)
-            write_report(injected.disagreeing, found, own_ws)
-            row = _judged(
-                confound.name,
-                confound.injects,
-                injected.disagreeing,
-                found,
-                models,
-                where,
-                sets,
-                trained=False,
-                log=log,
-            )
-            compared = compared_with(row, control, categories, retrains=False)
-            done(dataclasses.replace(row, comparisons=compared))
+                row = _judged(
+                    confound.name,
+                    confound.injects,
+                    injected.disagreeing,
+                    found,
+                    models,
+                    row_ws(confound.name),
+                    sets,
+                    trained=False,
+                    log=log,
+                )
+                compared = compared_with(row, control, categories, retrains=False)
+                return [control, dataclasses.replace(row, comparisons=compared)]
+
+            for made in until_decided(
+                confound.name, injected.agreeing, control_found, where, judged_twice
+            ):
+                done(made)
             continue
         found = run_preflight(injected, workspace=own_ws)
         write_report(injected, found, own_ws)
-        models = built(injected, found, where) if confound.retrains else clean_models
-        row = _judged(
-            confound.name,
-            confound.injects,
-            injected,
-            found,
-            models,
-            where,
-            sets,
-            trained=confound.retrains,
-            log=log,
-        )
-        compared = compared_with(row, clean_row, categories, retrains=confound.retrains)
-        done(dataclasses.replace(row, comparisons=compared))
+
+        def judged(
+            models: dict[int, BuildResult],
+            confound: Confound = confound,
+            injected: Experiment = injected,
+            found: list[Finding] = found,
+        ) -> list[ConfoundRow]:
+            row = _judged(
+                confound.name,
+                confound.injects,
+                injected,
+                found,
+                models,
+                row_ws(confound.name),
+                sets,
+                trained=confound.retrains,
+                log=log,
+            )
+            compared = compared_with(row, clean_row, categories, retrains=confound.retrains)
+            return [dataclasses.replace(row, comparisons=compared)]
+
+        if confound.retrains:
+            (made,) = until_decided(confound.name, injected, found, where, judged)
+        else:
+            (made,) = judged(clean_models)
+        done(made)
     log(f"[study] {json_path}\n[study] {md_path}")
     return rows
 

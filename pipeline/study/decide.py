@@ -20,8 +20,10 @@ The rules, per row and prompt set (`compare`), on the seeds both rows were train
   seed); with two or more, they agree when the 95% t interval of their mean excludes 0; else
   the seeds per row that would make it exclude 0 at that mean and the differences' standard
   deviation (metrics.trainings_to_decide). With one training a row has no spread of its own:
-  the clean row's across its seeds (sqrt(2) x its standard deviation: a difference of two
-  trainings) estimates it when the clean row has two or more, else there is no estimate.
+  the clean row's across its k seeds (sqrt(2) x their standard deviation: a difference of two
+  trainings) estimates it when k >= 2, and the one difference's interval is d -/+ t(k - 1) x
+  that spread (it agrees when that excludes 0: a collapse needs no second training); with
+  fewer there is no estimate.
 - by trainings: the seeds agree and the prompts decide, the same way. Both: every seed was
   judged on the same prompts, so the seeds' interval holds the prompts fixed (two seeds that
   happen to differ alike would give it no width at all), as the prompts' holds the trainings.
@@ -75,7 +77,11 @@ def compare(
         lo, hi = metrics.t_interval(differences)
         spread, spread_from = statistics.stdev(differences), "row"
     elif len(clean_overall) >= 2:
+        # one training: its difference's own interval, at the spread between two trainings
+        # the clean row's seeds show, with their degrees of freedom
         spread, spread_from = math.sqrt(2) * statistics.stdev(clean_overall), "clean"
+        half = metrics.t_quantile(len(clean_overall) - 1) * spread
+        lo, hi = mean - half, mean + half
     seeds_agree = lo is not None and hi is not None and excludes_zero(lo, hi)
     same_way = (overall.difference > 0) == (mean > 0)
     trainings_decided = seeds_agree and prompts_decided and same_way

@@ -59,7 +59,8 @@ class Comparison:
     mean: float
     """The mean of `differences`."""
     lo: float | None
-    """The 95% t interval of the mean over seeds (None with one training)."""
+    """The 95% t interval of the mean over seeds; with one training, of its difference at the
+    clean row's spread (`spread_from` "clean"); None without a spread."""
     hi: float | None
     spread: float | None
     """The standard deviation of one training's difference: of `differences` with two or more
@@ -67,7 +68,7 @@ class Comparison:
     None: no estimate (one training each)."""
     spread_from: Literal["row", "clean", ""]
     seeds_agree: bool
-    """Two or more seeds and their t interval excludes 0."""
+    """The trainings' t interval (`lo`, `hi`) excludes 0."""
     trainings_decided: bool
     """The seeds agree and the prompts decide, the same way (pipeline.study.decide)."""
     trainings_needed: int | None

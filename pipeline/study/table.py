@@ -157,22 +157,31 @@ def said(c: Comparison) -> str:
     """The decision in words, with what would decide a row that is not decided."""
     if c.decision == "decided by prompts":
         return "decided by prompts"
+    if c.decision == "decided by trainings" and c.spread_from == "clean":
+        return "decided by trainings (one, at the spread of the clean row's seeds)"
     if c.decision == "decided by trainings":
         return f"decided by trainings ({len(c.seeds)} seeds)"
     if not c.retrains:
         return f"not decided by prompts: {_prompts_would(c)}"
     if c.seeds_agree and c.prompts_decided:
-        return f"not decided: the {len(c.seeds)} seeds' difference and the prompts' point apart"
+        return f"not decided: {_trainings(c)} and the prompts point apart"
     if c.seeds_agree:
-        return f"not decided: the {len(c.seeds)} seeds agree, not the prompts: {_prompts_would(c)}"
+        agree = "agrees" if len(c.seeds) == 1 else "agree"
+        return f"not decided: {_trainings(c)} {agree}, not the prompts: {_prompts_would(c)}"
     if len(c.seeds) > 1:
         return f"not decided by {len(c.seeds)} trainings: {_trainings_would(c)}"
     if c.spread is not None:
         return f"not decided: one training; {_trainings_would(c)} (spread: the clean row's seeds)"
     return (
         "not decided: one training per row cannot separate the confound from seed noise; "
-        "`--seeds 3` trains each row three times and decides by trainings"
+        "`--seeds 3` trains the clean row three times and each row until it is decided (at "
+        "most three)"
     )
+
+
+def _trainings(c: Comparison) -> str:
+    """Whose interval it is: the row's seeds', or one training's at the clean row's spread."""
+    return "the one training" if len(c.seeds) == 1 else f"the {len(c.seeds)} seeds"
 
 
 def _prompts_would(c: Comparison) -> str:
@@ -197,6 +206,8 @@ def _trainings_would(c: Comparison) -> str:
 def _by_trainings(c: Comparison) -> str:
     if c.lo is None or c.hi is None:
         return "one training"
+    if len(c.seeds) == 1:
+        return _difference(c.mean, c.lo, c.hi) + " (one training, the clean row's spread)"
     return _difference(c.mean, c.lo, c.hi) + f" ({len(c.seeds)} seeds)"
 
 

@@ -448,7 +448,8 @@ def test_one_training_of_a_retrained_row_says_it_cannot_separate_the_confound_fr
     assert (c.spread, c.spread_from, c.trainings_needed) == (None, "", None)
     assert said(c) == (
         "not decided: one training per row cannot separate the confound from seed noise; "
-        "`--seeds 3` trains each row three times and decides by trainings"
+        "`--seeds 3` trains the clean row three times and each row until it is decided (at "
+        "most three)"
     )
 
 
@@ -458,12 +459,32 @@ def test_one_training_takes_the_spread_from_the_clean_rows_seeds_when_it_has_sev
     # 4.303 * 0.1 / 1.73 = 0.248
     c = _compared({0: HALF_GIT}, {0: CLEAN_VALUES}, retrains=True, clean_overall=(0.8, 0.7))
     assert c.spread == pytest.approx(0.1) and c.spread_from == "clean"
+    # the one difference's interval at that spread, t with the clean row's 1 df
+    assert (c.lo, c.hi) == (
+        pytest.approx(-0.25 - 1.2706, abs=1e-3),
+        pytest.approx(1.0206, abs=1e-3),
+    )
     assert c.trainings_needed == trainings_to_decide(-0.25, 0.1) == 3
     assert c.decision == "not decided"
     assert said(c) == (
         "not decided: one training; about 3 seeds per row would decide (spread: the clean "
         "row's seeds)"
     )
+
+
+def test_one_training_far_outside_the_clean_rows_spread_is_decided_by_trainings() -> None:
+    # clean overall 0.90, 0.89, 0.91: sd 0.01, spread sqrt(2) x 0.01; t(2) = 4.303: -0.25
+    # -/+ 0.061, wholly below 0, as its prompts are: a collapse needs no second training
+    clean = (0.9, 0.89, 0.91)
+    c = _compared({0: HALF_GIT}, {0: CLEAN_VALUES}, retrains=True, clean_overall=clean)
+    half = 4.303 * math.sqrt(2) * 0.01
+    assert (c.lo, c.hi) == (
+        pytest.approx(-0.25 - half, abs=1e-3),
+        pytest.approx(-0.25 + half, abs=1e-3),
+    )
+    assert c.seeds_agree and c.prompts_decided and c.trainings_needed is None
+    assert c.decision == "decided by trainings"
+    assert said(c) == "decided by trainings (one, at the spread of the clean row's seeds)"
 
 
 def test_seeds_that_agree_decide_by_trainings_with_a_t_interval() -> None:
@@ -729,7 +750,10 @@ def test_seeds_and_prompt_sets_build_each_seed_once_and_judge_it_on_every_set(
         experiment = invocation.experiment
         evals.append((model.run_dir, experiment.eval.prompts, experiment.train.seed))
         syntax = model.run_dir.is_relative_to(study / "syntax")
-        return _evaluated_stand_in(0.25 if syntax else 0.75)
+        # the clean seeds 5 points apart: one syntax training's -0.375 is inside t(1) x
+        # their spread, so the row trains its second seed
+        clean = 0.75 if experiment.train.seed == first else 0.70
+        return _evaluated_stand_in(0.25 if syntax else clean)
 
     def baseline_values(run_dir: Path) -> list[PromptValue]:
         syntax = run_dir.is_relative_to(study / "syntax")
@@ -749,6 +773,9 @@ def test_seeds_and_prompt_sets_build_each_seed_once_and_judge_it_on_every_set(
         (first + 1, study / "syntax" / f"seed-{first + 1}"),
     ]
     seed_set, extended = tiny.eval.prompts, PROMPTS_DIR / "extended.toml"
+    # each eval once (judging a row again after its next training reads the earlier seeds'
+    # evals back from disk, which these stand-ins do not write)
+    evals = list(dict.fromkeys(evals))
     assert [(d.relative_to(study), p, s) for d, p, s in evals] == [
         (Path("clean/runs/tiny/k1"), seed_set, first),
         (Path("clean/runs/tiny/k1/prompts-extended"), extended, first),
@@ -789,6 +816,56 @@ def test_seeds_and_prompt_sets_build_each_seed_once_and_judge_it_on_every_set(
             pooled.hi,
             pooled.n,
         )
+
+
+def test_a_row_decided_by_its_first_training_trains_no_other_seed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--seeds 3: the clean row trains three times (its spread decides single trainings); a
+    syntax row whose first training is far outside that spread, and decided by its prompts,
+    stops there."""
+    from pipeline.study import confounds
+
+    tiny = load_experiment("tiny")
+    first = tiny.train.seed
+    study = Workspace(tmp_path).runs("tiny") / "study"
+    builds: list[tuple[str, int]] = []
+    said_lines: list[str] = []
+
+    def model_under_test(invocation: Invocation, **_: object) -> SimpleNamespace:
+        seed = invocation.experiment.train.seed
+        syntax = invocation.workspace.root.is_relative_to(study / "syntax")
+        builds.append(("syntax" if syntax else "clean", seed))
+        return _built_stand_in(f"k{len(builds)}", tmp_path)
+
+    def evaluate(invocation: Invocation, model: ModelUnderTest, **_: object) -> SimpleNamespace:
+        if model.run_dir.is_relative_to(study / "syntax"):
+            return _evaluated_stand_in(0.25)
+        return _evaluated_stand_in(
+            {0: 0.75, 1: 0.74, 2: 0.76}[invocation.experiment.train.seed - first]
+        )
+
+    def baseline_values(run_dir: Path) -> list[PromptValue]:
+        return _values({"git": 5 if run_dir.is_relative_to(study / "syntax") else 20, "lsp": 16})
+
+    monkeypatch.setattr(confounds, "model_under_test", model_under_test)
+    monkeypatch.setattr(confounds, "evaluate", evaluate)
+    monkeypatch.setattr(confounds, "baseline_values", baseline_values)
+    rows = run_study(
+        tiny, workspace=Workspace(tmp_path), only=["syntax"], seeds=3, log=said_lines.append
+    )
+    assert builds == [
+        ("clean", first),
+        ("clean", first + 1),
+        ("clean", first + 2),
+        ("syntax", first),
+    ]
+    (c,) = rows[1].comparisons
+    assert c.seeds == (first,) and c.spread_from == "clean"
+    assert c.decision == "decided by trainings"
+    assert (
+        "[study] syntax: decided after 1 of 3 trainings; the others are not trained" in said_lines
+    )
 
 
 def test_a_row_judged_twice_is_built_once_and_compared_with_its_agreeing_control(
