@@ -246,6 +246,9 @@ def run_study(
     categories = tuple(load_catalog().categories)
     json_path, md_path = study_paths(experiment, workspace)
     rows: list[ConfoundRow] = []
+    # each eval of this study, by folder: a row judged again after its next training takes
+    # its earlier seeds' evals from here
+    evaluated: dict[Path, EvalSummary] = {}
 
     def done(row: ConfoundRow) -> None:
         rows.append(row)
@@ -322,6 +325,7 @@ def run_study(
         row_ws(CLEAN),
         sets,
         trained=True,
+        memo=evaluated,
         log=log,
     )
     done(clean_row)
@@ -363,6 +367,7 @@ def run_study(
                     row_ws(control_name),
                     sets,
                     trained=True,
+                    memo=evaluated,
                     log=log,
                 )
                 control = dataclasses.replace(
@@ -378,6 +383,7 @@ def run_study(
                     row_ws(confound.name),
                     sets,
                     trained=False,
+                    memo=evaluated,
                     log=log,
                 )
                 compared = compared_with(row, control, categories, retrains=False)
@@ -406,6 +412,7 @@ def run_study(
                 row_ws(confound.name),
                 sets,
                 trained=confound.retrains,
+                memo=evaluated,
                 log=log,
             )
             compared = compared_with(row, clean_row, categories, retrains=confound.retrains)
@@ -519,6 +526,7 @@ def _judged(
     sets: Sequence[str],
     *,
     trained: bool,
+    memo: dict[Path, EvalSummary],
     log: Log,
 ) -> ConfoundRow:
     """The row of its built models (one per seed, the experiment's own first): each judged on
@@ -536,7 +544,10 @@ def _judged(
             own = prompts == sets[0]
             judged_on = trained_with if own else with_overrides(trained_with, prompts=prompts)
             folder = run_dir if own else RunFolder(run_dir).prompt_set(prompts).path
-            summary = _evaluated(judged_on, row_ws, built.quantized, folder, failed, log)
+            summary = memo.get(folder) or _evaluated(
+                judged_on, row_ws, built.quantized, folder, failed, log
+            )
+            memo[folder] = summary
             seconds += summary.seconds
             decision = summary.decision().categories
             scores.append(

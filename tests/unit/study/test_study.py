@@ -773,9 +773,6 @@ def test_seeds_and_prompt_sets_build_each_seed_once_and_judge_it_on_every_set(
         (first + 1, study / "syntax" / f"seed-{first + 1}"),
     ]
     seed_set, extended = tiny.eval.prompts, PROMPTS_DIR / "extended.toml"
-    # each eval once (judging a row again after its next training reads the earlier seeds'
-    # evals back from disk, which these stand-ins do not write)
-    evals = list(dict.fromkeys(evals))
     assert [(d.relative_to(study), p, s) for d, p, s in evals] == [
         (Path("clean/runs/tiny/k1"), seed_set, first),
         (Path("clean/runs/tiny/k1/prompts-extended"), extended, first),
@@ -1019,28 +1016,32 @@ def test_seeds_and_another_prompt_set_keep_the_one_seed_caches_and_compare_every
     assert sum("[build] cache hit" in line for line in said) == 2, said
     assert sum("[study] reusing the eval" in line for line in said) == 2, said
     seed = experiment.train.seed
+    # the syntax row stops at one training when that one is decided at the clean seeds'
+    # spread (tiny's trainings differ between machines, so either can happen); else it trains
+    # the second seed and its own two decide
+    stopped = any("[study] syntax: decided after 1 of 2 trainings" in line for line in said)
+    syntax_seeds = (seed,) if stopped else (seed, seed + 1)
     for before, row in zip(once, rows, strict=True):
         assert (row.overall, row.categories, row.model) == (
             before.overall,
             before.categories,
             before.model,
         )
+        trained = (seed, seed + 1) if row.confound == CLEAN else syntax_seeds
         assert [(s.prompts, s.seed) for s in row.evaluations()] == [
-            ("seed", seed),
-            ("extended", seed),
-            ("seed", seed + 1),
-            ("extended", seed + 1),
+            (prompts, s) for s in trained for prompts in ("seed", "extended")
         ]
     clean, syntax = rows
     assert clean.comparisons == ()
     assert [(c.prompts, c.seeds) for c in syntax.comparisons] == [
-        ("seed", (seed, seed + 1)),
-        ("extended", (seed, seed + 1)),
+        ("seed", syntax_seeds),
+        ("extended", syntax_seeds),
     ]
     extended = syntax.compared_on("extended")
     assert extended is not None and extended.by_prompts[OVERALL].n > 200
-    assert extended.lo is not None and extended.spread_from == "row"
+    assert extended.lo is not None
+    assert extended.spread_from == ("clean" if stopped else "row")
     study = workspace.runs(experiment.name) / "study"
-    assert (study / "syntax" / f"seed-{seed + 1}").is_dir()
+    assert (study / "syntax" / f"seed-{seed + 1}").is_dir() is not stopped
     md = study_paths(experiment, workspace)[1].read_text()
     assert "### Prompts: extended" in md and "| syntax | " in md
