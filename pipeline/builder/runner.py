@@ -68,8 +68,9 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the child gets SIGTERM when the build that started it dies (no orphans)."""
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux (a Popen preexec_fn): the child gets SIGTERM when the process that started it
+    dies, even by a signal that runs no cleanup (no orphans)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -133,7 +134,7 @@ class Runner:
             bufsize=1,
             env=env,
             pass_fds=self.pass_fds,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         assert proc.stdout is not None
         lines: queue.Queue[str | None] = queue.Queue()

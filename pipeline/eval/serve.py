@@ -21,6 +21,7 @@ from typing import IO
 
 import httpx
 
+from pipeline.builder.runner import die_with_parent
 from pipeline.core.blas import child_env
 from pipeline.core.errors import BadInput, Fault
 from pipeline.core.progress import Heartbeat, clock
@@ -212,7 +213,15 @@ def _launch(
     log.write(f"\n--- routegate: starting mlx_lm.server on port {port} ---\n".encode())
     log.write(f"$ {' '.join(cmd)}\n".encode())
     log.flush()
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    # a SIGTERM to the eval runs no atexit: the server must go with it, not hold its port
+    linux = sys.platform.startswith("linux")
+    process = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=die_with_parent if linux else None,
+    )
     _RUNNING.add(process)
     return Server(
         url=f"http://{LOOPBACK}:{port}",

@@ -7,7 +7,12 @@ The untrained model never stops on its own (it babbles until max_tokens), which 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +58,46 @@ def test_server_lists_the_model_and_stops(server: Server) -> None:
     server.stop()
     assert process is not None and process.poll() is not None
     assert not _port_open(server.port)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_server_goes_with_an_eval_killed_by_sigterm(model_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM runs no atexit: the server still stops, not left holding its port."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from pipeline.eval.serve import start_server\n"
+        "s = start_server(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+        "print(s.process.pid, s.port, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    evaluator = subprocess.Popen(
+        [sys.executable, "-c", script, str(model_dir), str(tmp_path / "server.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert evaluator.stdout is not None
+    pid, port = map(int, evaluator.stdout.readline().split())
+    evaluator.send_signal(signal.SIGTERM)
+    evaluator.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    orphaned = _alive(pid)
+    if orphaned:
+        os.kill(pid, signal.SIGKILL)  # not left running by a failing test either
+    assert not orphaned, f"mlx_lm.server {pid} outlived the eval that started it"
+    assert not _port_open(port)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (dead, not yet reaped by init) counts as gone
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.is_file() and stat.read_text().split()[2] == "Z")
 
 
 def test_killed_server_is_restarted_and_nothing_is_lost(
