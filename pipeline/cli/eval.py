@@ -6,9 +6,12 @@ and the report's path, and exits with the verdict's code.
 
 from __future__ import annotations
 
+import math
+
 from pipeline import gate
 from pipeline.cli.door import parser, run
 from pipeline.core.progress import Console
+from pipeline.eval.metrics import PROMPTS_NEEDED_CAP
 from pipeline.eval.records import CategoryRow, EvalSummary
 from pipeline.eval.scoring import ANOMALIES
 from pipeline.gate import Invocation
@@ -16,11 +19,14 @@ from pipeline.gate import Invocation
 
 def criterion_mark(cat: CategoryRow) -> str:
     """PASS/FAIL, fragile, and whether the interval decides (or how many prompts would)."""
-    decides = (
-        "decidable"
-        if cat.decidable
-        else f"not decidable: {cat.prompts_needed or 'no number of'} prompts would decide"
-    )
+    if cat.decidable:
+        decides = "decidable"
+    elif cat.prompts_needed:
+        decides = f"not decidable: {cat.prompts_needed} prompts would decide"
+    elif cat.threshold is not None and math.isclose(cat.mean, cat.threshold, abs_tol=1e-12):
+        decides = "not decidable: on its threshold, no number of prompts would decide"
+    else:
+        decides = f"not decidable: more than {PROMPTS_NEEDED_CAP:,} prompts would decide"
     return (
         (" PASS" if cat.passed else " FAIL")
         + (" (fragile)" if cat.fragile else "")
