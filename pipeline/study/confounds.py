@@ -234,9 +234,9 @@ def run_study(
     and the next ones), then one row per chosen confound, trained seed after seed until it is
     decided (at most `seeds`; a row that does not retrain judges each clean model), judged
     on the experiment's prompt set and each `also_prompts` set and compared with the clean
-    row (pipeline.study.decide); confounds.json and .md
-    (pipeline.study.table renders the markdown) and check_costs.json (`command`: how the
-    study was run, the costs' provenance) rewritten after each row. Raises BadInput
+    row (pipeline.study.decide); confounds.json and .md (pipeline.study.table renders the
+    markdown) and check_costs.json (`command`: how the study was run, the costs'
+    provenance) rewritten after each row. Raises BadInput
     for an unknown confound or prompt set or fewer than one seed (before anything runs) or
     inputs the preflight cannot load, BuildError / StageError when a build fails, Fault when
     an eval leaves requests unanswered."""
