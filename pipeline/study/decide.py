@@ -3,8 +3,9 @@
 Two sources of noise stand between a row and the clean row. Prompts: the eval is a sample of
 prompts, so a difference measured on them has a paired bootstrap interval (resampling the
 prompts both scored). Trainings: two trainings of one recipe with different seeds differ too
-(smol-route's seeds 0 and 1 on the extended set, benchmarks/results/smol-route-variance.jsonl:
--2.5 points overall on 224 prompts, -30 on lsp's 40, a difference its prompts "decide"). A
+(the first smol-route recipe's seeds 0 and 1 on the extended set, in
+benchmarks/results/smol-route-v1-variance.jsonl: -2.5 points overall on 224 prompts, -30 on
+lsp's 40, a difference its prompts "decide"). A
 row that only changes eval settings judges the clean row's own model, so only the prompts'
 noise is in its difference; a row that retrains compares two trainings, so its difference
 holds the seed noise as well, and the prompts alone over-claim.
