@@ -38,8 +38,8 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "--experiment",
-        "experiment name (experiments/NAME.toml) or path to a TOML file [tiny]",
-        default="tiny",
+        "experiment name (experiments/NAME.toml) or path to a TOML file [smol-route]",
+        default="smol-route",
         metavar="NAME|PATH",
         path=True,
         steps=_AFTER_DATA,
