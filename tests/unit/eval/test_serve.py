@@ -80,8 +80,10 @@ def test_a_server_goes_with_an_eval_killed_by_sigterm(model_dir: Path, tmp_path:
     pid, port = map(int, evaluator.stdout.readline().split())
     evaluator.send_signal(signal.SIGTERM)
     evaluator.wait(timeout=30)
+    # a dying server can show as a zombie while its threads still close its socket: wait for
+    # both the process and its port to go
     deadline = time.monotonic() + 30
-    while _alive(pid) and time.monotonic() < deadline:
+    while (_alive(pid) or _port_open(port)) and time.monotonic() < deadline:
         time.sleep(0.2)
     orphaned = _alive(pid)
     if orphaned:
