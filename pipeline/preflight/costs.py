@@ -61,10 +61,6 @@ class CheckCosts(Record):
     """Training seeds per row."""
     costs: tuple[CheckCost, ...] = ()
 
-    def of(self, check: str) -> tuple[CheckCost, ...]:
-        """The costs measured for a check, one per confound and prompt set."""
-        return tuple(c for c in self.costs if c.check == check)
-
 
 def measured_costs(
     experiment: str, workspace: Workspace, shipped: Path | None = None

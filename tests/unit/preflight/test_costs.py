@@ -23,7 +23,7 @@ def test_the_experiments_own_study_comes_before_the_shipped_one(tmp_path: Path) 
     own = _costs("tiny", "masking").write(workspace.check_costs("tiny"))
     found = measured_costs("tiny", workspace, shipped)
     assert found is not None and found[1] == own
-    assert [c.check for c in found[0].of("masking")] == ["masking"] and not found[0].of("thinking")
+    assert [c.check for c in found[0].costs] == ["masking"]  # the own study's, not the shipped
     assert measured_costs("tiny", Workspace(tmp_path / "none"), tmp_path / "absent.json") is None
 
 
