@@ -77,9 +77,74 @@ def markdown(experiment: str, rows: Sequence[ConfoundRow]) -> str:
     if notes:
         lines += ["", *notes]
     lines += against_clean(rows)
+    decide_on = summary_set(rows)
+    if decide_on is not None:
+        lines += ["", f"## In one table (decided on {decide_on})", "", *summary(rows, decide_on)]
     if injected:
         lines += ["", "What each row injects:", "", *injected]
     return "\n".join(lines) + "\n"
+
+
+# --- the study in one table ---------------------------------------------------------------------
+
+SUMMARY_HEAD = (
+    "confound",
+    "preflight fails",
+    "trainings",
+    "overall, {sets}",
+    "row - clean on {decide} [95%]",
+    "decision on {decide}",
+    "minutes",
+)
+
+
+def summary(rows: Sequence[ConfoundRow], decide_on: str) -> list[str]:
+    """One line per row: the checks it fails, its trainings, its overall on each prompt set
+    (the mean over its seeds), its difference from the clean row on `decide_on` (by trainings
+    where the row retrains, else by prompts) and the decision in words: the README's table."""
+    sets = list(dict.fromkeys(s.prompts for r in rows for s in r.evaluations()))
+    head = [h.format(sets=" / ".join(sets), decide=decide_on) for h in SUMMARY_HEAD]
+    lines = [_cells(head), "|" + "|".join("---" for _ in head) + "|"]
+    for row in rows:
+        if row.skipped:
+            lines.append(_cells([row.confound, f"skipped: {row.skipped}", *("" for _ in head[2:])]))
+            continue
+        c = row.compared_on(decide_on)
+        trainings = str(len({s.seed for s in row.evaluations()}))
+        if c is not None and not c.retrains:  # it judges another row's models again
+            trainings = f"0: {c.against}'s models"
+        cells = [
+            row.confound if c is None else _label(row, c),
+            ", ".join(row.preflight_failed) or "none",
+            trainings,
+            " / ".join(_mean(row, prompts) for prompts in sets),
+            "" if c is None else _summary_difference(c),
+            "" if c is None else said(c),
+            f"{row.seconds / 60:.0f}",
+        ]
+        lines.append(_cells(cells))
+    return lines
+
+
+def summary_set(rows: Sequence[ConfoundRow]) -> str | None:
+    """The prompt set the one-table summary decides on: the last one a row is compared on
+    (`--also-prompts` sets come after the experiment's own, and are the larger); None when no
+    row carries a comparison."""
+    compared = [c.prompts for r in rows for c in r.comparisons]
+    return compared[-1] if compared else None
+
+
+def _mean(row: ConfoundRow, prompts: str) -> str:
+    scores = [s.overall for s in row.on(prompts)]
+    return _score(statistics.fmean(scores)) if scores else "-"
+
+
+def _summary_difference(c: Comparison) -> str:
+    """By trainings where the row retrains and its interval exists, else by prompts."""
+    if c.retrains and c.lo is not None and c.hi is not None:
+        return _difference(c.mean, c.lo, c.hi) + " by trainings"
+    pooled = c.by_prompts[OVERALL]
+    return _difference(pooled.difference, pooled.lo, pooled.hi) + " by prompts"
 
 
 # --- against the clean row ----------------------------------------------------------------------

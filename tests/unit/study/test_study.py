@@ -53,7 +53,7 @@ from pipeline.study.inject import (
     thinking_on_think_variant,
 )
 from pipeline.study.records import Comparison, SetScore, write_rows
-from pipeline.study.table import markdown, said
+from pipeline.study.table import markdown, said, summary, summary_set
 
 CAUGHT = [c.name for c in CONFOUNDS if c.name != "thinking"]
 """The confounds that apply to the tiny experiment (its template has no think block)."""
@@ -638,7 +638,7 @@ def test_the_table_shows_each_prompt_set_with_the_difference_and_what_would_deci
     assert "| syntax | 0.45 (0.40, 0.50) |" in text
     assert "Per category, by prompts (row - clean [95%]):" in text
     assert "| syntax | -0.800 [-0.900, -0.100] |" in text
-    assert "masked" not in text.split("## Against the clean row")[1].split("What each row")[0]
+    assert "masked" not in text.split("## Against the clean row")[1].split("## In one table")[0]
 
 
 def test_a_study_without_comparisons_has_no_section_against_the_clean_row() -> None:
@@ -1045,3 +1045,35 @@ def test_seeds_and_another_prompt_set_keep_the_one_seed_caches_and_compare_every
     assert (study / "syntax" / f"seed-{seed + 1}").is_dir() is not stopped
     md = study_paths(experiment, workspace)[1].read_text()
     assert "### Prompts: extended" in md and "| syntax | " in md
+
+
+def test_the_one_table_summary_decides_on_the_last_set_and_says_how_each_row_was_judged() -> None:
+    rows = _studied()
+    assert summary_set(rows) == "extended"
+    lines = summary(rows, "extended")
+    assert lines[0] == (
+        "| confound | preflight fails | trainings | overall, seed / extended "
+        "| row - clean on extended [95%] | decision on extended | minutes |"
+    )
+    assert lines[2] == "| clean | none | 2 | 0.88 / 0.78 |  |  | 2 |"
+    assert lines[3] == (
+        "| syntax | call-syntax | 2 | 0.55 / 0.45 | -0.325 [-1.000, +0.200] by trainings "
+        "| not decided by 2 trainings: about 9 seeds per row would decide | 2 |"
+    )
+    assert lines[4] == "| masked | skipped: not this time |  |  |  |  |  |"
+    assert "## In one table (decided on extended)" in markdown("tiny", rows)
+
+
+def test_a_row_that_judges_another_rows_models_shows_its_prompts_interval() -> None:
+    clean, syntax, _ = _studied()
+    _, extended = syntax.comparisons
+    eval_only = dataclasses.replace(
+        syntax,
+        confound="thinking",
+        comparisons=(dataclasses.replace(extended, retrains=False, against="thinking-agreeing"),),
+    )
+    (line,) = summary([clean, eval_only], "extended")[3:]
+    assert line.startswith(
+        "| thinking (against thinking-agreeing) | call-syntax | 0: thinking-agreeing's models "
+        "| 0.55 / 0.45 | -0.400 [-0.500, -0.300] by prompts |"
+    )

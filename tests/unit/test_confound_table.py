@@ -1,0 +1,70 @@
+"""The README's confound table is the rendering of the study rows it names (benchmarks/
+confound_table.py), so it cannot drift from the study."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from pipeline.core.workspace import CHECKOUT
+from pipeline.eval.metrics import PromptValue
+from pipeline.study import CLEAN, ConfoundRow, SetScore, write_rows
+from pipeline.study.decide import compare
+
+_spec = importlib.util.spec_from_file_location(
+    "confound_table", CHECKOUT / "benchmarks" / "confound_table.py"
+)
+assert _spec is not None and _spec.loader is not None
+confound_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(confound_table)
+
+
+def test_the_readmes_confound_table_is_the_rendering_of_the_rows_it_names() -> None:
+    found = confound_table.readme_block((CHECKOUT / "README.md").read_text(encoding="utf-8"))
+    if found is None:
+        # No block yet: then no study of the routing model is checked in either, and the
+        # README must not show a table of it by hand.
+        assert not confound_table.ROWS.exists(), (
+            f"{confound_table.ROWS} is checked in but the README has no confound table block"
+        )
+        return
+    rows_file, table = found
+    assert rows_file.is_file(), f"the README's confound table names {rows_file}, which is missing"
+    assert table == confound_table.render(rows_file), (
+        "README's confound table differs from its rows: python benchmarks/confound_table.py "
+        "--write README.md"
+    )
+
+
+def test_write_puts_the_rendering_between_the_markers_and_keeps_the_rest(tmp_path: Path) -> None:
+    def values(right: int) -> list[PromptValue]:
+        return [PromptValue(f"p{i}", "git", 1.0 if i < right else 0.0, 1) for i in range(20)]
+
+    compared = compare("extended", {0: values(2)}, {0: values(18)}, ["git"], retrains=True)
+    rows = [
+        ConfoundRow(confound=CLEAN, overall=0.9, prompts="extended", seed=0, seconds=600.0),
+        ConfoundRow(
+            confound="syntax",
+            preflight_failed=("call-syntax",),
+            overall=0.1,
+            prompts="extended",
+            seed=0,
+            seconds=60.0,
+            scores=(SetScore("seed", 0, 0.2),),
+            comparisons=(compared,),
+        ),
+    ]
+    rows_file = write_rows(rows, tmp_path / "rows.json")
+    readme = tmp_path / "README.md"
+    opening = (
+        f"<!-- confound table: {rows_file} (python benchmarks/confound_table.py --write "
+        "README.md) -->\n"
+    )
+    readme.write_text(f"# Title\n\n{opening}stale\n<!-- end of confound table -->\n\nAfter.\n")
+    confound_table.rewrite(readme)
+    text = readme.read_text()
+    assert text.startswith(f"# Title\n\n{opening}| confound | preflight fails |")
+    assert text.endswith("<!-- end of confound table -->\n\nAfter.\n")
+    assert "stale" not in text
+    assert "| syntax | call-syntax | 1 | 0.10 / 0.20 | -0.800 [" in text
+    assert confound_table.readme_block(text) == (rows_file, confound_table.render(rows_file))
