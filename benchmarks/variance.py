@@ -26,11 +26,13 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.builder import BuildResult, build
+from pipeline.builder.records import Attempt
 from pipeline.builder.shipped import read_shipped
 from pipeline.core import blas
 from pipeline.core.errors import BadInput
@@ -98,9 +100,18 @@ def _train_seconds(built: BuildResult, shipped: Path | None) -> tuple[float | No
     train = built.record.stages.train
     if train is None:
         return None, False
-    seconds = [a.seconds for a in train.attempts]
+    return attempts_seconds(train.attempts)
+
+
+def attempts_seconds(attempts: Sequence[Attempt]) -> tuple[float | None, bool]:
+    """The timed attempts' seconds, and whether every attempt whose steps the model kept is
+    timed: an attempt killed before its first checkpoint (the next one starts at its offset)
+    kept no step, so its steps' time is in a later attempt and its own does not count."""
+    seconds = [a.seconds for a in attempts]
     known = [s for s in seconds if s is not None]
-    return (round(sum(known), 1) if known else None), len(known) == len(seconds)
+    lost = {i for i in range(len(attempts) - 1) if attempts[i + 1].offset == attempts[i].offset}
+    complete = all(a.seconds is not None for i, a in enumerate(attempts) if i not in lost)
+    return (round(sum(known), 1) if known else None), complete
 
 
 def _categories(result: EvalResult) -> dict[str, dict[str, float | int]]:

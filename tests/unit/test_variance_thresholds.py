@@ -6,6 +6,7 @@ import importlib.util
 
 import pytest
 
+from pipeline.builder.records import Attempt
 from pipeline.core.workspace import CHECKOUT
 
 _spec = importlib.util.spec_from_file_location("variance", CHECKOUT / "benchmarks" / "variance.py")
@@ -51,3 +52,25 @@ def test_the_plan_criteria_come_from_the_plan_experiment() -> None:
 
     criteria = load_experiment(variance.PLAN).thresholds.as_dict()
     assert criteria["overall"] == 0.80 and criteria["git"] == 0.90 and len(criteria) == 8
+
+
+def _attempt(offset: int, seconds: float | None) -> Attempt:
+    return Attempt(offset=offset, iters=600 - offset, resume_from=None, command=(), started="",
+                   seconds=seconds)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("attempts", "expected"),
+    [
+        pytest.param([(0, 3700.0)], (3700.0, True), id="one attempt"),
+        pytest.param([(0, 1800.0), (300, 1900.0)], (3700.0, True), id="resumed, both timed"),
+        pytest.param([(0, None), (300, 1900.0)], (1900.0, False), id="killed after a checkpoint"),
+        pytest.param([(0, None), (0, 3700.0)], (3700.0, True), id="killed before any checkpoint"),
+        pytest.param([(0, None), (0, None), (0, 3700.0)], (3700.0, True), id="twice so"),
+        pytest.param([(0, 1800.0), (300, None)], (1800.0, False), id="the last one untimed"),
+    ],
+)
+def test_training_minutes_count_every_attempt_whose_steps_the_model_kept(
+    attempts: list[tuple[int, float | None]], expected: tuple[float | None, bool]
+) -> None:
+    assert variance.attempts_seconds([_attempt(o, s) for o, s in attempts]) == expected
