@@ -6,7 +6,8 @@ then each chosen confound: inject it into a copy of the data or settings, run th
 preflight (its failed checks are the row's `preflight_failed`), build anyway (as `--force`
 does), evaluate as the gate does and read the decision temperature's scores, as
 benchmarks/variance.py does. With `--seeds N` the clean row is trained N times ([train] seed:
-the experiment's, then the next ones) and each row that retrains one seed after another until
+the experiment's, then the next ones) and each row that retrains one seed after another (every
+row's first training before any row's second) until
 it is decided (at most N: a collapse far outside the clean seeds' spread stops at one), and a
 row that only changes eval settings judges each clean model; with `--also-prompts` every
 model is judged on those prompt sets as well. Each row is then compared with the clean row on
@@ -231,7 +232,8 @@ def run_study(
     log: Log = print,
 ) -> list[ConfoundRow]:
     """The clean row, trained once per seed (`seeds` trainings: the experiment's [train] seed
-    and the next ones), then one row per chosen confound, trained seed after seed until it is
+    and the next ones), then one row per chosen confound, trained seed after seed (every row's
+    first before any row's second) until it is
     decided (at most `seeds`; a row that does not retrain judges each clean model), judged
     on the experiment's prompt set and each `also_prompts` set and compared with the clean
     row (pipeline.study.decide); confounds.json and .md (pipeline.study.table renders the
@@ -245,19 +247,31 @@ def run_study(
     trainings = training_seeds(experiment, seeds)
     categories = tuple(load_catalog().categories)
     json_path, md_path = study_paths(experiment, workspace)
-    rows: list[ConfoundRow] = []
+    # the rows by name (a row judged again after its next training replaces its earlier
+    # self), shown in the registry's order: clean, then each confound (a judged-twice row
+    # after its control)
+    made_rows: dict[str, ConfoundRow] = {}
+    order = [CLEAN]
+    for confound in confounds:
+        order += [f"{confound.name}-{AGREEING}", confound.name]
     # each eval of this study, by folder: a row judged again after its next training takes
     # its earlier seeds' evals from here
     evaluated: dict[Path, EvalSummary] = {}
 
-    def done(row: ConfoundRow) -> None:
-        rows.append(row)
+    def in_order() -> list[ConfoundRow]:
+        return sorted(made_rows.values(), key=lambda row: order.index(row.confound))
+
+    def done(*made: ConfoundRow) -> None:
+        for row in made:
+            made_rows[row.confound] = row
+        rows = in_order()
         write_rows(rows, json_path)
         io.write_text(md_path, markdown(experiment.name, rows))
         check_costs(experiment.name, rows, command=command, trainings=len(trainings)).write(
             workspace.check_costs(experiment.name)
         )
-        log(f"[study] {row.confound}: {_said(row)}")
+        for row in made:
+            log(f"[study] {row.confound}: {_said(row)}")
 
     clean_experiment = pinned(experiment, workspace)
     context = Context(clean_experiment, workspace)
@@ -284,29 +298,25 @@ def run_study(
     ) -> dict[int, BuildResult]:
         return {seed: _built(seeded(row, seed), found, where(seed), log) for seed in trainings}
 
-    def until_decided(
-        name: str,
+    def trained_up_to(
         row: Experiment,
         found: list[Finding],
         where: Callable[[int], Workspace],
         rows_of: Callable[[dict[int, BuildResult]], list[ConfoundRow]],
-    ) -> list[ConfoundRow]:
-        """The rows `rows_of` makes of the row's models, trained one seed after another: it
-        stops at the first number of trainings whose last row (the confound's) is decided on
-        every prompt set, so a collapse costs one training and a subtle row gets them all."""
+    ) -> Callable[[int], tuple[list[ConfoundRow], bool]]:
+        """For a row that retrains: given N, the rows `rows_of` makes of its first N seeds'
+        models (each trained once), and whether the last of them (the confound's) is decided
+        on every prompt set."""
         models: dict[int, BuildResult] = {}
-        made: list[ConfoundRow] = []
-        for seed in trainings:
-            models[seed] = _built(seeded(row, seed), found, where(seed), log)
+
+        def up_to(count: int) -> tuple[list[ConfoundRow], bool]:
+            for seed in trainings[:count]:
+                if seed not in models:
+                    models[seed] = _built(seeded(row, seed), found, where(seed), log)
             made = rows_of(dict(models))
-            if all(c.decision != "not decided" for c in made[-1].comparisons):
-                break
-        if len(models) < len(trainings):
-            log(
-                f"[study] {name}: decided after {len(models)} of {len(trainings)} trainings; "
-                "the others are not trained"
-            )
-        return made
+            return made, all(c.decision != "not decided" for c in made[-1].comparisons)
+
+        return up_to
 
     # the experiment's own seed builds the gate's model (same key: a shared cache); another
     # seed's build, and every eval, is the row's
@@ -329,6 +339,7 @@ def run_study(
         log=log,
     )
     done(clean_row)
+    retrained: list[tuple[str, Callable[[int], tuple[list[ConfoundRow], bool]]]] = []
     for confound in confounds:
         where = row_ws(confound.name)
         own_ws = row_workspace(experiment, workspace, confound.name)
@@ -389,10 +400,12 @@ def run_study(
                 compared = compared_with(row, control, categories, retrains=False)
                 return [control, dataclasses.replace(row, comparisons=compared)]
 
-            for made in until_decided(
-                confound.name, injected.agreeing, control_found, where, judged_twice
-            ):
-                done(made)
+            retrained.append(
+                (
+                    confound.name,
+                    trained_up_to(injected.agreeing, control_found, where, judged_twice),
+                )
+            )
             continue
         found = run_preflight(injected, workspace=own_ws)
         write_report(injected, found, own_ws)
@@ -419,12 +432,27 @@ def run_study(
             return [dataclasses.replace(row, comparisons=compared)]
 
         if confound.retrains:
-            (made,) = until_decided(confound.name, injected, found, where, judged)
+            retrained.append((confound.name, trained_up_to(injected, found, where, judged)))
         else:
-            (made,) = judged(clean_models)
-        done(made)
+            done(*judged(clean_models))
+    # Every row's first training before any row's second, then the undecided rows' second,
+    # and so on: a study stopped part way has each row's difference with an interval (at the
+    # clean row's spread), rather than every seed of the first rows and nothing of the last.
+    # A row stops at the first number of trainings that decides it on every prompt set, so
+    # a collapse costs one training and a subtle row gets them all.
+    for count in range(1, len(trainings) + 1):
+        for name, up_to in list(retrained):
+            made, decided = up_to(count)
+            done(*made)
+            if decided or count == len(trainings):
+                retrained.remove((name, up_to))
+                if count < len(trainings):
+                    log(
+                        f"[study] {name}: decided after {count} of {len(trainings)} "
+                        "trainings; the others are not trained"
+                    )
     log(f"[study] {json_path}\n[study] {md_path}")
-    return rows
+    return in_order()
 
 
 def check_costs(

@@ -1077,3 +1077,62 @@ def test_a_row_that_judges_another_rows_models_shows_its_prompts_interval() -> N
         "| thinking (against thinking-agreeing) | call-syntax | 0: thinking-agreeing's models "
         "| 0.55 / 0.45 | -0.400 [-0.500, -0.300] by prompts |"
     )
+
+
+def test_every_row_trains_its_first_seed_before_any_row_trains_its_second(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--seeds 2 with two rows that one training does not decide: syntax's first, masked's
+    first, then each one's second (a study stopped part way has a first training of every
+    row); the rows stay in the registry's order whatever order they were last judged in."""
+    from pipeline.study import confounds
+
+    tiny = load_experiment("tiny")
+    first = tiny.train.seed
+    study = Workspace(tmp_path).runs("tiny") / "study"
+    builds: list[tuple[str, int]] = []
+
+    def row_of(root: Path) -> str:
+        return next((n for n in ("syntax", "masked") if root.is_relative_to(study / n)), CLEAN)
+
+    def model_under_test(invocation: Invocation, **_: object) -> SimpleNamespace:
+        builds.append((row_of(invocation.workspace.root), invocation.experiment.train.seed))
+        return _built_stand_in(f"k{len(builds)}", tmp_path)
+
+    def evaluate(invocation: Invocation, model: ModelUnderTest, **_: object) -> SimpleNamespace:
+        # clean seeds 30 points apart: no one training decides a row
+        clean = 0.75 if invocation.experiment.train.seed == first else 0.45
+        return _evaluated_stand_in(clean if row_of(model.run_dir) == CLEAN else 0.5)
+
+    def baseline_values(run_dir: Path) -> list[PromptValue]:
+        return _values({"git": 20 if row_of(run_dir) == CLEAN else 15, "lsp": 16})
+
+    monkeypatch.setattr(confounds, "model_under_test", model_under_test)
+    monkeypatch.setattr(confounds, "evaluate", evaluate)
+    monkeypatch.setattr(confounds, "baseline_values", baseline_values)
+    said_lines: list[str] = []
+    rows = run_study(
+        tiny,
+        workspace=Workspace(tmp_path),
+        only=["syntax", "masked"],
+        seeds=2,
+        log=said_lines.append,
+    )
+    assert builds == [
+        (CLEAN, first),
+        (CLEAN, first + 1),
+        ("syntax", first),
+        ("masked", first),
+        ("syntax", first + 1),
+        ("masked", first + 1),
+    ]
+    assert [r.confound for r in rows] == [CLEAN, "syntax", "masked"]
+    assert [r.confound for r in read_rows(study_paths(tiny, Workspace(tmp_path))[0])] == [
+        CLEAN,
+        "syntax",
+        "masked",
+    ]
+    for row in rows[1:]:
+        (c,) = row.comparisons
+        assert c.seeds == (first, first + 1)
+    assert not any("decided after" in line for line in said_lines)
