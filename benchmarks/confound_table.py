@@ -23,9 +23,13 @@ from pipeline.study import read_rows  # noqa: E402
 from pipeline.study.table import summary, summary_set  # noqa: E402
 
 ROWS = CHECKOUT / "benchmarks" / "results" / "confounds-smol-route.json"
+OPEN = "<!-- confound table: {rows} (python benchmarks/confound_table.py --write README.md) -->"
+CLOSE = "<!-- end of confound table -->"
+"""The README's two marker lines; the opening one names the rows file the table renders."""
 BLOCK = re.compile(
-    r"(?P<open><!-- confound table: (?P<rows>\S+) \(python benchmarks/confound_table.py "
-    r"--write README.md\) -->\n)(?P<table>.*?)(?P<close><!-- end of confound table -->)",
+    re.escape(OPEN).replace(re.escape("{rows}"), r"(?P<rows>\S+)")
+    + r"\n(?P<table>.*?)"
+    + re.escape(CLOSE),
     re.DOTALL,
 )
 
@@ -50,11 +54,10 @@ def rewrite(readme: Path) -> None:
     text = readme.read_text(encoding="utf-8")
     found = BLOCK.search(text)
     if found is None:
+        opening = OPEN.format(rows=ROWS.relative_to(CHECKOUT))
         raise SystemExit(
-            f"{readme}: no confound table block; add the two marker lines "
-            f"(<!-- confound table: {ROWS.relative_to(CHECKOUT)} (python "
-            "benchmarks/confound_table.py --write README.md) --> and <!-- end of confound "
-            "table -->) where the table goes"
+            f"{readme}: no confound table block; add the two marker lines ({opening} and "
+            f"{CLOSE}) where the table goes"
         )
     table = render(CHECKOUT / found["rows"])
     readme.write_text(

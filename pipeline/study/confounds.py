@@ -440,17 +440,20 @@ def run_study(
     # clean row's spread), rather than every seed of the first rows and nothing of the last.
     # A row stops at the first number of trainings that decides it on every prompt set, so
     # a collapse costs one training and a subtle row gets them all.
+    undecided = retrained
     for count in range(1, len(trainings) + 1):
-        for name, up_to in list(retrained):
+        still: list[tuple[str, Callable[[int], tuple[list[ConfoundRow], bool]]]] = []
+        for name, up_to in undecided:
             made, decided = up_to(count)
             done(*made)
-            if decided or count == len(trainings):
-                retrained.remove((name, up_to))
-                if count < len(trainings):
-                    log(
-                        f"[study] {name}: decided after {count} of {len(trainings)} "
-                        "trainings; the others are not trained"
-                    )
+            if not decided:
+                still.append((name, up_to))
+            elif count < len(trainings):
+                log(
+                    f"[study] {name}: decided after {count} of {len(trainings)} trainings; "
+                    "the others are not trained"
+                )
+        undecided = still
     log(f"[study] {json_path}\n[study] {md_path}")
     return in_order()
 

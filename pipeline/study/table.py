@@ -135,6 +135,7 @@ def summary_set(rows: Sequence[ConfoundRow]) -> str | None:
 
 
 def _mean(row: ConfoundRow, prompts: str) -> str:
+    """The mean over the row's seeds on the set ("-" where it was not judged on it)."""
     scores = [s.overall for s in row.on(prompts)]
     return _score(statistics.fmean(scores)) if scores else "-"
 
@@ -279,10 +280,8 @@ def _by_trainings(c: Comparison) -> str:
 def _overall(row: ConfoundRow, prompts: str) -> str:
     """The mean over the row's seeds on the set; each seed's after it when there are several."""
     scores = [s.overall for s in row.on(prompts)]
-    if not scores:
-        return "-"
-    mean = _score(statistics.fmean(scores))
-    return mean if len(scores) == 1 else f"{mean} ({', '.join(_score(s) for s in scores)})"
+    mean = _mean(row, prompts)
+    return mean if len(scores) <= 1 else f"{mean} ({', '.join(_score(s) for s in scores)})"
 
 
 def _difference(value: float, lo: float, hi: float) -> str:
