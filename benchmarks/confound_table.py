@@ -19,6 +19,7 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
+from pipeline.core.errors import EXIT_BAD_INPUT, BadInput  # noqa: E402
 from pipeline.study import read_rows  # noqa: E402
 from pipeline.study.table import summary, summary_set  # noqa: E402
 
@@ -70,10 +71,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=Path, default=ROWS, help="a study's confounds.json")
     parser.add_argument("--write", type=Path, metavar="README", help="rewrite its table block")
     args = parser.parse_args(argv)
-    if args.write is not None:
-        rewrite(args.write)
-        return
-    print(render(args.rows), end="")
+    try:
+        if args.write is not None:
+            rewrite(args.write)
+            return
+        print(render(args.rows), end="")
+    except BadInput as err:  # a missing or malformed rows file or README: one line, naming it
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
+from pipeline.core.errors import EXIT_BAD_INPUT
 from pipeline.core.workspace import CHECKOUT
 from pipeline.eval.metrics import PromptValue
 from pipeline.study import CLEAN, ConfoundRow, SetScore, write_rows
@@ -68,3 +71,16 @@ def test_write_puts_the_rendering_between_the_markers_and_keeps_the_rest(tmp_pat
     assert "stale" not in text
     assert "| syntax | call-syntax | 1 | 0.10 / 0.20 | -0.800 [" in text
     assert confound_table.readme_block(text) == (rows_file, confound_table.render(rows_file))
+
+
+def test_a_missing_or_malformed_rows_file_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "rows.json"
+    bad.write_text('{"not": "a list"}')
+    for rows, said in ((tmp_path / "missing.json", "does not exist"), (bad, "not a list")):
+        with pytest.raises(SystemExit) as exited:
+            confound_table.main(["--rows", str(rows)])
+        assert exited.value.code == EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {rows}") and said in err and err.count("\n") == 1, err
