@@ -17,6 +17,7 @@ STEPS = {
     "report": "pipeline.cli.report",
     "integrity": "pipeline.cli.integrity",
     "study": "pipeline.cli.study",
+    "ship": "pipeline.cli.ship",
 }
 
 

@@ -6,7 +6,7 @@ into is the base the adapter was trained on, and copies the adapter into the bui
 training; fuse, quantize, integrity and the eval run as always. `--retrain` drops the setting
 and trains afresh with the same recipe. The folder is written from a finished build by
 
-    python -m pipeline.builder.shipped RUN_DIR DEST
+    python -m pipeline ship RUN_DIR DEST --reproduce COMMAND
 
 which records the base's digest, the data's digest, the recipe (the experiment's [train]
 table), the seed, the loss curve, the mlx and mlx-lm versions, the training minutes and the
@@ -15,12 +15,10 @@ command that reproduces it.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -82,7 +80,7 @@ def read_shipped(folder: Path) -> ShippedAdapter:
     if not path.is_file():
         raise ShippedAdapterError(
             f"{folder} is not a shipped adapter (no {ADAPTER_RECORD}); write one with "
-            "`python -m pipeline.builder.shipped RUN_DIR DEST` or train with --retrain"
+            "`python -m pipeline ship RUN_DIR DEST --reproduce COMMAND` or train with --retrain"
         )
     shipped = ShippedAdapter.read(path)
     for name in FILES:
@@ -200,25 +198,3 @@ def _record(
         train_minutes=round(train.seconds / 60, 1),
         reproduce=reproduce,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.builder.shipped",
-        description="Write a finished build's adapter and its record to a folder to ship.",
-    )
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("dest", type=Path)
-    parser.add_argument("--reproduce", required=True, help="the command that trains it again")
-    args = parser.parse_args(argv)
-    try:
-        shipped = export(args.run_dir, args.dest, reproduce=args.reproduce)
-    except BadInput as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{args.dest}: {shipped.bytes:,} bytes, {shipped.iters} iterations")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,6 +21,7 @@ from pipeline.builder.shipped import (
     export,
     read_shipped,
 )
+from pipeline.cli import ship
 from pipeline.core.workspace import Workspace
 from pipeline.definitions.experiment import Experiment, load_experiment, with_overrides
 
@@ -113,3 +114,14 @@ def test_a_folder_without_a_record_is_named(tmp_path: Path) -> None:
         read_shipped(folder)
     assert ShippedAdapter.KIND == "shipped-adapter"
     shutil.rmtree(folder)
+
+
+def test_the_ship_door_writes_the_folder_and_names_a_run_that_is_no_build(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "shipped"
+    assert ship.main([str(trained), str(dest), "--reproduce", REPRODUCE]) == 0
+    assert read_shipped(dest).reproduce == REPRODUCE
+    assert f"{dest}: " in capsys.readouterr().out
+    assert ship.main([str(tmp_path / "nothing"), str(dest), "--reproduce", REPRODUCE]) == 2
+    assert f"{tmp_path / 'nothing'} is not a finished build" in capsys.readouterr().err
