@@ -11,7 +11,8 @@ import pytest
 from pipeline.core.errors import EXIT_BAD_INPUT
 from pipeline.core.workspace import CHECKOUT
 from pipeline.eval.metrics import PromptValue
-from pipeline.study import CLEAN, ConfoundRow, SetScore, write_rows
+from pipeline.preflight.costs import CheckCost, CheckCosts
+from pipeline.study import CLEAN, ConfoundRow, SetScore, read_rows, write_rows
 from pipeline.study.decide import compare
 
 _spec = importlib.util.spec_from_file_location(
@@ -84,3 +85,43 @@ def test_a_missing_or_malformed_rows_file_is_one_line_naming_it(
         assert exited.value.code == EXIT_BAD_INPUT
         err = capsys.readouterr().err
         assert err.startswith(f"error: {rows}") and said in err and err.count("\n") == 1, err
+
+
+def test_take_checks_in_a_study_without_the_paths_of_the_machine_that_ran_it(
+    tmp_path: Path,
+) -> None:
+    reports = tmp_path / "wd" / "reports" / "smol-route"
+    ran = tmp_path / "wd" / "runs"
+    row = ConfoundRow(
+        confound=CLEAN,
+        overall=0.9,
+        prompts="seed",
+        seed=0,
+        model=ran / "quantized",
+        eval_dir=ran / "clean",
+        scores=(SetScore("extended", 0, 0.8, {"git": 0.7}, ran / "clean" / "extended"),),
+    )
+    write_rows([row], reports / "confounds.json")
+    cost = CheckCost("call-syntax", "syntax", "XML calls", "extended", 224, -0.8, -0.9, -0.7, "x")
+    CheckCosts(
+        experiment="smol-route",
+        command="python -m pipeline study confounds --workdir /tmp/wd --seeds 3 --workdir=/x",
+        written="2026-12-05T00:00:00+00:00",
+        trainings=3,
+        costs=(cost,),
+    ).write(reports / "check_costs.json")
+
+    confound_table.take(reports, tmp_path / "rows.json", tmp_path / "costs.json")
+
+    (taken,) = read_rows(tmp_path / "rows.json")
+    assert taken == ConfoundRow(
+        confound=CLEAN,
+        overall=0.9,
+        prompts="seed",
+        seed=0,
+        scores=(SetScore("extended", 0, 0.8, {"git": 0.7}),),
+    )
+    assert str(tmp_path) not in (tmp_path / "rows.json").read_text()
+    costs = CheckCosts.read(tmp_path / "costs.json")
+    assert costs.command == "python -m pipeline study confounds --seeds 3"
+    assert costs.costs == (cost,)
