@@ -278,7 +278,10 @@ def test_a_stalled_server_is_given_up_within_its_window_at_any_concurrency(
             Server(url, "fake-model"), requests, tmp_path / "r.jsonl", concurrency=16, timeout_s=0.5
         ).records
         took = time.monotonic() - started
-    assert 0.5 * 16 <= took < 0.5 * 16 + 5
+    # Given up on its first window, not after a second one (a bound a loaded machine, as
+    # CI's two cores behind a training, still keeps).
+    window = 0.5 * 16
+    assert window <= took < 2 * window
     assert len(asked) == 16  # the eval stopped before asking more
     # The first given up waited 0.5 s x 16 in flight; those after it, fewer in flight each.
     given_up = [r.error for r in records if r.error.startswith("no answer within ")]
