@@ -302,7 +302,7 @@ def _preflight(r: ReportRecord) -> str:
         ]
         out += (
             f"<p>What ignoring each check cost, measured by the confound study of "
-            f"{_e(costs['experiment'])} ({_e(costs['trainings'])} training(s) per row; "
+            f"{_e(costs['experiment'])} ({_e(costs['trainings_said'])}; "
             f"<code>{_e(costs['command'])}</code>): a row's overall score minus the clean "
             "row's, in points, with its paired 95% interval.</p>"
         )

@@ -547,12 +547,11 @@ def _cost_said(costs: Mapping[str, Any] | None, check: str) -> str:
 
 def _costs_lines(costs: Mapping[str, Any]) -> list[str]:
     """The confound study's cost of ignoring each check, with this experiment's verdict."""
-    trainings = costs["trainings"]
     out = [
         "### What ignoring each check cost",
         "",
         f"Measured by the confound study of {costs['experiment']} (`{costs['path']}`, "
-        f"{costs['written']}; {trainings} training{'s' if trainings != 1 else ''} per row): "
+        f"{costs['written']}; {costs['trainings_said']}): "
         "each row injects one confound that the check fails on, builds past the preflight and "
         "is judged; the cost is its overall score minus the clean row's on the same prompts, "
         "in points, with its paired 95% interval. Reproduce: "

@@ -607,6 +607,8 @@ def test_each_failed_check_links_to_what_ignoring_it_cost(
         ["masking", "-", "masked", "extended (224)", "-80.0 [-85.0, -75.0]", "t"],
     ]
     assert "shipped.json" in md and "--experiment smol-route --seeds 3" in md
+    # --seeds 3 is a most: a collapse stops at one training
+    assert "; up to 3 trainings per row, each row stopping at the first that decides it)" in md
 
     own = dataclasses.replace(measured, experiment="phase40", costs=measured.costs[1:])
     own.write(workspace.check_costs("phase40"))
