@@ -213,12 +213,12 @@ def _costs_section(costs: CheckCosts, path: Path, pf: PreflightReport | None) ->
         "command": costs.command,
         "written": costs.written,
         "trainings": costs.trainings,
-        "trainings_said": trainings_said(costs.trainings),
+        "trainings_said": _trainings_said(costs.trainings),
         "rows": [asdict(c) | {"here": verdicts.get(c.check, "")} for c in costs.costs],
     }
 
 
-def trainings_said(trainings: int) -> str:
+def _trainings_said(trainings: int) -> str:
     """The study's --seeds in words: a row trains until it is decided, at most that often."""
     if trainings == 1:
         return "one training per row"
