@@ -73,8 +73,8 @@ def take(reports: Path, rows_file: Path = ROWS, costs_file: Path = SHIPPED_COSTS
         )
         for row in read_rows(reports / "confounds.json")
     ]
+    costs = CheckCosts.read(reports / "check_costs.json")  # both read before either is written
     write_rows(rows, rows_file)
-    costs = CheckCosts.read(reports / "check_costs.json")
     dataclasses.replace(costs, command=without_workdir(costs.command)).write(costs_file)
     print(f"{rows_file}\n{costs_file}")
 

@@ -125,3 +125,17 @@ def test_take_checks_in_a_study_without_the_paths_of_the_machine_that_ran_it(
     costs = CheckCosts.read(tmp_path / "costs.json")
     assert costs.command == "python -m pipeline study confounds --seeds 3"
     assert costs.costs == (cost,)
+
+
+def test_take_without_the_costs_names_them_and_checks_in_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reports = tmp_path / "reports"
+    write_rows([ConfoundRow(confound=CLEAN, overall=0.9)], reports / "confounds.json")
+    rows_file = tmp_path / "rows.json"
+    with pytest.raises(SystemExit) as exited:
+        confound_table.main(["--take", str(reports), "--rows", str(rows_file)])
+    assert exited.value.code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {reports / 'check_costs.json'}") and err.count("\n") == 1
+    assert not rows_file.exists()
