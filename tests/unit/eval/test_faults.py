@@ -282,7 +282,9 @@ def test_a_stalled_server_is_given_up_within_its_window_at_any_concurrency(
     # CI's two cores behind a training, still keeps).
     window = 0.5 * 16
     assert window <= took < 2 * window
-    assert len(asked) == 16  # the eval stopped before asking more
+    # The eval stopped at the FAILURES_IN_A_ROW-th failure written: each worker whose request
+    # was given up before that may have asked one more (one did on CI's loaded cores), no more.
+    assert 16 <= len(asked) <= 16 + FAILURES_IN_A_ROW - 1 < len(requests)
     # The first given up waited 0.5 s x 16 in flight; those after it, fewer in flight each.
     given_up = [r.error for r in records if r.error.startswith("no answer within ")]
     assert any(e.startswith("no answer within 8 s (") for e in given_up), given_up
