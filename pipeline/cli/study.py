@@ -7,7 +7,8 @@ confounds.md after each row. Cached and resumable like a build. `--only CONFOUND
 confounds (the clean row always runs); `--also-prompts NAME[,NAME]` judges every model on
 those prompt sets too; `--seeds N` trains the clean row N times and each row that retrains
 until it is decided (at most N), so that a difference is decided by trainings, not by the
-prompts of one training.
+prompts of one training. `--resume-from PATH` continues an earlier study (from another machine:
+its rows checked in), training only what its rows lack.
 
 Exit 0 when every row is done, 2 for an unknown study or confound or an input that cannot be
 used, 3 when a stage crashed or an eval could not finish, 130 on Ctrl-C (the same command
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from pipeline.cli.door import parser, run, selected
 from pipeline.core.errors import EXIT_PASS, BadInput
@@ -64,6 +66,7 @@ def study_step(args: argparse.Namespace, argv: list[str]) -> int:
         only=args.only,
         also_prompts=args.also_prompts,
         seeds=args.seeds,
+        resume_from=Path(args.resume_from) if args.resume_from else None,
         command=shlex.join(["python", "-m", "pipeline", "study", *argv]),
         log=Console(),
     )

@@ -201,6 +201,16 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
         steps=("study",),
     ),
+    Option(
+        "--resume-from",
+        "an earlier study's rows (its reports/NAME/confounds.json, or the copy "
+        "benchmarks/confound_table.py --take checks in): a training they judged is taken from "
+        "them, matched by the build key of the model this study would build, not trained and "
+        "judged again [none: every training is built here or found in --workdir]",
+        metavar="PATH",
+        path=True,
+        steps=("study",),
+    ),
 )
 
 BY_DEST = {o.dest: o for o in OPTIONS}

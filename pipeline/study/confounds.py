@@ -33,19 +33,24 @@ experiment's reports/NAME/preflight.json, and deleting runs/NAME/study/<row>/ re
 A row's build is cached by key like any build (the key does not depend on the eval prompts,
 so every prompt set judges one build), and its eval is reused when a complete one of the same
 experiment and model is on disk, so a rerun after a crash or Ctrl-C redoes only the
-unfinished row.
+unfinished row. On a machine without that workspace, `--resume-from` continues from the rows
+a study wrote (checked in: benchmarks/confound_table.py --take): each row keeps, per training
+and prompt set, the build key of the model judged and its per-prompt values, so a training
+whose key this study would build again is taken from them (`Earlier`), and only what they
+lack is trained (`Training` builds on first need).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.builder import BuildResult
+from pipeline.builder import BuildResult, plan
 from pipeline.core import io
 from pipeline.core.errors import BadInput, Fault
 from pipeline.core.workspace import RunFolder, Workspace
@@ -87,7 +92,15 @@ from pipeline.study.inject import (
     thinking,
     wrong_call_syntax,
 )
-from pipeline.study.records import AGREEING, CLEAN, Comparison, ConfoundRow, SetScore, write_rows
+from pipeline.study.records import (
+    AGREEING,
+    CLEAN,
+    Comparison,
+    ConfoundRow,
+    SetScore,
+    read_rows,
+    write_rows,
+)
 from pipeline.study.table import markdown, said
 
 Log = Callable[[str], None]
@@ -228,6 +241,7 @@ def run_study(
     only: Sequence[str] | None = None,
     also_prompts: str | Sequence[str] | None = None,
     seeds: int = 1,
+    resume_from: Path | None = None,
     command: str = "",
     log: Log = print,
 ) -> list[ConfoundRow]:
@@ -238,13 +252,18 @@ def run_study(
     on the experiment's prompt set and each `also_prompts` set and compared with the clean
     row (pipeline.study.decide); confounds.json and .md (pipeline.study.table renders the
     markdown) and check_costs.json (`command`: how the study was run, the costs'
-    provenance) rewritten after each row. Raises BadInput
-    for an unknown confound or prompt set or fewer than one seed (before anything runs) or
-    inputs the preflight cannot load, BuildError / StageError when a build fails, Fault when
-    an eval leaves requests unanswered."""
+    provenance) rewritten after each row. `resume_from`: an earlier study's rows (confounds.json,
+    from this machine or checked in from another): a training they judged, matched by the
+    build key of its model, is taken from them rather than trained and judged again (and a
+    comparison made of the very same evaluations, as they made it). Raises BadInput
+    for an unknown confound or prompt set or fewer than one seed (before anything runs),
+    inputs the preflight cannot load or a `resume_from` that is no study's rows, BuildError /
+    StageError when a build fails, Fault when an eval leaves requests unanswered or a
+    training judged again does not score what `resume_from` recorded for it."""
     confounds = chosen(only)
     sets = prompt_sets(experiment, also_prompts)
     trainings = training_seeds(experiment, seeds)
+    earlier = read_earlier(resume_from, experiment) if resume_from is not None else None
     categories = tuple(load_catalog().categories)
     json_path, md_path = study_paths(experiment, workspace)
     # the rows by name (a row judged again after its next training replaces its earlier
@@ -257,9 +276,48 @@ def run_study(
     # each eval of this study, by folder: a row judged again after its next training takes
     # its earlier seeds' evals from here
     evaluated: dict[Path, EvalSummary] = {}
+    # each training's handle, by row and seed: one taken from `earlier` without its per-prompt
+    # values is judged again through it when a comparison needs them
+    handles: dict[tuple[str, int], Callable[[], list[SetScore]]] = {}
+    # those judged again, by row, prompt set and seed: the rows written carry them from then on
+    rejudged: dict[tuple[str, str, int | None], SetScore] = {}
+
+    def filled(row: ConfoundRow) -> ConfoundRow:
+        if row.overall is None:  # a skipped row
+            return row
+        return row.with_evaluations(
+            [rejudged.get((row.confound, s.prompts, s.seed), s) for s in row.evaluations()]
+        )
 
     def in_order() -> list[ConfoundRow]:
-        return sorted(made_rows.values(), key=lambda row: order.index(row.confound))
+        rows = sorted(made_rows.values(), key=lambda row: order.index(row.confound))
+        return [filled(row) for row in rows]
+
+    def values(row: str, score: SetScore) -> list[PromptValue]:
+        """A training's per-prompt values; one `earlier` recorded without them (a version 2
+        row) is judged again here, and must score what it recorded."""
+        if score.values:
+            return list(score.values)
+        if score.eval_dir is not None and eval_files(score.eval_dir)["summary"].is_file():
+            return baseline_values(score.eval_dir)
+        assert score.seed is not None  # rows this study wrote, or took by seed and key
+        if (row, score.prompts, score.seed) not in rejudged:
+            for again in handles[(row, score.seed)]():
+                rejudged[(row, again.prompts, score.seed)] = again
+        again = rejudged[(row, score.prompts, score.seed)]
+        if (again.key, again.overall) != (score.key, score.overall):
+            raise Fault(
+                f"{earlier.source if earlier else 'the earlier study'}: the {row} row's seed "
+                f"{score.seed} on {score.prompts} recorded model {score.key} scoring "
+                f"{score.overall}; judged again here, model {again.key} scores "
+                f"{again.overall}: that record is not of this model; run without --resume-from"
+            )
+        return list(again.values)
+
+    def against(row: ConfoundRow, other: ConfoundRow, *, retrains: bool) -> tuple[Comparison, ...]:
+        return compared_with(
+            row, other, categories, retrains=retrains, earlier=earlier, values=values
+        )
 
     def done(*made: ConfoundRow) -> None:
         for row in made:
@@ -295,24 +353,24 @@ def run_study(
 
     def built(
         row: Experiment, found: list[Finding], where: Callable[[int], Workspace]
-    ) -> dict[int, BuildResult]:
-        return {seed: _built(seeded(row, seed), found, where(seed), log) for seed in trainings}
+    ) -> dict[int, Training]:
+        return {seed: Training(seeded(row, seed), found, where(seed), log) for seed in trainings}
 
     def trained_up_to(
         row: Experiment,
         found: list[Finding],
         where: Callable[[int], Workspace],
-        rows_of: Callable[[dict[int, BuildResult]], list[ConfoundRow]],
+        rows_of: Callable[[dict[int, Training]], list[ConfoundRow]],
     ) -> Callable[[int], tuple[list[ConfoundRow], bool]]:
         """For a row that retrains: given N, the rows `rows_of` makes of its first N seeds'
         models (each trained once), and whether the last of them (the confound's) is decided
         on every prompt set."""
-        models: dict[int, BuildResult] = {}
+        models: dict[int, Training] = {}
 
         def up_to(count: int) -> tuple[list[ConfoundRow], bool]:
             for seed in trainings[:count]:
                 if seed not in models:
-                    models[seed] = _built(seeded(row, seed), found, where(seed), log)
+                    models[seed] = Training(seeded(row, seed), found, where(seed), log)
             made = rows_of(dict(models))
             return made, all(c.decision != "not decided" for c in made[-1].comparisons)
 
@@ -336,6 +394,8 @@ def run_study(
         sets,
         trained=True,
         memo=evaluated,
+        earlier=earlier,
+        handles=handles,
         log=log,
     )
     done(clean_row)
@@ -361,7 +421,7 @@ def run_study(
             write_report(injected.disagreeing, found, own_ws)
 
             def judged_twice(
-                models: dict[int, BuildResult],
+                models: dict[int, Training],
                 confound: Confound = confound,
                 injected: JudgedTwice = injected,
                 control_name: str = control_name,
@@ -379,11 +439,13 @@ def run_study(
                     sets,
                     trained=True,
                     memo=evaluated,
+                    earlier=earlier,
+                    handles=handles,
                     log=log,
                 )
                 control = dataclasses.replace(
                     control,
-                    comparisons=compared_with(control, clean_row, categories, retrains=True),
+                    comparisons=against(control, clean_row, retrains=True),
                 )
                 row = _judged(
                     confound.name,
@@ -395,9 +457,11 @@ def run_study(
                     sets,
                     trained=False,
                     memo=evaluated,
+                    earlier=earlier,
+                    handles=handles,
                     log=log,
                 )
-                compared = compared_with(row, control, categories, retrains=False)
+                compared = against(row, control, retrains=False)
                 return [control, dataclasses.replace(row, comparisons=compared)]
 
             retrained.append(
@@ -411,7 +475,7 @@ def run_study(
         write_report(injected, found, own_ws)
 
         def judged(
-            models: dict[int, BuildResult],
+            models: dict[int, Training],
             confound: Confound = confound,
             injected: Experiment = injected,
             found: list[Finding] = found,
@@ -426,9 +490,11 @@ def run_study(
                 sets,
                 trained=confound.retrains,
                 memo=evaluated,
+                earlier=earlier,
+                handles=handles,
                 log=log,
             )
-            compared = compared_with(row, clean_row, categories, retrains=confound.retrains)
+            compared = against(row, clean_row, retrains=confound.retrains)
             return [dataclasses.replace(row, comparisons=compared)]
 
         if confound.retrains:
@@ -487,22 +553,34 @@ def check_costs(
 
 
 def compared_with(
-    row: ConfoundRow, other: ConfoundRow, categories: Sequence[str], *, retrains: bool
+    row: ConfoundRow,
+    other: ConfoundRow,
+    categories: Sequence[str],
+    *,
+    retrains: bool,
+    values: Callable[[str, SetScore], list[PromptValue]],
+    earlier: Earlier | None = None,
 ) -> tuple[Comparison, ...]:
     """The row against `other` (the clean row, or a judged-twice row's control) on each
-    prompt set both were judged on, from each eval's per-prompt values (its scores at the
-    decision temperature, read from its run folder as a baseline run is:
-    pipeline.eval.run.baseline_values)."""
+    prompt set both were judged on, from each evaluation's per-prompt values (`values`, given
+    the row's name); `earlier`'s comparison where it was made of the same evaluations."""
     out = []
     for prompts in dict.fromkeys(s.prompts for s in row.evaluations()):
         other_on = other.on(prompts)
         if not other_on:
             continue
+        made = earlier.comparison(row, other, prompts) if earlier is not None else None
+        seeds = {s.seed for s in row.on(prompts)}  # the other's values on those seeds only
         out.append(
-            compare(
+            made
+            or compare(
                 prompts,
-                _values(row.on(prompts)),
-                _values(other_on),
+                {s.seed: values(row.confound, s) for s in row.on(prompts) if s.seed is not None},
+                {
+                    s.seed: values(other.confound, s)
+                    for s in other_on
+                    if s.seed is not None and s.seed in seeds
+                },
                 categories,
                 retrains=retrains,
                 clean_overall=[s.overall for s in other_on],
@@ -510,15 +588,6 @@ def compared_with(
             )
         )
     return tuple(out)
-
-
-def _values(scores: Sequence[SetScore]) -> dict[int, list[PromptValue]]:
-    """Per seed, the per-prompt values of each evaluation's run folder."""
-    out = {}
-    for score in scores:
-        assert score.seed is not None and score.eval_dir is not None  # rows this study wrote
-        out[score.seed] = baseline_values(score.eval_dir)
-    return out
 
 
 def pinned(experiment: Experiment, workspace: Workspace) -> Experiment:
@@ -547,67 +616,209 @@ def _built(
     return built
 
 
+class Training:
+    """One training of a row (one seed), built when first needed: a training an earlier
+    study judged (`Earlier`) is taken from its rows by its build key instead, and never built."""
+
+    def __init__(
+        self, experiment: Experiment, findings: list[Finding], workspace: Workspace, log: Log
+    ) -> None:
+        self.experiment = experiment
+        self.seed = experiment.train.seed
+        self._findings = findings
+        self._workspace = workspace
+        self._log = log
+        self._built: BuildResult | None = None
+        self._key = ""
+
+    @property
+    def key(self) -> str:
+        """The build key, computed (as the build computes it) without building."""
+        if self._built is not None:
+            return self._built.key
+        if not self._key:
+            self._key = plan(self.experiment, workspace=self._workspace).key
+        return self._key
+
+    def built(self) -> BuildResult:
+        if self._built is None:
+            self._built = _built(self.experiment, self._findings, self._workspace, self._log)
+        return self._built
+
+
+class Earlier:
+    """The rows of a study run before, maybe on another machine (`--resume-from`: the file
+    benchmarks/confound_table.py --take checks in): each training they judged, by row, seed
+    and the build key of its model, so a study continued here trains only what they lack."""
+
+    def __init__(self, rows: Sequence[ConfoundRow], source: Path) -> None:
+        self.rows = {row.confound: row for row in rows}
+        self.source = source
+        self.taken: set[tuple[str, int, str]] = set()
+        """(row, seed, key) of each training taken so far (said once)."""
+
+    def scores(
+        self, row: str, seed: int, key: str, sets: Sequence[str]
+    ) -> tuple[SetScore, ...] | None:
+        """The model `key`'s evaluations on every set in `sets`, as `row` recorded them; None
+        unless it recorded that model (not merely that seed) on each of them."""
+        before = self.rows.get(row)
+        if before is None or not key:
+            return None
+        found = {s.prompts: s for s in before.evaluations() if s.seed == seed and s.key == key}
+        if not all(p in found for p in sets):
+            return None
+        return tuple(found[p] for p in sets)
+
+    def comparison(self, row: ConfoundRow, other: ConfoundRow, prompts: str) -> Comparison | None:
+        """The earlier row's comparison on `prompts` when it was made of the very evaluations
+        `row` and `other` hold there now (each seed's model and score): a comparison is a
+        function of them alone, so it is taken as made, and a training recorded without its
+        per-prompt values (a version 2 row) is not judged again only to repeat it."""
+        before, before_other = self.rows.get(row.confound), self.rows.get(other.confound)
+        if before is None or before_other is None:
+            return None
+        made = before.compared_on(prompts)
+        if made is None or made.against != other.confound:
+            return None
+        same = all(
+            _judged_as(now, prompts) == _judged_as(then, prompts) and _judged_as(now, prompts)
+            for now, then in ((row, before), (other, before_other))
+        )
+        return made if same else None
+
+
+def _judged_as(row: ConfoundRow, prompts: str) -> list[tuple[int | None, str, float]]:
+    """What a row's comparison on `prompts` is made of: each seed's model and score ([] when
+    a model has no key: nothing to match it by)."""
+    judged = [(s.seed, s.key, s.overall) for s in row.on(prompts)]
+    return judged if all(key for _, key, _ in judged) else []
+
+
+def read_earlier(path: Path, experiment: Experiment) -> Earlier:
+    """`--resume-from PATH`: the rows of an earlier study of this experiment; a file that is
+    not one is bad input naming it."""
+    if not path.is_file():
+        raise BadInput(
+            f"--resume-from {path}: no such file (a study's confounds.json, e.g. "
+            f"benchmarks/results/confounds-{experiment.name}.json)"
+        )
+    rows = read_rows(path)
+    if not any(row.confound == CLEAN for row in rows):
+        raise BadInput(f"--resume-from {path}: no {CLEAN!r} row: not a study's confounds.json")
+    return Earlier(rows, path)
+
+
 def _judged(
     name: str,
     injects: str,
     experiment: Experiment,
     findings: Sequence[Finding],
-    models: dict[int, BuildResult],
+    models: dict[int, Training],
     seed_workspace: Callable[[int], Workspace],
     sets: Sequence[str],
     *,
     trained: bool,
     memo: dict[Path, EvalSummary],
+    earlier: Earlier | None,
+    handles: dict[tuple[str, int], Callable[[], list[SetScore]]],
     log: Log,
 ) -> ConfoundRow:
-    """The row of its built models (one per seed, the experiment's own first): each judged on
-    each prompt set (evals reused when complete), its losses and times. The experiment's own
-    set and seed are the row's headline; the rest its `scores`."""
+    """The row of its trainings (one per seed, the experiment's own first): each judged on
+    each prompt set (evals reused when complete; a training `earlier` judged, taken from it),
+    its losses and times. The experiment's own set and seed are the row's headline; the rest
+    its `scores`. `handles` gets, per seed, how to judge that training here (a training taken
+    without its per-prompt values is judged again when a comparison needs them)."""
     failed = tuple(dict.fromkeys(f.check for f in findings if f.failed))
     scores: list[SetScore] = []
     seconds = 0.0
-    for seed, built in models.items():
-        trained_with = seeded(experiment, seed)
-        row_ws = seed_workspace(seed)
-        run_dir = row_ws.runs(experiment.name) / built.key  # keyed by the model: no stale answers
-        seconds += (built.record.seconds or 0.0) if trained else 0.0
-        for prompts in sets:
-            own = prompts == sets[0]
-            judged_on = trained_with if own else with_overrides(trained_with, prompts=prompts)
-            folder = run_dir if own else RunFolder(run_dir).prompt_set(prompts).path
-            summary = memo.get(folder) or _evaluated(
-                judged_on, row_ws, built.quantized, folder, failed, log
-            )
-            memo[folder] = summary
-            seconds += summary.seconds
-            decision = summary.decision().categories
-            scores.append(
-                SetScore(
-                    prompts=prompts,
-                    seed=seed,
-                    overall=round(decision[OVERALL].mean, 4),
-                    categories={k: round(v.mean, 4) for k, v in decision.items() if k != OVERALL},
-                    eval_dir=folder,
-                )
-            )
+    taken: set[int] = set()
+    for seed, training in models.items():
+        handles[(name, seed)] = functools.partial(
+            lambda *a: _judge_training(*a)[0],
+            experiment,
+            training,
+            seed_workspace(seed),
+            sets,
+            failed,
+            trained,
+            memo,
+            log,
+        )
+        recorded = earlier.scores(name, seed, training.key, sets) if earlier else None
+        if earlier is not None and recorded is not None:
+            if (name, seed, training.key) not in earlier.taken:
+                earlier.taken.add((name, seed, training.key))
+                said = f"seed {seed} (model {training.key}) taken from {earlier.source}"
+                log(f"[study] {name}: {said}")
+            scores += recorded
+            taken.add(seed)
+            continue
+        judged, took = _judge_training(
+            experiment, training, seed_workspace(seed), sets, failed, trained, memo, log
+        )
+        scores += judged
+        seconds += took
+    before = earlier.rows.get(name) if earlier is not None and taken else None
+    seconds += before.seconds if before is not None else 0.0
     first = next(iter(models.values()))
-    train = first.record.stages.train
-    head, *rest = scores
+    if first.seed in taken and before is not None:
+        train_loss, val_loss, model = before.train_loss, before.val_loss, None
+    else:
+        train = first.built().record.stages.train
+        train_loss = train.train_loss if train is not None else None
+        val_loss = train.val_loss if train is not None else None
+        model = first.built().quantized
     return ConfoundRow(
         confound=name,
         injects=injects,
         preflight_failed=failed,
-        overall=head.overall,
-        categories=head.categories,
-        train_loss=train.train_loss if train is not None else None,
-        val_loss=train.val_loss if train is not None else None,
+        train_loss=train_loss,
+        val_loss=val_loss,
         seconds=round(seconds, 1),
-        model=first.quantized,
-        eval_dir=head.eval_dir,
-        prompts=head.prompts,
-        seed=head.seed,
-        scores=tuple(rest),
-    )
+        model=model,
+    ).with_evaluations(scores)
+
+
+def _judge_training(
+    experiment: Experiment,
+    training: Training,
+    row_ws: Workspace,
+    sets: Sequence[str],
+    failed: Sequence[str],
+    trained: bool,
+    memo: dict[Path, EvalSummary],
+    log: Log,
+) -> tuple[list[SetScore], float]:
+    """One training's model judged on each prompt set, and the seconds that took (with its
+    build's when the row `trained` it)."""
+    built = training.built()
+    trained_with = seeded(experiment, training.seed)
+    run_dir = row_ws.runs(experiment.name) / built.key  # keyed by the model: no stale answers
+    seconds = (built.record.seconds or 0.0) if trained else 0.0
+    scores = []
+    for prompts in sets:
+        own = prompts == sets[0]
+        judged_on = trained_with if own else with_overrides(trained_with, prompts=prompts)
+        folder = run_dir if own else RunFolder(run_dir).prompt_set(prompts).path
+        summary = memo.get(folder) or _evaluated(
+            judged_on, row_ws, built.quantized, folder, failed, log
+        )
+        memo[folder] = summary
+        seconds += summary.seconds
+        decision = summary.decision().categories
+        scores.append(
+            SetScore(
+                prompts=prompts,
+                seed=training.seed,
+                overall=round(decision[OVERALL].mean, 4),
+                categories={k: round(v.mean, 4) for k, v in decision.items() if k != OVERALL},
+                eval_dir=folder,
+                key=built.key,
+                values=tuple(baseline_values(folder)),
+            )
+        )
+    return scores, seconds
 
 
 def _evaluated(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import ClassVar, Literal
 
 from pipeline.core import io
 from pipeline.core.records import Record, RecordError
-from pipeline.eval.metrics import PairedRow
+from pipeline.eval.metrics import PairedRow, PromptValue
 
 CLEAN = "clean"
 """The row of the experiment as it is: every other row is compared with it (but a judged-twice
@@ -33,6 +34,12 @@ class SetScore:
     overall: float
     categories: dict[str, float] = field(default_factory=dict)
     eval_dir: Path | None = None
+    key: str = ""
+    """The build key of the model judged ("" before version 3)."""
+    values: tuple[PromptValue, ...] = ()
+    """Each prompt's value at the decision temperature (pipeline.eval.run.baseline_values):
+    what compares it with another row, kept so that a study continued on another machine
+    (--resume-from) compares without judging it again; () before version 3."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +91,9 @@ class ConfoundRow(Record):
     """One row of the study: what was injected, what the preflight said, what the model did."""
 
     KIND: ClassVar[str] = "confound-row"
-    VERSION: ClassVar[int] = 2
-    """2: prompts, seed, scores and comparisons (a version 1 row reads with none of them)."""
+    VERSION: ClassVar[int] = 3
+    """2: prompts, seed, scores and comparisons (a version 1 row reads with none of them);
+    3: each evaluation's build key and per-prompt values (a version 2 row reads without)."""
 
     confound: str
     """`clean`, or a confound's name (pipeline.study.confounds.CONFOUNDS)."""
@@ -102,7 +110,8 @@ class ConfoundRow(Record):
     val_loss: float | None = None
     """The validation loss at the end of training (the first seed's)."""
     seconds: float = 0.0
-    """Wall time of the row as recorded: its builds (when it trained) plus its evals."""
+    """Wall time of the row as recorded: its builds (when it trained) plus its evals (and,
+    continued from an earlier study's rows, that row's seconds)."""
     skipped: str = ""
     """Why the row did not run ("" when it did)."""
     model: Path | None = None
@@ -113,6 +122,10 @@ class ConfoundRow(Record):
     """The experiment's prompt set: the one `overall` scores."""
     seed: int | None = None
     """The [train] seed of the model `overall` scores."""
+    key: str = ""
+    """The build key of the model `overall` scores (SetScore.key)."""
+    values: tuple[PromptValue, ...] = ()
+    """Per prompt, what `overall` averages (SetScore.values)."""
     scores: tuple[SetScore, ...] = ()
     """The row's other evaluations: the other prompt sets (--also-prompts) and the other
     seeds' models (--seeds)."""
@@ -123,8 +136,32 @@ class ConfoundRow(Record):
         """Every evaluation of the row: the one `overall` scores first, then `scores`."""
         if self.overall is None:
             return self.scores
-        first = SetScore(self.prompts, self.seed, self.overall, self.categories, self.eval_dir)
+        first = SetScore(
+            self.prompts,
+            self.seed,
+            self.overall,
+            self.categories,
+            self.eval_dir,
+            self.key,
+            self.values,
+        )
         return (first, *self.scores)
+
+    def with_evaluations(self, evaluations: Sequence[SetScore]) -> ConfoundRow:
+        """The row judged as `evaluations` say (the first its headline, as `evaluations()`
+        gives them back)."""
+        head, *rest = evaluations
+        return dataclasses.replace(
+            self,
+            overall=head.overall,
+            categories=head.categories,
+            eval_dir=head.eval_dir,
+            prompts=head.prompts,
+            seed=head.seed,
+            key=head.key,
+            values=head.values,
+            scores=tuple(rest),
+        )
 
     def on(self, prompts: str) -> tuple[SetScore, ...]:
         """The row's evaluations on one prompt set, one per seed."""

@@ -87,6 +87,9 @@ def test_a_missing_or_malformed_rows_file_is_one_line_naming_it(
         assert err.startswith(f"error: {rows}") and said in err and err.count("\n") == 1, err
 
 
+VALUES = (PromptValue("git-02", "git", 0.5, 2), PromptValue("lsp-01", "lsp", 0.0, 1))
+
+
 def test_take_checks_in_a_study_without_the_paths_of_the_machine_that_ran_it(
     tmp_path: Path,
 ) -> None:
@@ -99,7 +102,11 @@ def test_take_checks_in_a_study_without_the_paths_of_the_machine_that_ran_it(
         seed=0,
         model=ran / "quantized",
         eval_dir=ran / "clean",
-        scores=(SetScore("extended", 0, 0.8, {"git": 0.7}, ran / "clean" / "extended"),),
+        key="k0",
+        values=(PromptValue("git-01", "git", 1.0, 1),),
+        scores=(
+            SetScore("extended", 0, 0.8, {"git": 0.7}, ran / "clean" / "extended", "k0", VALUES),
+        ),
     )
     write_rows([row], reports / "confounds.json")
     cost = CheckCost("call-syntax", "syntax", "XML calls", "extended", 224, -0.8, -0.9, -0.7, "x")
@@ -114,12 +121,14 @@ def test_take_checks_in_a_study_without_the_paths_of_the_machine_that_ran_it(
     confound_table.take(reports, tmp_path / "rows.json", tmp_path / "costs.json")
 
     (taken,) = read_rows(tmp_path / "rows.json")
-    assert taken == ConfoundRow(
+    assert taken == ConfoundRow(  # with what --resume-from matches and compares by
         confound=CLEAN,
         overall=0.9,
         prompts="seed",
         seed=0,
-        scores=(SetScore("extended", 0, 0.8, {"git": 0.7}),),
+        key="k0",
+        values=(PromptValue("git-01", "git", 1.0, 1),),
+        scores=(SetScore("extended", 0, 0.8, {"git": 0.7}, None, "k0", VALUES),),
     )
     assert str(tmp_path) not in (tmp_path / "rows.json").read_text()
     costs = CheckCosts.read(tmp_path / "costs.json")

@@ -11,9 +11,11 @@ import statistics
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from pipeline.builder import plan
 from pipeline.cli.study import main as study_main
 from pipeline.core.errors import EXIT_BAD_INPUT, Fault
 from pipeline.core.workspace import Workspace
@@ -370,6 +372,7 @@ def test_a_crash_keeps_every_finished_row(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     monkeypatch.setattr(confounds, "model_under_test", model_under_test)
     monkeypatch.setattr(confounds, "evaluate", lambda *a, **k: SimpleNamespace(summary=summary))
+    monkeypatch.setattr(confounds, "baseline_values", lambda _: CLEAN_VALUES)
     workspace = Workspace(tmp_path)
     with pytest.raises(RuntimeError, match="second build"):
         run_study(load_experiment("tiny"), workspace=workspace, only=["masked"], log=_quiet)
@@ -557,7 +560,14 @@ def _studied() -> list[ConfoundRow]:
 
     def scores(overall: dict[tuple[str, int], float]) -> tuple[SetScore, ...]:
         return tuple(
-            SetScore(prompts, seed, value, {"git": value, "lsp": 0.5})
+            SetScore(
+                prompts,
+                seed,
+                value,
+                {"git": value, "lsp": 0.5},
+                key=f"key-of-seed-{seed}",
+                values=tuple(_values({"git": round(20 * value), "lsp": 10})),
+            )
             for (prompts, seed), value in overall.items()
         )
 
@@ -578,6 +588,8 @@ def _studied() -> list[ConfoundRow]:
             seconds=120.0,
             prompts=head.prompts,
             seed=head.seed,
+            key=head.key,
+            values=head.values,
             scores=tuple(rest),
             comparisons=comparisons,
         )
@@ -650,7 +662,22 @@ def test_rows_with_scores_and_comparisons_round_trip_through_confounds_json(tmp_
     write_rows(rows, tmp_path / "confounds.json")
     assert read_rows(tmp_path / "confounds.json") == rows
     raw = json.loads((tmp_path / "confounds.json").read_text())
-    assert {r["version"] for r in raw} == {ConfoundRow.VERSION} and ConfoundRow.VERSION == 2
+    assert {r["version"] for r in raw} == {ConfoundRow.VERSION} and ConfoundRow.VERSION == 3
+    # each evaluation keeps the model it judged and its per-prompt values (--resume-from)
+    assert [(s.key, len(s.values)) for s in rows[1].evaluations()] == [
+        ("key-of-seed-0", 40),
+        ("key-of-seed-0", 40),
+        ("key-of-seed-1", 40),
+        ("key-of-seed-1", 40),
+    ]
+    v2: list[dict[str, Any]] = [{**r, "version": 2} for r in raw]
+    for r in v2:
+        for s in [r, *r.get("scores", [])]:
+            s.pop("key", None), s.pop("values", None)
+    (tmp_path / "v2.json").write_text(json.dumps(v2))
+    assert {(s.key, s.values) for s in read_rows(tmp_path / "v2.json")[1].evaluations()} == {
+        ("", ())
+    }
 
 
 def test_a_version_1_confounds_json_still_reads_as_rows_without_comparisons(
@@ -863,6 +890,167 @@ def test_a_row_decided_by_its_first_training_trains_no_other_seed(
     assert (
         "[study] syntax: decided after 1 of 3 trainings; the others are not trained" in said_lines
     )
+
+
+def _keyed_stand_ins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Stand-ins for build and eval whose builds carry the key the build computes (so that a
+    study continued in another workspace matches them): the clean seeds score 0.75, 0.70,
+    0.70, ..., the syntax row 0.25. The builds and evals asked for, by row and seed."""
+    from pipeline.study import confounds
+
+    first = load_experiment("tiny").train.seed
+    builds: list[tuple[str, int]] = []
+    evals: list[tuple[str, int]] = []
+
+    def row_of(path: Path) -> str:
+        return "syntax" if "syntax" in path.parts else "clean"
+
+    def model_under_test(invocation: Invocation, **_: object) -> SimpleNamespace:
+        builds.append((row_of(invocation.workspace.root), invocation.experiment.train.seed))
+        key = plan(invocation.experiment, workspace=invocation.workspace).key
+        return _built_stand_in(key, tmp_path)
+
+    def evaluate(invocation: Invocation, model: ModelUnderTest, **_: object) -> SimpleNamespace:
+        seed = invocation.experiment.train.seed
+        evals.append((row_of(model.run_dir), seed))
+        if row_of(model.run_dir) == "syntax":
+            return _evaluated_stand_in(0.25)
+        return _evaluated_stand_in(0.75 if seed == first else 0.70)
+
+    def baseline_values(run_dir: Path) -> list[PromptValue]:
+        return _values({"git": 5 if row_of(run_dir) == "syntax" else 20, "lsp": 16})
+
+    monkeypatch.setattr(confounds, "model_under_test", model_under_test)
+    monkeypatch.setattr(confounds, "evaluate", evaluate)
+    monkeypatch.setattr(confounds, "baseline_values", baseline_values)
+    return builds, evals
+
+
+def _without_paths(rows: list[ConfoundRow]) -> list[ConfoundRow]:
+    return [
+        dataclasses.replace(
+            row,
+            model=None,
+            eval_dir=None,
+            scores=tuple(dataclasses.replace(s, eval_dir=None) for s in row.scores),
+        )
+        for row in rows
+    ]
+
+
+def test_a_study_continued_elsewhere_from_its_rows_trains_only_what_they_lack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two trainings per row, then the study continued in another workspace holding nothing
+    but the rows it wrote (--resume-from): the same seeds build and judge nothing and give the
+    same rows; a third seed builds only the clean row's third training, and the syntax row,
+    compared anew against three clean trainings, is decided by its first (taken, not built)."""
+    tiny = load_experiment("tiny")
+    first = tiny.train.seed
+    builds, evals = _keyed_stand_ins(monkeypatch, tmp_path)
+    here = Workspace(tmp_path / "here")
+    rows = run_study(tiny, workspace=here, only=["syntax"], seeds=2, log=_quiet)
+    trained = [("clean", first), ("clean", first + 1), ("syntax", first), ("syntax", first + 1)]
+    assert builds == trained and evals == trained
+    checked_in = tmp_path / "confounds-tiny.json"
+    checked_in.write_bytes(study_paths(tiny, here)[0].read_bytes())
+    builds.clear(), evals.clear()
+
+    elsewhere = Workspace(tmp_path / "elsewhere")
+    said_lines: list[str] = []
+    again = run_study(
+        tiny,
+        workspace=elsewhere,
+        only=["syntax"],
+        seeds=2,
+        resume_from=checked_in,
+        log=said_lines.append,
+    )
+    assert builds == [] and evals == []
+    assert _without_paths(again) == _without_paths(rows)
+    assert sum("taken from" in line for line in said_lines) == 4
+
+    third = run_study(
+        tiny, workspace=elsewhere, only=["syntax"], seeds=3, resume_from=checked_in, log=_quiet
+    )
+    assert builds == [("clean", first + 2)] and evals == [("clean", first + 2)]
+    (c,) = third[1].comparisons
+    assert (c.seeds, c.spread_from, c.decision) == ((first,), "clean", "decided by trainings")
+    assert [s.seed for s in third[0].evaluations()] == [first, first + 1, first + 2]
+
+
+def test_a_training_taken_without_its_values_is_judged_again_only_for_a_new_comparison(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Rows recorded with their models' keys but not their per-prompt values (version 2), a
+    syntax row decided by its first training against three clean ones: a comparison made of
+    the same evaluations is taken as made (nothing judged again); one that changed (a fourth
+    clean training) judges again the trainings it compares, and only those, writes their
+    values into the rows, and stops on a recorded score the model does not give."""
+    tiny = load_experiment("tiny")
+    first = tiny.train.seed
+    builds, evals = _keyed_stand_ins(monkeypatch, tmp_path)
+    here = Workspace(tmp_path / "here")
+    run_study(tiny, workspace=here, only=["syntax"], seeds=3, log=_quiet)
+    raw = json.loads(study_paths(tiny, here)[0].read_text())
+    for row in raw:
+        for score in [row, *row["scores"]]:
+            score["values"], score["eval_dir"] = [], None  # (no paths: checked in elsewhere)
+    checked_in = tmp_path / "confounds-tiny.json"
+    checked_in.write_text(json.dumps(raw))
+    builds.clear(), evals.clear()
+
+    def resumed(workspace: str, seeds: int) -> list[ConfoundRow]:
+        return run_study(
+            tiny,
+            workspace=Workspace(tmp_path / workspace),
+            only=["syntax"],
+            seeds=seeds,
+            resume_from=checked_in,
+            log=_quiet,
+        )
+
+    resumed("same", 3)
+    assert builds == [] and evals == []
+
+    rows = resumed("more", 4)
+    # the fourth clean training, then the one comparison's two (no other clean training)
+    assert evals == [("clean", first + 3), ("syntax", first), ("clean", first)]
+    assert read_rows(study_paths(tiny, Workspace(tmp_path / "more"))[0]) == rows
+    assert [(s.seed, bool(s.values)) for s in rows[0].evaluations()] == [
+        (first, True),
+        (first + 1, False),
+        (first + 2, False),
+        (first + 3, True),
+    ]
+    assert rows[1].values and rows[1].comparisons[0].decision == "decided by trainings"
+
+    raw[0]["overall"] = 0.5  # the clean row's first training, as no model here scores it
+    checked_in.write_text(json.dumps(raw))
+    with pytest.raises(Fault, match=r"seed 0 on seed recorded model \w+ scoring 0.5; judged"):
+        resumed("stale", 4)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "no such file"),
+        ("[]", "no 'clean' row"),
+        ('{"rows": []}', "not a list of confound rows"),
+    ],
+)
+def test_resume_from_what_is_no_studys_rows_is_bad_input_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, says: str
+) -> None:
+    path = tmp_path / "confounds.json"
+    if content is not None:
+        path.write_text(content)
+    argv = ["confounds", "--experiment", "tiny", "--workdir", str(tmp_path)]
+    assert study_main([*argv, "--resume-from", str(path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert str(path) in err and says in err
 
 
 def test_a_row_judged_twice_is_built_once_and_compared_with_its_agreeing_control(
