@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -285,9 +286,15 @@ def test_a_stalled_server_is_given_up_within_its_window_at_any_concurrency(
     # The eval stopped at the FAILURES_IN_A_ROW-th failure written: each worker whose request
     # was given up before that may have asked one more (one did on CI's loaded cores), no more.
     assert 16 <= len(asked) <= 16 + FAILURES_IN_A_ROW - 1 < len(requests)
-    # The first given up waited 0.5 s x 16 in flight; those after it, fewer in flight each.
+    # Each request given up waited 0.5 s per request in flight when it was (16 at most; how
+    # many depends on when each worker polled: a loaded machine gave up the first at 10).
     given_up = [r.error for r in records if r.error.startswith("no answer within ")]
-    assert any(e.startswith("no answer within 8 s (") for e in given_up), given_up
+    windows = [
+        re.match(r"no answer within ([\d.]+) s \(.*; (\d+) in flight, 0\.5 s each\)", e)
+        for e in given_up
+    ]
+    assert given_up and all(w is not None for w in windows), given_up
+    assert all(float(w[1]) == 0.5 * int(w[2]) and int(w[2]) <= 16 for w in windows if w)
     assert all(r.error for r in records)
     assert any(r.error.startswith(NOT_ANSWERED) for r in records)  # and the eval stopped
     assert all(r.error for r in records)
