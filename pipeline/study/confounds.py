@@ -278,7 +278,7 @@ def run_study(
     evaluated: dict[Path, EvalSummary] = {}
     # each training's handle, by row and seed: one taken from `earlier` without its per-prompt
     # values is judged again through it when a comparison needs them
-    handles: dict[tuple[str, int], Callable[[], list[SetScore]]] = {}
+    handles: dict[tuple[str, int], Callable[[], tuple[list[SetScore], float]]] = {}
     # those judged again, by row, prompt set and seed: the rows written carry them from then on
     rejudged: dict[tuple[str, str, int | None], SetScore] = {}
 
@@ -302,7 +302,7 @@ def run_study(
             return baseline_values(score.eval_dir)
         assert score.seed is not None  # rows this study wrote, or took by seed and key
         if (row, score.prompts, score.seed) not in rejudged:
-            for again in handles[(row, score.seed)]():
+            for again in handles[(row, score.seed)]()[0]:
                 rejudged[(row, again.prompts, score.seed)] = again
         again = rejudged[(row, score.prompts, score.seed)]
         if (again.key, again.overall) != (score.key, score.overall):
@@ -721,7 +721,7 @@ def _judged(
     trained: bool,
     memo: dict[Path, EvalSummary],
     earlier: Earlier | None,
-    handles: dict[tuple[str, int], Callable[[], list[SetScore]]],
+    handles: dict[tuple[str, int], Callable[[], tuple[list[SetScore], float]]],
     log: Log,
 ) -> ConfoundRow:
     """The row of its trainings (one per seed, the experiment's own first): each judged on
@@ -734,8 +734,8 @@ def _judged(
     seconds = 0.0
     taken: set[int] = set()
     for seed, training in models.items():
-        handles[(name, seed)] = functools.partial(
-            lambda *a: _judge_training(*a)[0],
+        judge = functools.partial(
+            _judge_training,
             experiment,
             training,
             seed_workspace(seed),
@@ -745,6 +745,7 @@ def _judged(
             memo,
             log,
         )
+        handles[(name, seed)] = judge
         recorded = earlier.scores(name, seed, training.key, sets) if earlier else None
         if earlier is not None and recorded is not None:
             if (name, seed, training.key) not in earlier.taken:
@@ -754,9 +755,7 @@ def _judged(
             scores += recorded
             taken.add(seed)
             continue
-        judged, took = _judge_training(
-            experiment, training, seed_workspace(seed), sets, failed, trained, memo, log
-        )
+        judged, took = judge()
         scores += judged
         seconds += took
     before = earlier.rows.get(name) if earlier is not None and taken else None
