@@ -206,7 +206,8 @@ OPTIONS: tuple[Option, ...] = (
         "an earlier study's rows (its reports/NAME/confounds.json, or the copy "
         "benchmarks/confound_table.py --take checks in): a training they judged is taken from "
         "them, matched by the build key of the model this study would build, not trained and "
-        "judged again [none: every training is built here or found in --workdir]",
+        "judged again, and the rows --only leaves out are kept as they were [none: every "
+        "training is built here or found in --workdir]",
         metavar="PATH",
         path=True,
         steps=("study",),

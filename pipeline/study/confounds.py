@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -255,8 +255,9 @@ def run_study(
     provenance) rewritten after each row. `resume_from`: an earlier study's rows (confounds.json,
     from this machine or checked in from another): a training they judged, matched by the
     build key of its model, is taken from them rather than trained and judged again (and a
-    comparison made of the very same evaluations, as they made it). Raises BadInput
-    for an unknown confound or prompt set or fewer than one seed (before anything runs),
+    comparison made of the very same evaluations, as they made it), and their rows `only`
+    leaves out are kept (`Earlier.carried`). Raises BadInput for an unknown confound or
+    prompt set, fewer than one seed or than `resume_from`'s clean row has (before anything runs),
     inputs the preflight cannot load or a `resume_from` that is no study's rows, BuildError /
     StageError when a build fails, Fault when an eval leaves requests unanswered or a
     training judged again does not score what `resume_from` recorded for it."""
@@ -264,6 +265,8 @@ def run_study(
     sets = prompt_sets(experiment, also_prompts)
     trainings = training_seeds(experiment, seeds)
     earlier = read_earlier(resume_from, experiment) if resume_from is not None else None
+    if earlier is not None:
+        earlier.check_seeds(trainings)
     categories = tuple(load_catalog().categories)
     json_path, md_path = study_paths(experiment, workspace)
     # the rows by name (a row judged again after its next training replaces its earlier
@@ -271,8 +274,9 @@ def run_study(
     # after its control)
     made_rows: dict[str, ConfoundRow] = {}
     order = [CLEAN]
-    for confound in confounds:
+    for confound in CONFOUNDS:  # all of them: a row `earlier` has and this study does not run
         order += [f"{confound.name}-{AGREEING}", confound.name]
+    running = {CLEAN, *(n for c in confounds for n in (f"{c.name}-{AGREEING}", c.name))}
     # each eval of this study, by folder: a row judged again after its next training takes
     # its earlier seeds' evals from here
     evaluated: dict[Path, EvalSummary] = {}
@@ -399,6 +403,9 @@ def run_study(
         log=log,
     )
     done(clean_row)
+    if earlier is not None:
+        # (a row of a confound no longer in the registry has no place in the rows)
+        done(*(row for row in earlier.carried(clean_row, running, log) if row.confound in order))
     retrained: list[tuple[str, Callable[[int], tuple[list[ConfoundRow], bool]]]] = []
     for confound in confounds:
         where = row_ws(confound.name)
@@ -686,6 +693,40 @@ class Earlier:
             for now, then in ((row, before), (other, before_other))
         )
         return made if same else None
+
+    def check_seeds(self, trainings: Sequence[int]) -> None:
+        """A study continued with fewer trainings than the earlier clean row has would drop
+        some of them from the rows it writes: bad input, saying how many to ask for."""
+        recorded = sorted({s.seed for s in self.rows[CLEAN].evaluations() if s.seed is not None})
+        if len(recorded) > len(trainings):
+            raise BadInput(
+                f"--seeds {len(trainings)}: the {CLEAN} row of --resume-from {self.source} has "
+                f"{len(recorded)} trainings (seeds {', '.join(map(str, recorded))}); pass "
+                f"--seeds {len(recorded)} or more, or the rows this study writes would lose "
+                "them"
+            )
+
+    def carried(self, clean: ConfoundRow, running: Collection[str], log: Log) -> list[ConfoundRow]:
+        """The earlier rows this study does not run (`--only` leaves them out), kept as they
+        were, so that rows written after a partial study still hold every row: each was
+        compared with the clean row then, so they are kept only when this study's clean row
+        is judged as that one was (each training's seed, model and score on every prompt
+        set it was judged on); otherwise none is kept, and the log names them."""
+        left = [row for name, row in self.rows.items() if name not in running]
+        before = self.rows[CLEAN]
+        sets = dict.fromkeys(s.prompts for s in before.evaluations())
+        if not left:
+            return []
+        names = ", ".join(row.confound for row in left)
+        now = {p: _judged_as(clean, p) for p in sets}
+        if all(now[p] and now[p] == _judged_as(before, p) for p in sets):
+            log(f"[study] {names}: kept as {self.source} has them (not run: --only)")
+            return left
+        log(
+            f"[study] {names}: not kept from {self.source}: its {CLEAN} row was judged on other "
+            f"models or prompt sets than this study's; add them to --only to judge them again"
+        )
+        return []
 
 
 def _judged_as(row: ConfoundRow, prompts: str) -> list[tuple[int | None, str, float]]:

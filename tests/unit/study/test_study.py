@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.builder import plan
 from pipeline.cli.study import main as study_main
-from pipeline.core.errors import EXIT_BAD_INPUT, Fault
+from pipeline.core.errors import EXIT_BAD_INPUT, BadInput, Fault
 from pipeline.core.workspace import Workspace
 from pipeline.data import SPLITS, ensure_data, message_calls, read_split, write_jsonl
 from pipeline.definitions.experiment import (
@@ -904,8 +904,8 @@ def _keyed_stand_ins(
     builds: list[tuple[str, int]] = []
     evals: list[tuple[str, int]] = []
 
-    def row_of(path: Path) -> str:
-        return "syntax" if "syntax" in path.parts else "clean"
+    def row_of(path: Path) -> str:  # runs/NAME/study/<row>/...; the gate's own build: clean
+        return path.parts[path.parts.index("study") + 1] if "study" in path.parts else "clean"
 
     def model_under_test(invocation: Invocation, **_: object) -> SimpleNamespace:
         builds.append((row_of(invocation.workspace.root), invocation.experiment.train.seed))
@@ -979,6 +979,49 @@ def test_a_study_continued_elsewhere_from_its_rows_trains_only_what_they_lack(
     (c,) = third[1].comparisons
     assert (c.seeds, c.spread_from, c.decision) == ((first,), "clean", "decided by trainings")
     assert [s.seed for s in third[0].evaluations()] == [first, first + 1, first + 2]
+
+
+def test_a_study_continued_with_other_rows_keeps_the_rows_it_does_not_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--only names the rows to run; continued from earlier rows, a study keeps those it does
+    not run as they were, while its clean row is judged as theirs was. With another clean
+    training it keeps none and says to add them to --only; fewer seeds than the earlier clean
+    row's trainings is bad input."""
+    tiny = load_experiment("tiny")
+    first = tiny.train.seed
+    builds, _ = _keyed_stand_ins(monkeypatch, tmp_path)
+    here = Workspace(tmp_path / "here")
+    rows = run_study(tiny, workspace=here, only=["syntax"], seeds=2, log=_quiet)
+    checked_in = tmp_path / "confounds-tiny.json"
+    checked_in.write_bytes(study_paths(tiny, here)[0].read_bytes())
+    builds.clear()
+
+    said: list[str] = []
+
+    def resumed(workspace: str, seeds: int) -> list[ConfoundRow]:
+        return run_study(
+            tiny,
+            workspace=Workspace(tmp_path / workspace),
+            only=["leak"],
+            seeds=seeds,
+            resume_from=checked_in,
+            log=said.append,
+        )
+
+    leak = resumed("elsewhere", 2)
+    assert [row.confound for row in leak] == ["clean", "syntax", "leak"]
+    assert _without_paths(leak[:2]) == _without_paths(rows)
+    assert builds == [("leak", first), ("leak", first + 1)]  # (as clean: not decided by one)
+    assert read_rows(study_paths(tiny, Workspace(tmp_path / "elsewhere"))[0]) == leak
+
+    assert [row.confound for row in resumed("more", 3)] == ["clean", "leak"]
+    assert any(
+        line.startswith("[study] syntax: not kept from") and "add them to --only" in line
+        for line in said
+    )
+    with pytest.raises(BadInput, match=r"--seeds 1: .* has 2 trainings .* --seeds 2 or more"):
+        resumed("fewer", 1)
 
 
 def test_a_training_taken_without_its_values_is_judged_again_only_for_a_new_comparison(
