@@ -911,6 +911,6 @@ def _said(row: ConfoundRow) -> str:
     failed = ", ".join(row.preflight_failed) or "none"
     overall = "-" if row.overall is None else f"{row.overall:.2f}"
     against = "".join(
-        f"; {c.prompts}: {c.mean:+.3f} vs clean, {c.decision}" for c in row.comparisons
+        f"; {c.prompts}: {c.mean:+.3f} vs {c.against}, {c.decision}" for c in row.comparisons
     )
     return f"overall {overall}; preflight failed: {failed}{against}; {row.seconds / 60:.1f} min"
