@@ -9,6 +9,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -981,6 +982,25 @@ def test_a_study_continued_elsewhere_from_its_rows_trains_only_what_they_lack(
     assert [s.seed for s in third[0].evaluations()] == [first, first + 1, first + 2]
 
 
+def _resuming(
+    tmp_path: Path, checked_in: Path, only: str, log: Callable[[str], None] = _quiet
+) -> Callable[[str, int], list[ConfoundRow]]:
+    """The tiny study of the row `only`, continued from `checked_in` in a workspace of its own
+    (tmp_path/<workspace>) with a number of seeds."""
+
+    def resumed(workspace: str, seeds: int) -> list[ConfoundRow]:
+        return run_study(
+            load_experiment("tiny"),
+            workspace=Workspace(tmp_path / workspace),
+            only=[only],
+            seeds=seeds,
+            resume_from=checked_in,
+            log=log,
+        )
+
+    return resumed
+
+
 def test_a_study_continued_with_other_rows_keeps_the_rows_it_does_not_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -998,17 +1018,7 @@ def test_a_study_continued_with_other_rows_keeps_the_rows_it_does_not_run(
     builds.clear()
 
     said: list[str] = []
-
-    def resumed(workspace: str, seeds: int) -> list[ConfoundRow]:
-        return run_study(
-            tiny,
-            workspace=Workspace(tmp_path / workspace),
-            only=["leak"],
-            seeds=seeds,
-            resume_from=checked_in,
-            log=said.append,
-        )
-
+    resumed = _resuming(tmp_path, checked_in, "leak", said.append)
     leak = resumed("elsewhere", 2)
     assert [row.confound for row in leak] == ["clean", "syntax", "leak"]
     assert _without_paths(leak[:2]) == _without_paths(rows)
@@ -1045,16 +1055,7 @@ def test_a_training_taken_without_its_values_is_judged_again_only_for_a_new_comp
     checked_in.write_text(json.dumps(raw))
     builds.clear(), evals.clear()
 
-    def resumed(workspace: str, seeds: int) -> list[ConfoundRow]:
-        return run_study(
-            tiny,
-            workspace=Workspace(tmp_path / workspace),
-            only=["syntax"],
-            seeds=seeds,
-            resume_from=checked_in,
-            log=_quiet,
-        )
-
+    resumed = _resuming(tmp_path, checked_in, "syntax")
     resumed("same", 3)
     assert builds == [] and evals == []
 
