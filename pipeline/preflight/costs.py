@@ -25,7 +25,9 @@ SHIPPED_COSTS = ROOT / "fixtures" / "check_costs.json"
 
 @dataclass(frozen=True)
 class CheckCost:
-    """One confound row against the clean row on one prompt set (row - clean, overall)."""
+    """One confound row against the clean row on one prompt set (row - clean, overall; a row
+    judged twice, as the thinking row on SmolLM2, against its own model under an eval that
+    agrees with its training: pipeline.study)."""
 
     check: str
     """The preflight check the confound fails (the registry's name)."""
@@ -37,7 +39,7 @@ class CheckCost:
     scored: int
     """Prompts both rows scored."""
     difference: float
-    """Overall score, row - clean, in 0..1."""
+    """Overall score, row - clean (or its agreeing control), in 0..1."""
     lo: float
     hi: float
     """The paired bootstrap 95% interval of `difference`."""

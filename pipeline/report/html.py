@@ -304,7 +304,8 @@ def _preflight(r: ReportRecord) -> str:
             f"<p>What ignoring each check cost, measured by the confound study of "
             f"{_e(costs['experiment'])} ({_e(costs['trainings_said'])}; "
             f"<code>{_e(costs['command'])}</code>): a row's overall score minus the clean "
-            "row's, in points, with its paired 95% interval.</p>"
+            "row's (a row judged twice: minus its own model's under an eval that agrees with "
+            "its training), in points, with its paired 95% interval.</p>"
         )
         out += _table(COST_HEADERS, rows).replace("<table>", '<table id="costs">', 1)
     return out

@@ -553,8 +553,9 @@ def _costs_lines(costs: Mapping[str, Any]) -> list[str]:
         f"Measured by the confound study of {costs['experiment']} (`{costs['path']}`, "
         f"{costs['written']}; {costs['trainings_said']}): "
         "each row injects one confound that the check fails on, builds past the preflight and "
-        "is judged; the cost is its overall score minus the clean row's on the same prompts, "
-        "in points, with its paired 95% interval. Reproduce: "
+        "is judged; the cost is its overall score minus the clean row's on the same prompts "
+        "(a row judged twice: minus its own model's under an eval that agrees with its "
+        "training), in points, with its paired 95% interval. Reproduce: "
         f"`{costs['command'] or 'python -m pipeline study confounds'}`.",
         "",
     ]
