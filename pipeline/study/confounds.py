@@ -273,10 +273,9 @@ def run_study(
     # self), shown in the registry's order: clean, then each confound (a judged-twice row
     # after its control)
     made_rows: dict[str, ConfoundRow] = {}
-    order = [CLEAN]
-    for confound in CONFOUNDS:  # all of them: a row `earlier` has and this study does not run
-        order += [f"{confound.name}-{AGREEING}", confound.name]
-    running = {CLEAN, *(n for c in confounds for n in (f"{c.name}-{AGREEING}", c.name))}
+    # all of them: a row `earlier` has and this study does not run
+    order = [CLEAN, *(name for c in CONFOUNDS for name in _row_names(c))]
+    running = {CLEAN, *(name for c in confounds for name in _row_names(c))}
     # each eval of this study, by folder: a row judged again after its next training takes
     # its earlier seeds' evals from here
     evaluated: dict[Path, EvalSummary] = {}
@@ -531,6 +530,12 @@ def run_study(
     return in_order()
 
 
+def _row_names(confound: Confound) -> tuple[str, str]:
+    """The rows a confound may write, in the order shown: its agreeing control (a row judged
+    twice), then its own."""
+    return (f"{confound.name}-{AGREEING}", confound.name)
+
+
 def check_costs(
     name: str, rows: Sequence[ConfoundRow], *, command: str, trainings: int
 ) -> CheckCosts:
@@ -713,10 +718,10 @@ class Earlier:
         is judged as that one was (each training's seed, model and score on every prompt
         set it was judged on); otherwise none is kept, and the log names them."""
         left = [row for name, row in self.rows.items() if name not in running]
-        before = self.rows[CLEAN]
-        sets = dict.fromkeys(s.prompts for s in before.evaluations())
         if not left:
             return []
+        before = self.rows[CLEAN]
+        sets = dict.fromkeys(s.prompts for s in before.evaluations())
         names = ", ".join(row.confound for row in left)
         now = {p: _judged_as(clean, p) for p in sets}
         if all(now[p] and now[p] == _judged_as(before, p) for p in sets):
